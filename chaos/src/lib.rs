@@ -1,0 +1,1 @@
+//! Cortex chaos harness: faults, workloads, history checkers, reports.

@@ -1,0 +1,1 @@
+//! Cortex Rust client SDK and the cortex CLI.

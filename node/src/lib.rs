@@ -1,0 +1,1 @@
+//! Cortex cluster node: membership, placement, routing, system actors.

@@ -1,0 +1,32 @@
+//! The Cortex wire format: ids, envelopes, frames, the handshake and the codec.
+//!
+//! This crate does no I/O and knows nothing of tokio: it turns envelopes into bytes and
+//! bytes into envelopes, refusing anything malformed with a typed [`DecodeError`] and never
+//! allocating past the frame limit. `SPEC.md` beside this crate describes every byte.
+//!
+//! ```
+//! use cortex_protocol::*;
+//! let tell = Envelope::Tell(Tell {
+//!     target: Target::Virtual("order/1".parse().unwrap()),
+//!     message: MessageName::new("shop.Add").unwrap(),
+//!     payload: vec![1, 2, 3].into(),
+//!     meta: RequestMeta::default(),
+//!     epoch: 4,
+//! });
+//! let mut buf = Vec::new();
+//! encode(&tell, &mut buf).unwrap();
+//! let (frame, _) = FrameDecoder::default().decode(&buf).unwrap().unwrap();
+//! assert_eq!(frame, Frame::Single(tell));
+//! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod codec;
+mod envelope;
+mod ids;
+
+pub use codec::{
+    BatchWriter, CURRENT_VERSION, DEFAULT_MAX_FRAME, DecodeError, EncodeError, FrameDecoder,
+    HEADER_LEN, decode_payload, encode, encode_payload, encode_with_limit, kind,
+};
+pub use envelope::*;
+pub use ids::*;

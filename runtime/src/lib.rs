@@ -1,0 +1,1 @@
+//! Cortex local actors: mailboxes, supervision, virtual actors, pub-sub, resilience.

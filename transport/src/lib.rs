@@ -1,0 +1,1 @@
+//! Cortex QUIC transport with mutual TLS, the protocol handshake, lanes and batching.
