@@ -23,6 +23,7 @@
 mod codec;
 mod envelope;
 mod ids;
+mod ring;
 
 pub use codec::{
     BatchWriter, CURRENT_VERSION, DEFAULT_MAX_FRAME, DecodeError, EncodeError, FrameDecoder,
@@ -30,3 +31,4 @@ pub use codec::{
 };
 pub use envelope::*;
 pub use ids::*;
+pub use ring::{DEFAULT_VNODES, Ring};
