@@ -1,1 +1,2 @@
 //! Cortex cluster node: membership, placement, routing, system actors.
+pub mod placement;

@@ -10,7 +10,9 @@
 
 use std::hash::{Hash, Hasher};
 
-use hashring::HashRing;
+use std::hash::BuildHasher;
+
+use hashring::{DefaultHashBuilder, HashRing};
 
 use crate::ids::{ActorId, NodeId};
 
@@ -56,6 +58,7 @@ impl Hash for IdKey<'_> {
 /// ```
 pub struct Ring {
     members: Vec<NodeId>,
+    digest: u64,
     ring: HashRing<Point>,
     vnodes: u32,
 }
@@ -94,8 +97,17 @@ impl Ring {
         }
         let mut ring = HashRing::new();
         ring.batch_add(points);
+        let mut h = DefaultHashBuilder.build_hasher();
+        for m in &members {
+            h.write(m.name().as_bytes());
+            h.write_u8(b'#');
+            h.write(&m.incarnation().to_be_bytes());
+        }
+        // 0 means "no view" on the wire, so it is never a digest.
+        let digest = h.finish().max(1);
         Self {
             members,
+            digest,
             ring,
             vnodes,
         }
@@ -106,6 +118,14 @@ impl Ring {
         self.ring
             .get(&IdKey(id))
             .and_then(|p| self.members.get(p.member))
+    }
+
+    /// A digest of the member set (names and incarnations), independent of the order they
+    /// were given in: SipHash-2-4 with zero keys over `name '#' incarnation(u64 BE)` for each
+    /// member sorted by name. Carried as the `epoch` of routed messages so a receiver can
+    /// tell a message routed under another view; never 0.
+    pub fn digest(&self) -> u64 {
+        self.digest
     }
 
     /// The members, sorted by name.

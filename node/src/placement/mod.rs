@@ -1,0 +1,226 @@
+//! Placement: which live member owns each actor id, at which ring epoch, and whether this
+//! node's view has been stable long enough to activate ids it has just gained.
+//!
+//! The ring function itself lives in [`cortex_protocol::Ring`] because clients must compute
+//! exactly the same owners. This module adds what only a member needs:
+//! - the **ring epoch**, a local counter that grows with every change of the live member set;
+//! - the **view digest**, a hash of that set (name and incarnation of every live member), put
+//!   in the `epoch` field of every tell and ask this node routes, so a receiver can tell a
+//!   message routed under another view from one routed under its own and re-route it;
+//! - the **settle time** (Akka's stable-after): ids this node gains are activated only once its
+//!   view has been unchanged for that long, so two nodes with briefly different views do not
+//!   both activate one id.
+//!
+//! The core ([`PlacementState`]) takes `now` as input and does no I/O; [`Placement`] wraps it
+//! for concurrent readers and lets callers wait for the view to settle.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cortex_protocol::{ActorId, NodeId, Ring};
+use parking_lot::RwLock;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// One immutable view of the ring.
+#[derive(Debug)]
+pub struct RingView {
+    /// Local ring epoch; grows with every change of the live member set.
+    pub epoch: u64,
+    /// Hash of the live member set (see the module docs).
+    pub digest: u64,
+    /// The ring over the live members.
+    pub ring: Ring,
+    /// When this view was installed.
+    pub since: Instant,
+    /// When ids gained in this view may be activated.
+    pub settled_at: Instant,
+}
+
+impl RingView {
+    /// The owner of `id` in this view.
+    pub fn owner(&self, id: &ActorId) -> Option<&NodeId> {
+        self.ring.owner(id)
+    }
+    /// True once the view has been stable for the settle time.
+    pub fn is_settled(&self, now: Instant) -> bool {
+        now >= self.settled_at
+    }
+}
+
+/// The IO-free core: install member sets, read views.
+#[derive(Debug)]
+pub struct PlacementState {
+    current: Arc<RingView>,
+    vnodes: u32,
+    settle: Duration,
+}
+
+impl PlacementState {
+    /// A view holding only `local`, settled only after `settle` from `now`.
+    pub fn new(local: NodeId, vnodes: u32, settle: Duration, now: Instant) -> Self {
+        let members = vec![local];
+        let mut current = RingView {
+            epoch: 1,
+            digest: 0,
+            ring: Ring::new(members, vnodes),
+            since: now,
+            settled_at: now + settle,
+        };
+        current.digest = current.ring.digest();
+        let current = Arc::new(current);
+        Self {
+            current,
+            vnodes,
+            settle,
+        }
+    }
+
+    /// Installs the live member set. Returns the new view when the set changed (and the
+    /// epoch grew), `None` when it is the same set.
+    pub fn update(&mut self, members: Vec<NodeId>, now: Instant) -> Option<Arc<RingView>> {
+        let ring = Ring::new(members, self.vnodes);
+        if ring.digest() == self.current.digest {
+            return None;
+        }
+        let view = Arc::new(RingView {
+            epoch: self.current.epoch + 1,
+            digest: ring.digest(),
+            ring,
+            since: now,
+            settled_at: now + self.settle,
+        });
+        self.current = view.clone();
+        Some(view)
+    }
+
+    /// The current view.
+    pub fn current(&self) -> &Arc<RingView> {
+        &self.current
+    }
+}
+
+/// Shared placement for the node's tasks.
+#[derive(Debug)]
+pub struct Placement {
+    state: RwLock<PlacementState>,
+    epoch_tx: watch::Sender<u64>,
+}
+
+impl Placement {
+    /// Starts with a view of `local` alone.
+    pub fn new(local: NodeId, vnodes: u32, settle: Duration) -> Self {
+        let state = PlacementState::new(local, vnodes, settle, Instant::now());
+        let (epoch_tx, _) = watch::channel(state.current().epoch);
+        Self {
+            state: RwLock::new(state),
+            epoch_tx,
+        }
+    }
+
+    /// The current view (cheap: an `Arc` clone).
+    pub fn view(&self) -> Arc<RingView> {
+        self.state.read().current().clone()
+    }
+
+    /// Installs a member set; see [`PlacementState::update`].
+    pub fn update(&self, members: Vec<NodeId>) -> Option<Arc<RingView>> {
+        let changed = self.state.write().update(members, Instant::now());
+        if let Some(v) = &changed {
+            self.epoch_tx.send_replace(v.epoch);
+        }
+        changed
+    }
+
+    /// Epoch changes, for tasks that react to them (handover, client topology pushes).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.epoch_tx.subscribe()
+    }
+
+    /// Waits until the current view is settled, or `deadline`. Returns the settled view, or
+    /// `None` at the deadline.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn wait_settled(&self, deadline: Instant) -> Option<Arc<RingView>> {
+        let mut rx = self.epoch_tx.subscribe();
+        loop {
+            let view = self.view();
+            let now = Instant::now();
+            if view.is_settled(now) {
+                return Some(view);
+            }
+            let wake = view.settled_at.min(deadline);
+            if now >= deadline {
+                return None;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(name: &str, inc: u64) -> NodeId {
+        NodeId::new(name, inc).unwrap()
+    }
+
+    #[test]
+    fn epoch_grows_only_on_change_and_digest_ignores_order() {
+        let t0 = Instant::now();
+        let mut s = PlacementState::new(n("a", 1), 16, Duration::from_secs(2), t0);
+        assert_eq!(s.current().epoch, 1);
+        let v = s.update(vec![n("a", 1), n("b", 1)], t0).unwrap();
+        assert_eq!(v.epoch, 2);
+        assert!(s.update(vec![n("b", 1), n("a", 1)], t0).is_none());
+        // A restart is a different member set.
+        assert_eq!(s.update(vec![n("a", 1), n("b", 2)], t0).unwrap().epoch, 3);
+        assert_ne!(
+            Ring::new(vec![n("a", 1), n("b", 1)], 4).digest(),
+            Ring::new(vec![n("b", 2), n("a", 1)], 4).digest()
+        );
+        assert_eq!(
+            Ring::new(vec![n("a", 1), n("b", 1)], 4).digest(),
+            Ring::new(vec![n("b", 1), n("a", 1)], 4).digest()
+        );
+    }
+
+    #[test]
+    fn settle_time_counts_from_the_last_change() {
+        let t0 = Instant::now();
+        let settle = Duration::from_secs(2);
+        let mut s = PlacementState::new(n("a", 1), 16, settle, t0);
+        assert!(!s.current().is_settled(t0));
+        assert!(s.current().is_settled(t0 + settle));
+        let t1 = t0 + Duration::from_secs(5);
+        s.update(vec![n("a", 1), n("b", 1)], t1);
+        assert!(!s.current().is_settled(t1 + Duration::from_secs(1)));
+        assert!(s.current().is_settled(t1 + settle));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_settled_restarts_on_change() {
+        let p = Placement::new(n("a", 1), 16, Duration::from_secs(2));
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        p.update(vec![n("a", 1), n("b", 1)]);
+        let v = p
+            .wait_settled(start + Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(v.epoch, 2);
+        assert!(Instant::now() >= start + Duration::from_secs(3));
+        // A deadline before settling gives None.
+        p.update(vec![n("a", 1)]);
+        assert!(p.wait_settled(Instant::now() + Duration::from_millis(500)).await.is_none());
+    }
+}
