@@ -3,14 +3,15 @@
 //! A frame is `u32 length (big-endian) | u8 version | u8 kind | body`, where `length` counts
 //! the version byte, the kind byte and the body. Bodies are bincode 2 (standard config:
 //! little-endian, varint integers) of the envelope struct the kind byte names. The codec is
-//! private to this module: callers use [`encode`], [`BatchWriter`] and [`FrameDecoder`], so
+//! private to this crate: callers use [`encode`], [`BatchWriter`] and [`FrameDecoder`], so
 //! it can change without touching them.
+//!
+//! Decoding checks the length against the configured limit before touching (or allocating
+//! for) the body, decodes bodies straight into validated types, and rejects trailing bytes.
 
-use bincode::config::{self, Config};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
-use crate::envelope::{Envelope, Frame, SUPPORTED_VERSIONS, VersionRange};
+use crate::body::{batchable, check_envelope, decode_envelope, encode_body};
+use crate::envelope::{Envelope, Frame, SUPPORTED_VERSIONS};
+use crate::error::{DecodeError, EncodeError};
 
 /// Default largest frame, in bytes (length field value), accepted or produced.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -55,131 +56,6 @@ pub mod kind {
     pub const BATCH: u8 = 0x7f;
 }
 
-/// Why bytes did not decode. Always the peer's fault; the decoder's state is unchanged
-/// except that nothing was consumed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum DecodeError {
-    /// The length field exceeds the configured maximum.
-    #[error("frame of {len} bytes exceeds the limit of {max}: raise max_frame on both sides or send smaller messages")]
-    FrameTooLarge {
-        /// Announced length.
-        len: usize,
-        /// Configured limit.
-        max: usize,
-    },
-    /// The length field is smaller than the version and kind bytes.
-    #[error("frame length {0} is shorter than the 2-byte version/kind header")]
-    FrameTooShort(usize),
-    /// A version this side does not speak.
-    #[error("frame version {got} is not spoken here (supported {}..={})", supported.min, supported.max)]
-    UnsupportedVersion {
-        /// The version byte.
-        got: u8,
-        /// What this side speaks.
-        supported: VersionRange,
-    },
-    /// An unknown kind byte.
-    #[error("unknown frame kind 0x{0:02x}")]
-    UnknownKind(u8),
-    /// The body is not a valid envelope of its kind.
-    #[error("invalid body for frame kind 0x{kind:02x}: {reason}")]
-    Body {
-        /// Kind byte.
-        kind: u8,
-        /// What the codec reported.
-        reason: String,
-    },
-    /// The body decoded but bytes were left over.
-    #[error("{extra} trailing bytes after the body of frame kind 0x{kind:02x}")]
-    TrailingBytes {
-        /// Kind byte.
-        kind: u8,
-        /// Left-over bytes.
-        extra: usize,
-    },
-    /// A batch entry is malformed.
-    #[error("malformed batch: {0}")]
-    Batch(&'static str),
-    /// A handshake or batch envelope inside a batch.
-    #[error("frame kind 0x{0:02x} may not appear inside a batch")]
-    NotBatchable(u8),
-}
-
-/// Why an envelope could not be encoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum EncodeError {
-    /// The encoded frame would exceed the limit.
-    #[error("encoded frame of {len} bytes exceeds the limit of {max}: send a smaller payload")]
-    FrameTooLarge {
-        /// Encoded length.
-        len: usize,
-        /// Limit.
-        max: usize,
-    },
-    /// The serializer failed (only for types serde cannot represent; a bug).
-    #[error("encoding failed: {0}")]
-    Codec(String),
-    /// A handshake envelope pushed into a batch.
-    #[error("frame kind 0x{0:02x} may not appear inside a batch")]
-    NotBatchable(u8),
-}
-
-fn cfg() -> impl Config {
-    config::standard()
-}
-
-fn kind_of(env: &Envelope) -> u8 {
-    match env {
-        Envelope::Hello(_) => kind::HELLO,
-        Envelope::Welcome(_) => kind::WELCOME,
-        Envelope::Error(_) => kind::ERROR,
-        Envelope::Ping(_) => kind::PING,
-        Envelope::Pong(_) => kind::PONG,
-        Envelope::Tell(_) => kind::TELL,
-        Envelope::Ask(_) => kind::ASK,
-        Envelope::Reply(_) => kind::REPLY,
-        Envelope::Forward(_) => kind::FORWARD,
-        Envelope::Publish(_) => kind::PUBLISH,
-        Envelope::Subscribe(_) => kind::SUBSCRIBE,
-        Envelope::Unsubscribe(_) => kind::UNSUBSCRIBE,
-        Envelope::Delivery(_) => kind::DELIVERY,
-        Envelope::TopologySnapshot(_) => kind::TOPOLOGY_SNAPSHOT,
-        Envelope::TopologyUpdate(_) => kind::TOPOLOGY_UPDATE,
-    }
-}
-
-fn batchable(kind: u8) -> bool {
-    !matches!(kind, kind::HELLO | kind::WELCOME | kind::ERROR | kind::BATCH)
-}
-
-fn put_body<T: Serialize>(v: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    bincode::serde::encode_into_std_write(v, out, cfg())
-        .map(|_| ())
-        .map_err(|e| EncodeError::Codec(e.to_string()))
-}
-
-fn encode_body(env: &Envelope, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    match env {
-        Envelope::Hello(v) => put_body(v, out),
-        Envelope::Welcome(v) => put_body(v, out),
-        Envelope::Error(v) => put_body(v, out),
-        Envelope::Ping(v) => put_body(v, out),
-        Envelope::Pong(v) => put_body(v, out),
-        Envelope::Tell(v) => put_body(v, out),
-        Envelope::Ask(v) => put_body(v, out),
-        Envelope::Reply(v) => put_body(v, out),
-        Envelope::Forward(v) => put_body(v, out),
-        Envelope::Publish(v) => put_body(v, out),
-        Envelope::Subscribe(v) => put_body(v, out),
-        Envelope::Unsubscribe(v) => put_body(v, out),
-        Envelope::Delivery(v) => put_body(v, out),
-        Envelope::TopologySnapshot(v) => put_body(v, out),
-        Envelope::TopologyUpdate(v) => put_body(v, out),
-    }
-}
-
 /// Appends one frame holding `env` to `out`, written with [`CURRENT_VERSION`].
 ///
 /// ```
@@ -192,18 +68,22 @@ fn encode_body(env: &Envelope, out: &mut Vec<u8>) -> Result<(), EncodeError> {
 /// ```
 ///
 /// # Errors
-/// [`EncodeError::FrameTooLarge`] past [`DEFAULT_MAX_FRAME`]; `out` is left as it was.
+/// [`EncodeError::FrameTooLarge`] past [`DEFAULT_MAX_FRAME`], [`EncodeError::InvalidField`]
+/// for a value the peer would refuse (an over-long `tracestate`, a bad system actor name);
+/// `out` is left as it was.
 pub fn encode(env: &Envelope, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     encode_with_limit(env, out, DEFAULT_MAX_FRAME)
 }
 
-/// [`encode`] with an explicit frame limit.
+/// [`encode`] with an explicit frame limit (the length field's value: version, kind and
+/// body bytes).
 ///
 /// # Errors
 /// As [`encode`].
 pub fn encode_with_limit(env: &Envelope, out: &mut Vec<u8>, max: usize) -> Result<(), EncodeError> {
+    check_envelope(env)?;
     let start = out.len();
-    out.extend_from_slice(&[0, 0, 0, 0, CURRENT_VERSION, kind_of(env)]);
+    out.extend_from_slice(&[0, 0, 0, 0, CURRENT_VERSION, env.kind()]);
     if let Err(e) = encode_body(env, out) {
         out.truncate(start);
         return Err(e);
@@ -211,20 +91,24 @@ pub fn encode_with_limit(env: &Envelope, out: &mut Vec<u8>, max: usize) -> Resul
     finish_frame(out, start, max)
 }
 
+/// Writes the length of the frame (or batch entry) that starts at `start`, or removes it
+/// if it is too long.
 fn finish_frame(out: &mut Vec<u8>, start: usize, max: usize) -> Result<(), EncodeError> {
     let len = out.len() - start - 4;
-    if len > max || u32::try_from(len).is_err() {
+    let Some(len32) = u32::try_from(len).ok().filter(|_| len <= max) else {
         out.truncate(start);
         return Err(EncodeError::FrameTooLarge { len, max });
-    }
-    // Checked just above: len fits in u32.
-    out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    };
+    // The caller wrote 4 placeholder bytes at `start`, so the range is in bounds.
+    out[start..start + 4].copy_from_slice(&len32.to_be_bytes());
     Ok(())
 }
 
 /// Coalesces many small envelopes into one batch frame.
 ///
-/// Entries are `u32 length | u8 kind | body`; the frame body is `u32 count` then the entries.
+/// The frame body is `u32 count (big-endian)` then `count` entries, each
+/// `u32 length (big-endian) | u8 kind | body` where `length` counts the kind byte and body.
+/// Handshake and error envelopes cannot be batched.
 ///
 /// ```
 /// use cortex_protocol::{BatchWriter, Envelope, FrameDecoder, Frame, Ping};
@@ -243,6 +127,9 @@ pub struct BatchWriter {
     count: u32,
 }
 
+/// Bytes a batch adds before its entries: the frame header and the entry count.
+const BATCH_OVERHEAD: usize = HEADER_LEN + 4;
+
 impl BatchWriter {
     /// An empty batch.
     pub fn new() -> Self {
@@ -251,12 +138,20 @@ impl BatchWriter {
     /// Adds an envelope.
     ///
     /// # Errors
-    /// [`EncodeError::NotBatchable`] for handshake and error envelopes.
+    /// [`EncodeError::NotBatchable`] for handshake and error envelopes, and the errors of
+    /// [`encode`]; the batch is unchanged.
     pub fn push(&mut self, env: &Envelope) -> Result<(), EncodeError> {
-        let k = kind_of(env);
+        let k = env.kind();
         if !batchable(k) {
             return Err(EncodeError::NotBatchable(k));
         }
+        if self.count == u32::MAX {
+            return Err(EncodeError::FrameTooLarge {
+                len: self.encoded_len(),
+                max: DEFAULT_MAX_FRAME,
+            });
+        }
+        check_envelope(env)?;
         let start = self.entries.len();
         self.entries.extend_from_slice(&[0, 0, 0, 0, k]);
         if let Err(e) = encode_body(env, &mut self.entries) {
@@ -267,6 +162,23 @@ impl BatchWriter {
         self.count += 1;
         Ok(())
     }
+    /// [`BatchWriter::push`], unless the finished frame would then exceed `max` (the length
+    /// field's value). Returns `Ok(false)`, batch unchanged, when the envelope does not fit:
+    /// flush with [`BatchWriter::finish_with_limit`] and push again (an envelope too large
+    /// for an empty batch belongs in a frame of its own).
+    ///
+    /// # Errors
+    /// As [`BatchWriter::push`].
+    pub fn push_within(&mut self, env: &Envelope, max: usize) -> Result<bool, EncodeError> {
+        let (before, count) = (self.entries.len(), self.count);
+        self.push(env)?;
+        if self.encoded_len() - 4 > max {
+            self.entries.truncate(before);
+            self.count = count;
+            return Ok(false);
+        }
+        Ok(true)
+    }
     /// Envelopes pushed so far.
     pub fn len(&self) -> usize {
         self.count as usize
@@ -275,9 +187,9 @@ impl BatchWriter {
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
-    /// Bytes the finished frame will take.
+    /// Bytes the finished frame will take, length prefix included.
     pub fn encoded_len(&self) -> usize {
-        HEADER_LEN + 4 + self.entries.len()
+        BATCH_OVERHEAD + self.entries.len()
     }
     /// Appends the batch frame to `out` and empties the writer.
     ///
@@ -303,7 +215,24 @@ impl BatchWriter {
 
 /// Decodes frames from a byte buffer, checking the length against a limit before reading
 /// (or allocating for) the body.
-#[derive(Debug, Clone, Copy)]
+///
+/// It keeps no state between calls: a transport reads into its own buffer, asks
+/// [`FrameDecoder::frame_len`] how much it needs, then calls [`FrameDecoder::decode`] and
+/// drops the bytes it reports used. Any error means the peer is broken or hostile: send the
+/// [`ErrorFrame`](crate::ErrorFrame) it converts into and close the connection.
+///
+/// ```
+/// use cortex_protocol::{DecodeError, FrameDecoder};
+/// let decoder = FrameDecoder::new(1024);
+/// // A 2 GiB length is refused from the 4-byte prefix alone, before any body arrives.
+/// assert!(matches!(
+///     decoder.decode(&[0x80, 0, 0, 0]),
+///     Err(DecodeError::FrameTooLarge { .. })
+/// ));
+/// // An incomplete frame asks for more bytes.
+/// assert_eq!(decoder.decode(&[0, 0, 0, 9, 1]), Ok(None));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameDecoder {
     max_frame: usize,
 }
@@ -317,7 +246,7 @@ impl Default for FrameDecoder {
 }
 
 impl FrameDecoder {
-    /// A decoder refusing frames longer than `max_frame` bytes.
+    /// A decoder refusing frames whose length field exceeds `max_frame` bytes.
     pub fn new(max_frame: usize) -> Self {
         Self { max_frame }
     }
@@ -326,7 +255,8 @@ impl FrameDecoder {
         self.max_frame
     }
 
-    /// Reads the 4-byte length prefix and checks it; `Ok(None)` if fewer than 4 bytes.
+    /// Reads the 4-byte length prefix and checks it. `Ok(None)` with fewer than 4 bytes,
+    /// otherwise the frame's total size, prefix included.
     ///
     /// Transports use it to know how many bytes to read before calling [`Self::decode`].
     ///
@@ -350,7 +280,7 @@ impl FrameDecoder {
     }
 
     /// Decodes the first frame in `buf`. `Ok(None)` means more bytes are needed; otherwise
-    /// the frame and how many bytes it used.
+    /// the frame and how many bytes it used (bytes after it are left alone).
     ///
     /// # Errors
     /// A [`DecodeError`] naming the problem; the connection should be closed.
@@ -361,12 +291,15 @@ impl FrameDecoder {
         let Some(frame) = buf.get(..total) else {
             return Ok(None);
         };
-        let (version, kind) = (frame[4], frame[5]);
-        let body = &frame[HEADER_LEN..];
+        let Some((&[_, _, _, _, version, kind], body)) = frame.split_first_chunk::<HEADER_LEN>()
+        else {
+            // frame_len guarantees total >= 4 + 2 = HEADER_LEN.
+            return Err(DecodeError::FrameTooShort(total.saturating_sub(4)));
+        };
         // Hello and Error have a layout frozen across versions, so that peers that share no
         // version can still tell each other so.
         let frozen = matches!(kind, kind::HELLO | kind::ERROR);
-        if !frozen && (version < SUPPORTED_VERSIONS.min || version > SUPPORTED_VERSIONS.max) {
+        if !frozen && !(SUPPORTED_VERSIONS.min..=SUPPORTED_VERSIONS.max).contains(&version) {
             return Err(DecodeError::UnsupportedVersion {
                 got: version,
                 supported: SUPPORTED_VERSIONS,
@@ -380,37 +313,50 @@ impl FrameDecoder {
         Ok(Some((out, total)))
     }
 
-    /// Decodes the version byte of the first frame, if complete (for the handshake).
+    /// The version byte of the first frame, once at least 5 bytes are buffered (the frame
+    /// itself may still be incomplete).
     pub fn peek_version(&self, buf: &[u8]) -> Option<u8> {
         buf.get(4).copied()
     }
 }
+
+/// Smallest batch entry: length (4), kind (1), and a body of at least one byte (every
+/// envelope body holds at least one field).
+const MIN_ENTRY: usize = 6;
+
+/// Most entries reserved up front when a batch starts decoding.
+const MAX_BATCH_PREALLOC: usize = 256;
 
 fn decode_batch(body: &[u8]) -> Result<Vec<Envelope>, DecodeError> {
     let (count, mut rest) = body
         .split_first_chunk::<4>()
         .ok_or(DecodeError::Batch("missing entry count"))?;
     let count = u32::from_be_bytes(*count) as usize;
-    // Every entry takes at least 5 bytes, so a count that could not fit is refused before
-    // the vector is sized from it.
-    if count > rest.len() / 5 {
-        return Err(DecodeError::Batch("entry count exceeds what the body can hold"));
+    // A count the body could not hold is refused before the vector is sized from it.
+    if count > rest.len() / MIN_ENTRY {
+        return Err(DecodeError::Batch(
+            "entry count exceeds what the body can hold",
+        ));
     }
-    let mut out = Vec::with_capacity(count);
+    // Envelopes are far larger in memory than their smallest encoding: grow with what
+    // actually decodes rather than trusting the count with a large reservation.
+    let mut out = Vec::with_capacity(count.min(MAX_BATCH_PREALLOC));
     for _ in 0..count {
         let (len, tail) = rest
             .split_first_chunk::<4>()
             .ok_or(DecodeError::Batch("truncated entry length"))?;
         let len = u32::from_be_bytes(*len) as usize;
-        if len < 1 || len > tail.len() {
-            return Err(DecodeError::Batch("entry length out of bounds"));
+        if len > tail.len() {
+            return Err(DecodeError::Batch("entry length past the end of the batch"));
         }
         let (entry, tail) = tail.split_at(len);
-        let k = entry[0];
+        let Some((&k, entry_body)) = entry.split_first() else {
+            return Err(DecodeError::Batch("empty entry (no kind byte)"));
+        };
         if !batchable(k) {
             return Err(DecodeError::NotBatchable(k));
         }
-        out.push(decode_envelope(k, &entry[1..])?);
+        out.push(decode_envelope(k, entry_body)?);
         rest = tail;
     }
     if !rest.is_empty() {
@@ -420,79 +366,4 @@ fn decode_batch(body: &[u8]) -> Result<Vec<Envelope>, DecodeError> {
         });
     }
     Ok(out)
-}
-
-/// bincode's limit is a type parameter; pick the smallest tier at least as large as the body
-/// so that a hostile length inside a small body can claim no more than 4x the body's size.
-fn body<T: DeserializeOwned>(kind: u8, bytes: &[u8]) -> Result<T, DecodeError> {
-    macro_rules! tiers {
-        ($($n:literal),*) => {
-            $(
-                if bytes.len() <= (1usize << $n) {
-                    return finish_body(kind, bytes,
-                        bincode::serde::decode_from_slice(bytes, config::standard().with_limit::<{ 1usize << $n }>()));
-                }
-            )*
-        };
-    }
-    tiers!(12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    Err(DecodeError::Body {
-        kind,
-        reason: "body larger than 1 GiB".into(),
-    })
-}
-
-fn finish_body<T>(
-    kind: u8,
-    bytes: &[u8],
-    r: Result<(T, usize), bincode::error::DecodeError>,
-) -> Result<T, DecodeError> {
-    match r {
-        Ok((v, used)) if used == bytes.len() => Ok(v),
-        Ok((_, used)) => Err(DecodeError::TrailingBytes {
-            kind,
-            extra: bytes.len() - used,
-        }),
-        Err(e) => Err(DecodeError::Body {
-            kind,
-            reason: e.to_string(),
-        }),
-    }
-}
-
-fn decode_envelope(k: u8, b: &[u8]) -> Result<Envelope, DecodeError> {
-    Ok(match k {
-        kind::HELLO => Envelope::Hello(body(k, b)?),
-        kind::WELCOME => Envelope::Welcome(body(k, b)?),
-        kind::ERROR => Envelope::Error(body(k, b)?),
-        kind::PING => Envelope::Ping(body(k, b)?),
-        kind::PONG => Envelope::Pong(body(k, b)?),
-        kind::TELL => Envelope::Tell(body(k, b)?),
-        kind::ASK => Envelope::Ask(body(k, b)?),
-        kind::REPLY => Envelope::Reply(body(k, b)?),
-        kind::FORWARD => Envelope::Forward(body(k, b)?),
-        kind::PUBLISH => Envelope::Publish(body(k, b)?),
-        kind::SUBSCRIBE => Envelope::Subscribe(body(k, b)?),
-        kind::UNSUBSCRIBE => Envelope::Unsubscribe(body(k, b)?),
-        kind::DELIVERY => Envelope::Delivery(body(k, b)?),
-        kind::TOPOLOGY_SNAPSHOT => Envelope::TopologySnapshot(body(k, b)?),
-        kind::TOPOLOGY_UPDATE => Envelope::TopologyUpdate(body(k, b)?),
-        other => return Err(DecodeError::UnknownKind(other)),
-    })
-}
-
-/// Encodes a user message with the wire codec (for message registries).
-///
-/// # Errors
-/// [`EncodeError::Codec`] if serde cannot represent the value.
-pub fn encode_payload<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeError> {
-    bincode::serde::encode_to_vec(value, cfg()).map_err(|e| EncodeError::Codec(e.to_string()))
-}
-
-/// Decodes a user message encoded by [`encode_payload`], rejecting trailing bytes.
-///
-/// # Errors
-/// [`DecodeError::Body`] (kind 0) or [`DecodeError::TrailingBytes`].
-pub fn decode_payload<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    body(0, bytes)
 }

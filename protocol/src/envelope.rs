@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ActorId, MessageName, NodeId, RequestId, TopicId};
+use crate::ids::{ActorId, IdError, MessageName, NodeId, RequestId, TopicId, check_name};
 
 /// The wire versions this build speaks, oldest first.
 pub const SUPPORTED_VERSIONS: VersionRange = VersionRange { min: 1, max: 1 };
@@ -54,12 +54,60 @@ pub struct TraceParent {
 pub const MAX_TRACESTATE_LEN: usize = 512;
 
 /// W3C trace context carried by every request.
+///
+/// `tracestate` is checked on decode (and by [`encode`](crate::encode)): more than
+/// [`MAX_TRACESTATE_LEN`] bytes is refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "RawTraceContext")]
 pub struct TraceContext {
     /// The caller's span, when the request is traced.
     pub parent: Option<TraceParent>,
     /// Vendor state, passed through untouched (at most 512 bytes).
     pub tracestate: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename = "TraceContext")]
+struct RawTraceContext {
+    parent: Option<TraceParent>,
+    tracestate: String,
+}
+
+impl TryFrom<RawTraceContext> for TraceContext {
+    type Error = TraceStateTooLong;
+    fn try_from(raw: RawTraceContext) -> Result<Self, TraceStateTooLong> {
+        let ctx = TraceContext {
+            parent: raw.parent,
+            tracestate: raw.tracestate,
+        };
+        ctx.validate()?;
+        Ok(ctx)
+    }
+}
+
+/// A `tracestate` longer than [`MAX_TRACESTATE_LEN`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "tracestate is {len} bytes long; the W3C limit is {MAX_TRACESTATE_LEN}: drop list members from its end"
+)]
+pub struct TraceStateTooLong {
+    /// Its length in bytes.
+    pub len: usize,
+}
+
+impl TraceContext {
+    /// Checks the `tracestate` length, as the decoder will.
+    ///
+    /// # Errors
+    /// [`TraceStateTooLong`] past [`MAX_TRACESTATE_LEN`] bytes.
+    pub fn validate(&self) -> Result<(), TraceStateTooLong> {
+        if self.tracestate.len() > MAX_TRACESTATE_LEN {
+            return Err(TraceStateTooLong {
+                len: self.tracestate.len(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Metadata every request carries.
@@ -74,7 +122,11 @@ pub struct RequestMeta {
 }
 
 /// Where a message goes.
+///
+/// A system actor's `name` follows the actor-kind rules (1 to 64 of `[A-Za-z0-9._-]`),
+/// checked on decode and by [`encode`](crate::encode); [`Target::system`] checks it up front.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "RawTarget")]
 pub enum Target {
     /// A virtual actor, placed by the ring.
     Virtual(ActorId),
@@ -92,6 +144,59 @@ pub enum Target {
         /// Its name, such as `metrics`.
         name: String,
     },
+}
+
+// Same variants in the same order as `Target`, so both have one wire layout.
+#[derive(Deserialize)]
+#[serde(rename = "Target")]
+enum RawTarget {
+    Virtual(ActorId),
+    Spawned { node: NodeId, local: u64 },
+    System { node: NodeId, name: String },
+}
+
+impl TryFrom<RawTarget> for Target {
+    type Error = IdError;
+    fn try_from(raw: RawTarget) -> Result<Self, IdError> {
+        Ok(match raw {
+            RawTarget::Virtual(id) => Target::Virtual(id),
+            RawTarget::Spawned { node, local } => Target::Spawned { node, local },
+            RawTarget::System { node, name } => Target::system(node, name)?,
+        })
+    }
+}
+
+/// Longest system actor name.
+pub const MAX_SYSTEM_NAME_LEN: usize = 64;
+
+impl Target {
+    /// A system actor target, checking the name.
+    ///
+    /// ```
+    /// use cortex_protocol::{NodeId, Target};
+    /// let node = NodeId::new("cortex-0", 1).unwrap();
+    /// assert!(Target::system(node.clone(), "metrics").is_ok());
+    /// assert!(Target::system(node, "no/slash").is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// [`IdError`] naming the first problem with `name`.
+    pub fn system(node: NodeId, name: impl Into<String>) -> Result<Self, IdError> {
+        let name = name.into();
+        check_name("system actor name", &name, MAX_SYSTEM_NAME_LEN)?;
+        Ok(Target::System { node, name })
+    }
+
+    /// Checks what the type cannot: a system actor's name.
+    ///
+    /// # Errors
+    /// [`IdError`] naming the first problem.
+    pub fn validate(&self) -> Result<(), IdError> {
+        match self {
+            Target::System { name, .. } => check_name("system actor name", name, MAX_SYSTEM_NAME_LEN),
+            Target::Virtual(_) | Target::Spawned { .. } => Ok(()),
+        }
+    }
 }
 
 /// Fire-and-forget message (at-most-once).

@@ -82,6 +82,11 @@ fn check(
     Ok(())
 }
 
+/// Checks `s` against the node-name/actor-kind rules (`[A-Za-z0-9._-]`, 1 to `max` bytes).
+pub(crate) fn check_name(what: &'static str, s: &str, max: usize) -> Result<(), IdError> {
+    check(what, s, max, NAME_CHARS, name_char)
+}
+
 const NAME_CHARS: &str = "ASCII letters, digits, '-', '_' and '.'";
 fn name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')

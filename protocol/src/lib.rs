@@ -2,7 +2,8 @@
 //!
 //! This crate does no I/O and knows nothing of tokio: it turns envelopes into bytes and
 //! bytes into envelopes, refusing anything malformed with a typed [`DecodeError`] and never
-//! allocating past the frame limit. `SPEC.md` beside this crate describes every byte.
+//! sizing an allocation from a length the bytes do not back. `SPEC.md` beside this crate
+//! describes every byte.
 //!
 //! ```
 //! use cortex_protocol::*;
@@ -20,15 +21,20 @@
 //! ```
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod body;
 mod codec;
 mod envelope;
+mod error;
+mod guard;
+mod handshake;
 mod ids;
-mod ring;
 
+pub use body::{decode_payload, encode_payload};
 pub use codec::{
-    BatchWriter, CURRENT_VERSION, DEFAULT_MAX_FRAME, DecodeError, EncodeError, FrameDecoder,
-    HEADER_LEN, decode_payload, encode, encode_payload, encode_with_limit, kind,
+    BatchWriter, CURRENT_VERSION, DEFAULT_MAX_FRAME, FrameDecoder, HEADER_LEN, encode,
+    encode_with_limit, kind,
 };
 pub use envelope::*;
+pub use error::{DecodeError, EncodeError};
+pub use handshake::answer_hello;
 pub use ids::*;
-pub use ring::{DEFAULT_VNODES, Ring};
