@@ -1,1 +1,2 @@
 //! Cortex local actors: mailboxes, supervision, virtual actors, pub-sub, resilience.
+pub mod resilience;
