@@ -521,6 +521,10 @@ pub enum Envelope {
 
 /// A decoded frame: one envelope, or a batch of them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a frame is built once per read and handed on by value; boxing the single case would cost an allocation per frame on the hot path"
+)]
 pub enum Frame {
     /// One envelope.
     Single(Envelope),
