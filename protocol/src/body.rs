@@ -50,7 +50,10 @@ impl Envelope {
 }
 
 pub(crate) fn batchable(kind: u8) -> bool {
-    !matches!(kind, kind::HELLO | kind::WELCOME | kind::ERROR | kind::BATCH)
+    !matches!(
+        kind,
+        kind::HELLO | kind::WELCOME | kind::ERROR | kind::BATCH
+    )
 }
 
 fn check_meta(meta: &RequestMeta) -> Result<(), EncodeError> {

@@ -324,9 +324,6 @@ impl FrameDecoder {
 /// envelope body holds at least one field).
 const MIN_ENTRY: usize = 6;
 
-/// Most entries reserved up front when a batch starts decoding.
-const MAX_BATCH_PREALLOC: usize = 256;
-
 fn decode_batch(body: &[u8]) -> Result<Vec<Envelope>, DecodeError> {
     let (count, mut rest) = body
         .split_first_chunk::<4>()
@@ -338,9 +335,9 @@ fn decode_batch(body: &[u8]) -> Result<Vec<Envelope>, DecodeError> {
             "entry count exceeds what the body can hold",
         ));
     }
-    // Envelopes are far larger in memory than their smallest encoding: grow with what
-    // actually decodes rather than trusting the count with a large reservation.
-    let mut out = Vec::with_capacity(count.min(MAX_BATCH_PREALLOC));
+    // Envelopes are far larger in memory than their smallest encoding: reserve no more
+    // than the body's own size, and grow with what actually decodes.
+    let mut out = Vec::with_capacity(count.min(rest.len() / size_of::<Envelope>()));
     for _ in 0..count {
         let (len, tail) = rest
             .split_first_chunk::<4>()

@@ -193,7 +193,9 @@ impl Target {
     /// [`IdError`] naming the first problem.
     pub fn validate(&self) -> Result<(), IdError> {
         match self {
-            Target::System { name, .. } => check_name("system actor name", name, MAX_SYSTEM_NAME_LEN),
+            Target::System { name, .. } => {
+                check_name("system actor name", name, MAX_SYSTEM_NAME_LEN)
+            }
             Target::Virtual(_) | Target::Spawned { .. } => Ok(()),
         }
     }

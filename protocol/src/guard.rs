@@ -150,7 +150,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guarded<D> {
     }
     fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, v: V) -> Result<V::Value, D::Error> {
         let depth = deeper(self.depth)?;
-        self.inner.deserialize_tuple(len, GVisitor { inner: v, depth })
+        self.inner
+            .deserialize_tuple(len, GVisitor { inner: v, depth })
     }
     fn deserialize_tuple_struct<V: Visitor<'de>>(
         self,
@@ -359,6 +360,7 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for GVariant<A> {
         v: V,
     ) -> Result<V::Value, A::Error> {
         let depth = deeper(self.depth)?;
-        self.inner.struct_variant(fields, GVisitor { inner: v, depth })
+        self.inner
+            .struct_variant(fields, GVisitor { inner: v, depth })
     }
 }

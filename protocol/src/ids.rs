@@ -134,13 +134,7 @@ impl NodeId {
     /// [`IdError`] naming the first problem with `name`.
     pub fn new(name: impl Into<String>, incarnation: u64) -> Result<Self, IdError> {
         let name = name.into();
-        check(
-            "node name",
-            &name,
-            MAX_NODE_NAME_LEN,
-            NAME_CHARS,
-            name_char,
-        )?;
+        check("node name", &name, MAX_NODE_NAME_LEN, NAME_CHARS, name_char)?;
         Ok(Self { name, incarnation })
     }
     /// The stable name (a pod name on Kubernetes).
