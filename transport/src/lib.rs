@@ -2,14 +2,32 @@
 //! one connection per peer pair with ordered lanes and natural batching.
 //!
 //! Shared by `cortex-node` and `cortex-client`, so that the client never depends on the node.
+//!
+//! - [`certs`] makes a cluster CA and node/client certificates; [`TlsMaterial`] loads them.
+//! - [`Endpoint`] is the one QUIC endpoint of a process: it accepts (nodes) and dials, runs
+//!   the `Hello`/`Welcome` handshake and keeps one [`Connection`] per peer.
+//! - A [`Connection`] has N ordered lanes per direction; an envelope goes on lane
+//!   `lane_key % N`, so order holds per actor while a slow actor blocks no other lane.
+//! - Inbound traffic goes to your [`Handler`]; asks come with a [`Responder`].
+//!
+//! QUIC close codes on the wire: 0 normal, 1 protocol violation, 2 handshake refused,
+//! 3 duplicate connection (simultaneous dial), 4 superseded (newer incarnation),
+//! 5 endpoint shutdown.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod certs;
 mod config;
+mod connection;
+mod endpoint;
 mod error;
+mod handler;
 mod handshake;
+mod lane;
 pub mod tls;
 
 pub use config::{BatchConfig, EndpointConfig, MAX_LANES, MIN_MAX_FRAME};
+pub use connection::{Connection, ConnectionStats, lane_key};
+pub use endpoint::Endpoint;
 pub use error::{TlsError, TransportError, TrySendError};
+pub use handler::{Handler, Responder};
 pub use tls::TlsMaterial;

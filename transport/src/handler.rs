@@ -1,0 +1,122 @@
+//! Inbound dispatch: the [`Handler`] the endpoint calls, and the [`Responder`] that answers
+//! an ask.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use cortex_protocol::{
+    Ask, Envelope, ErrorCode, NodeId, RemoteError, Reply, ReplyResult, RequestId,
+};
+use tokio::sync::mpsc::OwnedPermit;
+
+use crate::connection::{ConnInner, Connection};
+
+/// What the transport calls for inbound traffic.
+///
+/// **Callbacks run on the connection's reader tasks and must not block**: hand work to a
+/// mailbox or a task and return. A callback that blocks stalls its lane (and, through QUIC
+/// flow control, the sender). Envelopes arrive in order per lane.
+///
+/// ```
+/// use cortex_transport::{Connection, Handler, Responder};
+/// use cortex_protocol::{Ask, Envelope, ReplyResult};
+/// struct Echo;
+/// impl Handler for Echo {
+///     fn on_envelope(&self, _conn: &Connection, _env: Envelope) {}
+///     fn on_ask(&self, _conn: &Connection, ask: Ask, reply: Responder) {
+///         reply.send(ReplyResult::Ok { message: ask.message, payload: ask.payload });
+///     }
+/// }
+/// ```
+pub trait Handler: Send + Sync + 'static {
+    /// A connection finished its handshake and is now the one used for its peer. A
+    /// connection that loses a simultaneous-dial race is never announced.
+    fn on_connection(&self, conn: &Connection) {
+        let _ = conn;
+    }
+    /// A tell, publish, subscription, topology or forwarded-tell envelope arrived.
+    fn on_envelope(&self, conn: &Connection, env: Envelope);
+    /// An ask arrived; answer through `reply` (dropping it answers `ActorStopped`).
+    fn on_ask(&self, conn: &Connection, ask: Ask, reply: Responder);
+    /// A forwarded ask arrived (`hops` taken so far, first accepted by `origin`). The
+    /// default treats it as a plain ask.
+    fn on_forward_ask(
+        &self,
+        conn: &Connection,
+        hops: u8,
+        origin: NodeId,
+        ask: Ask,
+        reply: Responder,
+    ) {
+        let _ = (hops, origin);
+        self.on_ask(conn, ask, reply);
+    }
+    /// An announced connection closed. Not called for a connection that was superseded
+    /// (its replacement was announced instead).
+    fn on_disconnect(&self, conn: &Connection) {
+        let _ = conn;
+    }
+}
+
+/// Answers one inbound ask. Holds a reserved slot in the lane's reply queue, so sending
+/// never waits and never fails locally.
+///
+/// Dropping it without [`Responder::send`] replies with [`ErrorCode::ActorStopped`], so no
+/// ask is ever silently lost.
+pub struct Responder {
+    slot: Option<OwnedPermit<Envelope>>,
+    request: RequestId,
+    conn: Arc<ConnInner>,
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responder")
+            .field("request", &self.request)
+            .finish()
+    }
+}
+
+impl Responder {
+    pub(crate) fn new(
+        slot: OwnedPermit<Envelope>,
+        request: RequestId,
+        conn: Arc<ConnInner>,
+    ) -> Self {
+        conn.outstanding.fetch_add(1, Ordering::Relaxed);
+        Self {
+            slot: Some(slot),
+            request,
+            conn,
+        }
+    }
+
+    /// The request being answered.
+    pub fn request(&self) -> RequestId {
+        self.request
+    }
+
+    /// Sends the reply on the lane the ask came on.
+    pub fn send(mut self, result: ReplyResult) {
+        self.deliver(result);
+    }
+
+    fn deliver(&mut self, result: ReplyResult) {
+        if let Some(slot) = self.slot.take() {
+            slot.send(Envelope::Reply(Reply {
+                request: self.request,
+                result,
+            }));
+            self.conn.outstanding.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.deliver(ReplyResult::Err(RemoteError {
+            code: ErrorCode::ActorStopped,
+            detail: "the ask was dropped without a reply".into(),
+        }));
+    }
+}
