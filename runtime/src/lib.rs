@@ -1,2 +1,68 @@
-//! Cortex local actors: mailboxes, supervision, virtual actors, pub-sub, resilience.
+//! Cortex local actors: mailboxes, supervision, tell/ask, timers, virtual actors, pub-sub.
+//!
+//! This crate knows nothing of networks. The node's router reaches actors through
+//! [`ErasedRef`] and [`VirtualRegistry::send_erased`], which take a message name and
+//! encoded bytes; everything else is typed.
+//!
+//! - [`Actor`], [`Handler`], [`Message`]: what users implement.
+//! - [`System`]: spawns top-level actors (roots of supervision trees), owns the
+//!   [`VirtualRegistry`], shuts everything down gracefully.
+//! - [`ActorRef`]: `tell` (waits for room), `try_tell` (fails fast), `ask` (with deadline).
+//! - [`Context`]: the actor's own ref, supervised children, timers, stop.
+//! - [`message!`], [`MessageTable`], [`Codec`]: messages by stable name, bincode or JSON.
+//! - [`PubSub`]: local topics with bounded per-subscriber buffers.
+//!
+//! ```
+//! use std::time::Duration;
+//! use cortex_runtime::{Actor, Context, Handler, Message, System};
+//!
+//! struct Greeter;
+//! impl Actor for Greeter {}
+//! struct Hello(String);
+//! impl Message for Hello { type Reply = String; }
+//! impl Handler<Hello> for Greeter {
+//!     async fn handle(&mut self, m: Hello, _: &mut Context<Self>) -> String {
+//!         format!("hello, {}", m.0)
+//!     }
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let system = System::new(Default::default());
+//! let g = system.spawn(Greeter);
+//! let reply = g.ask(Hello("ada".into()), Duration::from_secs(1)).await.unwrap();
+//! assert_eq!(reply, "hello, ada");
+//! system.shutdown(Duration::from_secs(1)).await;
+//! # });
+//! ```
+
+mod actor;
+mod actor_ref;
+mod cell;
+mod context;
+mod envelope;
+mod error;
+mod mailbox;
+mod pubsub;
+mod remote;
 pub mod resilience;
+mod supervision;
+mod system;
+mod timer;
+mod virtual_actor;
+
+pub use actor::{Actor, Handler, Message, RestartScope, SupervisorStrategy};
+pub use actor_ref::ActorRef;
+pub use context::Context;
+pub use error::{ActorError, SendError};
+pub use pubsub::{
+    PubSub, PubSubStats, SlowPolicy, SubscribeOptions, Subscription, SubscriptionId,
+};
+pub use remote::{
+    Codec, ErasedRef, MessageTable, RemoteMessage, decode_with, encode_with, valid_message_name,
+};
+pub use system::{DEFAULT_MAILBOX, ShutdownReport, SpawnOptions, System, SystemConfig};
+pub use timer::TimerHandle;
+pub use virtual_actor::{
+    ActivationGate, Kind, KindOptions, PassivationReason, RegisterError, VirtualConfig,
+    VirtualEvent, VirtualEventKind, VirtualRef, VirtualRegistry, VirtualStats,
+};

@@ -1,0 +1,264 @@
+//! [`ActorRef`]: the typed, cheaply cloned handle to a local actor.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::actor::{Actor, Handler, Message};
+use crate::envelope::{AskEnvelope, BoxEnvelope, TellEnvelope};
+use crate::error::{ActorError, SendError};
+use crate::mailbox::{Control, Mailbox, PushError};
+
+/// A handle to a running actor of type `A`: tell, ask, stop.
+///
+/// Cloning is one atomic increment. A ref does not keep the actor alive: the actor runs
+/// until it stops itself, is stopped, or its supervisor or the [`System`](crate::System)
+/// stops it; after that every send fails with [`ActorError::Stopped`] at once.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use cortex_runtime::{Actor, Context, Handler, Message, SendError, SpawnOptions, System};
+///
+/// struct Sink;
+/// impl Actor for Sink {}
+/// struct Ping;
+/// impl Message for Ping { type Reply = &'static str; }
+/// impl Handler<Ping> for Sink {
+///     async fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> &'static str { "pong" }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let system = System::new(Default::default());
+/// let sink = system.spawn_with(Sink, SpawnOptions::default().mailbox(16));
+/// assert_eq!(sink.ask(Ping, Duration::from_secs(1)).await, Ok("pong"));
+/// sink.stop();
+/// sink.wait_stopped(Duration::from_secs(1)).await.unwrap();
+/// assert!(matches!(sink.try_tell(Ping), Err(SendError::Stopped(Ping))));
+/// # });
+/// ```
+pub struct ActorRef<A: Actor> {
+    pub(crate) mb: Arc<Mailbox<A>>,
+}
+
+const _: () = {
+    struct Probe;
+    impl Actor for Probe {}
+    const fn assert_send_sync<T: Send + Sync + Clone>() {}
+    assert_send_sync::<ActorRef<Probe>>();
+};
+
+impl<A: Actor> Clone for ActorRef<A> {
+    fn clone(&self) -> Self {
+        Self {
+            mb: Arc::clone(&self.mb),
+        }
+    }
+}
+
+impl<A: Actor> fmt::Debug for ActorRef<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActorRef")
+            .field("id", &self.mb.id())
+            .field("type", &std::any::type_name::<A>())
+            .finish()
+    }
+}
+
+impl<A: Actor> PartialEq for ActorRef<A> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.mb, &other.mb)
+    }
+}
+impl<A: Actor> Eq for ActorRef<A> {}
+
+/// Why an ask failed before or after delivery; `NotDelivered` gives the message back so
+/// the virtual registry can retry on a fresh activation.
+pub(crate) enum AskFail<M> {
+    NotDelivered(M),
+    Failed(ActorError),
+}
+
+fn give_back<A: Actor, M: 'static>(env: BoxEnvelope<A>) -> M {
+    match env.into_any().downcast::<M>() {
+        Ok(m) => *m,
+        // Invariant: every envelope built in this module for message type M returns an M
+        // from into_any, and the callers below only ever downcast to that same M.
+        Err(_) => unreachable!("envelope gave back a different message type"),
+    }
+}
+
+impl<A: Actor> ActorRef<A> {
+    pub(crate) fn from_mailbox(mb: Arc<Mailbox<A>>) -> Self {
+        Self { mb }
+    }
+
+    /// The node-local number of this actor (the `local` of a spawned wire target).
+    pub fn id(&self) -> u64 {
+        self.mb.id()
+    }
+
+    /// True until the actor has stopped or begun stopping (its mailbox closed).
+    pub fn is_alive(&self) -> bool {
+        !self.mb.is_closed()
+    }
+
+    /// User messages waiting in the mailbox.
+    pub fn queued(&self) -> usize {
+        self.mb.len()
+    }
+
+    /// The mailbox capacity.
+    pub fn capacity(&self) -> usize {
+        self.mb.capacity()
+    }
+
+    /// Sends `msg`, waiting for mailbox room.
+    ///
+    /// # Errors
+    /// [`SendError::Stopped`] with the message when the actor has stopped.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it completes drops the message unsent.
+    pub async fn tell<M>(&self, msg: M) -> Result<(), SendError<M>>
+    where
+        A: Handler<M>,
+        M: Message,
+    {
+        self.mb
+            .push(Box::new(TellEnvelope(msg)))
+            .await
+            .map_err(|e| SendError::Stopped(give_back::<A, M>(e)))
+    }
+
+    /// Like [`ActorRef::tell`], giving up after `timeout`.
+    ///
+    /// # Errors
+    /// [`SendError::Timeout`] or [`SendError::Stopped`], with the message.
+    pub async fn tell_timeout<M>(&self, msg: M, timeout: Duration) -> Result<(), SendError<M>>
+    where
+        A: Handler<M>,
+        M: Message,
+    {
+        let deadline = Instant::now() + timeout;
+        let mut msg = msg;
+        loop {
+            match self.try_tell(msg) {
+                Err(SendError::Full(m)) => msg = m,
+                other => return other,
+            }
+            // Waiting for room without holding the message lets a timeout give it back.
+            if tokio::time::timeout_at(deadline, self.mb.wait_room())
+                .await
+                .is_err()
+            {
+                return Err(SendError::Timeout(msg));
+            }
+        }
+    }
+
+    /// Sends `msg` only if the mailbox has room right now.
+    ///
+    /// # Errors
+    /// [`SendError::Full`] or [`SendError::Stopped`], with the message.
+    pub fn try_tell<M>(&self, msg: M) -> Result<(), SendError<M>>
+    where
+        A: Handler<M>,
+        M: Message,
+    {
+        self.mb
+            .try_push(Box::new(TellEnvelope(msg)))
+            .map_err(|e| match e {
+                PushError::Full(e) => SendError::Full(give_back::<A, M>(e)),
+                PushError::Closed(e) => SendError::Stopped(give_back::<A, M>(e)),
+            })
+    }
+
+    /// Sends `msg` and waits for the reply, for at most `timeout` in all (mailbox room
+    /// included).
+    ///
+    /// # Errors
+    /// [`ActorError::Timeout`]; [`ActorError::Stopped`] at once if the actor has stopped
+    /// (or when it stops before answering); [`ActorError::Failed`] if the handler panicked.
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the ask; the actor skips it if it was not yet started.
+    pub async fn ask<M>(&self, msg: M, timeout: Duration) -> Result<M::Reply, ActorError>
+    where
+        A: Handler<M>,
+        M: Message,
+    {
+        match self.ask_deadline(msg, Instant::now() + timeout).await {
+            Ok(r) => Ok(r),
+            Err(AskFail::NotDelivered(_)) => Err(ActorError::Stopped),
+            Err(AskFail::Failed(e)) => Err(e),
+        }
+    }
+
+    pub(crate) async fn ask_deadline<M>(
+        &self,
+        msg: M,
+        deadline: Instant,
+    ) -> Result<M::Reply, AskFail<M>>
+    where
+        A: Handler<M>,
+        M: Message,
+    {
+        let (tx, rx) = oneshot::channel();
+        let env: BoxEnvelope<A> = Box::new(AskEnvelope { msg, tx });
+        let env = match self.mb.try_push(env) {
+            Ok(()) => None,
+            Err(PushError::Closed(env)) => {
+                return Err(AskFail::NotDelivered(give_back::<A, M>(env)));
+            }
+            Err(PushError::Full(env)) => Some(env),
+        };
+        let wait = async {
+            if let Some(env) = env
+                && let Err(env) = self.mb.push(env).await
+            {
+                return Err(AskFail::NotDelivered(give_back::<A, M>(env)));
+            }
+            match rx.await {
+                Ok(Ok(r)) => Ok(r),
+                Ok(Err(e)) => Err(AskFail::Failed(e)),
+                Err(_) => Err(AskFail::Failed(ActorError::Stopped)),
+            }
+        };
+        match tokio::time::timeout_at(deadline, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(AskFail::Failed(ActorError::Timeout)),
+        }
+    }
+
+    /// Asks the actor to stop. The stop request overtakes queued messages, which are
+    /// dropped (their asks fail with [`ActorError::Stopped`]). Returns at once; use
+    /// [`ActorRef::wait_stopped`] to wait for the end.
+    pub fn stop(&self) {
+        self.mb.push_control(Control::Stop);
+    }
+
+    /// Asks the actor to refuse new messages, handle the queued ones (until `timeout`),
+    /// then stop.
+    pub fn drain_and_stop(&self, timeout: Duration) {
+        self.mb.push_control(Control::Drain {
+            deadline: Instant::now() + timeout,
+        });
+    }
+
+    /// Waits until the actor has fully stopped (its `stopped` hook ran and its state was
+    /// dropped).
+    ///
+    /// # Errors
+    /// [`ActorError::Timeout`] if it is still running after `timeout`.
+    pub async fn wait_stopped(&self, timeout: Duration) -> Result<(), ActorError> {
+        if self.mb.wait_terminated(Instant::now() + timeout).await {
+            Ok(())
+        } else {
+            Err(ActorError::Timeout)
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The bounded mailbox: one user queue plus a control lane that jumps ahead of it.
+//!
+//! A `parking_lot` mutex around two `VecDeque`s beats a lock-free ring here: the queue
+//! starts empty (no allocation for an idle actor), grows only as far as the configured
+//! capacity, and the critical sections are a handful of instructions. The single receiver
+//! (the actor's task) parks its waker inside the lock; senders waiting for room park on a
+//! `Notify` that is only signalled while someone waits.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Poll, Waker};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::envelope::BoxEnvelope;
+
+/// Messages of the control lane. Each child has at most one failure report and one
+/// termination outstanding, and a parent sends at most one directive at a time, so the
+/// lane is bounded by twice the number of children plus a constant.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Stop now; queued user messages are dropped (their asks get `Stopped`).
+    Stop,
+    /// Refuse new messages, handle the queued ones until `deadline`, then stop.
+    Drain { deadline: Instant },
+    /// The supervisor's decision after a failure: restart.
+    Restart,
+    /// A child failed and waits for a directive.
+    ChildFailed { id: u64, reason: String },
+    /// A child has terminated.
+    ChildTerminated { id: u64 },
+}
+
+/// Where control messages can be pushed without knowing the actor type.
+pub(crate) trait ControlSink: Send + Sync {
+    fn push_control(&self, c: Control);
+}
+
+/// What the receiver gets.
+pub(crate) enum Item<A> {
+    Control(Control),
+    Msg(BoxEnvelope<A>),
+}
+
+struct State<A> {
+    queue: VecDeque<BoxEnvelope<A>>,
+    control: VecDeque<Control>,
+    rx_waker: Option<Waker>,
+    waiting_senders: u32,
+    closed: bool,
+}
+
+/// Why a push failed; the envelope comes back.
+pub(crate) enum PushError<A> {
+    Full(BoxEnvelope<A>),
+    Closed(BoxEnvelope<A>),
+}
+
+pub(crate) struct Mailbox<A> {
+    state: Mutex<State<A>>,
+    room: Notify,
+    terminated_notify: Notify,
+    terminated: AtomicBool,
+    capacity: u32,
+    id: u64,
+}
+
+impl<A> Mailbox<A> {
+    pub(crate) fn new(id: u64, capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                control: VecDeque::new(),
+                rx_waker: None,
+                waiting_senders: 0,
+                closed: false,
+            }),
+            room: Notify::new(),
+            terminated_notify: Notify::new(),
+            terminated: AtomicBool::new(false),
+            capacity: capacity.clamp(1, u32::MAX as usize) as u32,
+            id,
+        }
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity as usize
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.state.lock().queue.len()
+    }
+
+    /// Enqueues at once or fails.
+    pub(crate) fn try_push(&self, env: BoxEnvelope<A>) -> Result<(), PushError<A>> {
+        let waker = {
+            let mut st = self.state.lock();
+            if st.closed {
+                return Err(PushError::Closed(env));
+            }
+            if st.queue.len() >= self.capacity as usize {
+                return Err(PushError::Full(env));
+            }
+            st.queue.push_back(env);
+            st.rx_waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Enqueues, waiting for room. Cancel safety: dropping the future drops the envelope.
+    pub(crate) async fn push(&self, mut env: BoxEnvelope<A>) -> Result<(), BoxEnvelope<A>> {
+        loop {
+            match self.try_push(env) {
+                Ok(()) => return Ok(()),
+                Err(PushError::Closed(e)) => return Err(e),
+                Err(PushError::Full(e)) => env = e,
+            }
+            self.wait_room().await;
+        }
+    }
+
+    /// Resolves when the queue may have room (or the mailbox closed). Cancel safe.
+    pub(crate) async fn wait_room(&self) {
+        let mut notified = pin!(self.room.notified());
+        {
+            let mut st = self.state.lock();
+            if st.closed || st.queue.len() < self.capacity as usize {
+                return;
+            }
+            // Registered under the lock, so a pop right after the unlock finds us counted
+            // and its notify_one reaches us.
+            notified.as_mut().enable();
+            st.waiting_senders += 1;
+        }
+        let _guard = WaitGuard(self);
+        notified.await;
+    }
+
+    pub(crate) fn push_control(&self, c: Control) {
+        let waker = {
+            let mut st = self.state.lock();
+            st.control.push_back(c);
+            st.rx_waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Refuses further user messages; queued ones stay for draining.
+    pub(crate) fn close(&self) {
+        self.state.lock().closed = true;
+        self.room.notify_waiters();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+
+    /// Removes every queued user message (dropping them answers their asks with `Stopped`).
+    pub(crate) fn clear(&self) {
+        let dropped = std::mem::take(&mut self.state.lock().queue);
+        drop(dropped);
+    }
+
+    /// Non-blocking pop for draining; control first.
+    pub(crate) fn try_recv(&self, accept_user: bool) -> Option<Item<A>> {
+        let (item, notify) = {
+            let mut st = self.state.lock();
+            if let Some(c) = st.control.pop_front() {
+                return Some(Item::Control(c));
+            }
+            if !accept_user {
+                return None;
+            }
+            let env = st.queue.pop_front()?;
+            if st.queue.is_empty() && st.queue.capacity() > 64 {
+                // A burst grew the queue; give the memory back while idle.
+                st.queue.shrink_to(8);
+            }
+            (Item::Msg(env), st.waiting_senders > 0)
+        };
+        if notify {
+            self.room.notify_one();
+        }
+        Some(item)
+    }
+
+    /// Waits for the next item. Only the actor's own task calls this.
+    pub(crate) fn recv(&self, accept_user: bool) -> Recv<'_, A> {
+        Recv {
+            mb: self,
+            accept_user,
+        }
+    }
+
+    pub(crate) fn mark_terminated(&self) {
+        self.close();
+        self.clear();
+        self.terminated.store(true, Ordering::Release);
+        self.terminated_notify.notify_waiters();
+    }
+
+    pub(crate) fn is_terminated(&self) -> bool {
+        self.terminated.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the actor's task has finished (or the deadline passed: `false`).
+    pub(crate) async fn wait_terminated(&self, deadline: Instant) -> bool {
+        loop {
+            let mut n = pin!(self.terminated_notify.notified());
+            n.as_mut().enable();
+            if self.is_terminated() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, n).await.is_err() {
+                return self.is_terminated();
+            }
+        }
+    }
+}
+
+struct WaitGuard<'a, A>(&'a Mailbox<A>);
+impl<A> Drop for WaitGuard<'_, A> {
+    fn drop(&mut self) {
+        let mut st = self.0.state.lock();
+        st.waiting_senders = st.waiting_senders.saturating_sub(1);
+    }
+}
+
+/// Future of [`Mailbox::recv`].
+pub(crate) struct Recv<'a, A> {
+    mb: &'a Mailbox<A>,
+    accept_user: bool,
+}
+
+impl<A> Future for Recv<'_, A> {
+    type Output = Item<A>;
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Item<A>> {
+        let mb = self.mb;
+        let (item, notify) = {
+            let mut st = mb.state.lock();
+            if let Some(c) = st.control.pop_front() {
+                return Poll::Ready(Item::Control(c));
+            }
+            match self.accept_user.then(|| st.queue.pop_front()).flatten() {
+                Some(env) => {
+                    if st.queue.is_empty() && st.queue.capacity() > 64 {
+                        st.queue.shrink_to(8);
+                    }
+                    (env, st.waiting_senders > 0)
+                }
+                None => {
+                    match &mut st.rx_waker {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        slot => *slot = Some(cx.waker().clone()),
+                    }
+                    return Poll::Pending;
+                }
+            }
+        };
+        if notify {
+            mb.room.notify_one();
+        }
+        Poll::Ready(Item::Msg(item))
+    }
+}
+
+impl<A: Send + 'static> ControlSink for Mailbox<A> {
+    fn push_control(&self, c: Control) {
+        Mailbox::push_control(self, c);
+    }
+}

@@ -1,0 +1,314 @@
+//! [`System`]: the root of the actor tree on one node, and its graceful shutdown.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use tokio::time::Instant;
+
+use crate::actor::{Actor, SupervisorStrategy};
+use crate::actor_ref::ActorRef;
+use crate::cell::{DEFAULT_STOP_TIMEOUT, Factory, spawn_actor};
+use crate::mailbox::{Control, ControlSink};
+use crate::remote::ErasedRef;
+use crate::supervision::{InlineParent, Parent, TaskGuard};
+use crate::virtual_actor::{VirtualConfig, VirtualRegistry};
+
+/// Default mailbox capacity.
+pub const DEFAULT_MAILBOX: usize = 1024;
+
+/// Options for one spawned actor.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SpawnOptions {
+    /// Mailbox capacity: user messages that may wait before `tell` waits and `try_tell`
+    /// fails. The queue grows to this size only as needed.
+    pub mailbox: usize,
+}
+
+impl Default for SpawnOptions {
+    fn default() -> Self {
+        Self {
+            mailbox: DEFAULT_MAILBOX,
+        }
+    }
+}
+
+impl SpawnOptions {
+    /// Sets the mailbox capacity (at least 1).
+    pub fn mailbox(mut self, capacity: usize) -> Self {
+        self.mailbox = capacity.max(1);
+        self
+    }
+}
+
+/// Settings of a [`System`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SystemConfig {
+    /// How top-level actors are supervised (there is nowhere to escalate: past the limits
+    /// the actor is stopped).
+    pub root_strategy: SupervisorStrategy,
+    /// How long a stopping actor waits for its children before aborting them.
+    pub stop_timeout: Duration,
+    /// The virtual-actor registry.
+    pub virtuals: VirtualConfig,
+}
+
+impl Default for SystemConfig {
+    fn default() -> Self {
+        Self {
+            root_strategy: SupervisorStrategy::default(),
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            virtuals: VirtualConfig::default(),
+        }
+    }
+}
+
+impl SystemConfig {
+    /// Sets the root supervision strategy.
+    pub fn root_strategy(mut self, s: SupervisorStrategy) -> Self {
+        self.root_strategy = s;
+        self
+    }
+    /// Sets the stop timeout.
+    pub fn stop_timeout(mut self, t: Duration) -> Self {
+        self.stop_timeout = t;
+        self
+    }
+    /// Sets the virtual-actor settings.
+    pub fn virtuals(mut self, v: VirtualConfig) -> Self {
+        self.virtuals = v;
+        self
+    }
+}
+
+struct TopEntry {
+    ctl: Arc<dyn ControlSink>,
+    task: TaskGuard,
+}
+
+pub(crate) struct SystemInner {
+    pub(crate) config: SystemConfig,
+    accepting: AtomicBool,
+    top: Mutex<HashMap<u64, TopEntry>>,
+    named: RwLock<HashMap<String, ErasedRef>>,
+    locals: RwLock<HashMap<u64, ErasedRef>>,
+}
+
+/// What [`System::shutdown`] achieved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Top-level actors and virtual activations that stopped by themselves.
+    pub stopped: usize,
+    /// Those still running at the deadline, aborted.
+    pub aborted: usize,
+}
+
+/// The actors of one node: top-level actors (roots of supervision trees), the virtual
+/// actor registry, and a directory of type-erased refs for the router.
+///
+/// Cloning gives another handle to the same system. Dropping the last handle aborts every
+/// actor; call [`System::shutdown`] to stop them gracefully. Must be created inside a
+/// tokio runtime.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use cortex_runtime::{Actor, Context, System};
+///
+/// struct Quiet;
+/// impl Actor for Quiet {
+///     async fn stopped(&mut self, _ctx: &mut Context<Self>) { /* flush, close files */ }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let system = System::new(Default::default());
+/// let a = system.spawn(Quiet);
+/// let report = system.shutdown(Duration::from_secs(5)).await;
+/// assert_eq!(report.stopped, 1);
+/// assert!(!a.is_alive());
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct System {
+    inner: Arc<SystemInner>,
+    virtuals: VirtualRegistry,
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<System>();
+};
+
+impl std::fmt::Debug for System {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("System")
+            .field("top_level", &self.inner.top.lock().len())
+            .field("accepting", &self.inner.accepting.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl System {
+    /// Creates a system. Must be called inside a tokio runtime (the virtual registry
+    /// starts its idle sweeper).
+    pub fn new(config: SystemConfig) -> Self {
+        let inner = Arc::new(SystemInner {
+            config,
+            accepting: AtomicBool::new(true),
+            top: Mutex::new(HashMap::new()),
+            named: RwLock::new(HashMap::new()),
+            locals: RwLock::new(HashMap::new()),
+        });
+        let virtuals = VirtualRegistry::new(Arc::downgrade(&inner), inner.config.virtuals.clone());
+        Self { inner, virtuals }
+    }
+
+    /// The virtual-actor registry of this system.
+    pub fn virtuals(&self) -> &VirtualRegistry {
+        &self.virtuals
+    }
+
+    /// True until [`System::shutdown`] starts.
+    pub fn is_accepting(&self) -> bool {
+        self.inner.accepting.load(Ordering::Acquire)
+    }
+
+    /// Spawns a top-level actor with default options.
+    ///
+    /// After shutdown has begun the returned ref is already stopped: every send fails
+    /// with [`ActorError::Stopped`](crate::ActorError::Stopped).
+    pub fn spawn<A: Actor>(&self, actor: A) -> ActorRef<A> {
+        self.spawn_inner(actor, None, &SpawnOptions::default())
+    }
+
+    /// Spawns a top-level actor with explicit options.
+    pub fn spawn_with<A: Actor>(&self, actor: A, opts: SpawnOptions) -> ActorRef<A> {
+        self.spawn_inner(actor, None, &opts)
+    }
+
+    /// Spawns a top-level actor built by `factory`; a restart builds a fresh instance.
+    pub fn spawn_factory<A, F>(&self, mut factory: F, opts: SpawnOptions) -> ActorRef<A>
+    where
+        A: Actor,
+        F: FnMut() -> A + Send + 'static,
+    {
+        let first = factory();
+        self.spawn_inner(first, Some(Box::new(factory)), &opts)
+    }
+
+    fn spawn_inner<A: Actor>(
+        &self,
+        actor: A,
+        factory: Option<Factory<A>>,
+        opts: &SpawnOptions,
+    ) -> ActorRef<A> {
+        let weak_sys = Arc::downgrade(&self.inner);
+        let strategy = self.inner.config.root_strategy;
+        let make_parent = |child: Weak<dyn ControlSink>| -> Arc<dyn Parent> {
+            let sys = weak_sys.clone();
+            Arc::new(InlineParent::new(
+                strategy,
+                child,
+                Box::new(move |id, _gave_up| {
+                    if let Some(s) = sys.upgrade() {
+                        if let Some(e) = s.top.lock().remove(&id) {
+                            e.task.detach();
+                        }
+                        s.locals.write().remove(&id);
+                    }
+                }),
+            ))
+        };
+        // Held across the spawn so a child that ends at once cannot try to remove its
+        // entry before it exists.
+        let mut top = self.inner.top.lock();
+        let (r, task) = spawn_actor(&weak_sys, actor, factory, opts, make_parent, None);
+        if !self.is_accepting() {
+            drop(top);
+            r.stop();
+            drop(task);
+            r.mb.mark_terminated();
+            return r;
+        }
+        let ctl: Arc<dyn ControlSink> = r.mb.clone();
+        top.insert(r.id(), TopEntry { ctl, task });
+        r
+    }
+
+    /// Top-level actors currently running.
+    pub fn top_level(&self) -> usize {
+        self.inner.top.lock().len()
+    }
+
+    /// Publishes an erased ref under a name (for example a system actor `metrics`), for the
+    /// router to find with [`System::lookup`]. Replaces any earlier ref of that name.
+    pub fn expose(&self, name: impl Into<String>, r: ErasedRef) {
+        self.inner.named.write().insert(name.into(), r);
+    }
+
+    /// The erased ref published under `name`, if it is still alive.
+    pub fn lookup(&self, name: &str) -> Option<ErasedRef> {
+        let r = self.inner.named.read().get(name).cloned()?;
+        if r.is_alive() {
+            Some(r)
+        } else {
+            self.inner.named.write().remove(name);
+            None
+        }
+    }
+
+    /// Removes a published name.
+    pub fn unexpose(&self, name: &str) -> Option<ErasedRef> {
+        self.inner.named.write().remove(name)
+    }
+
+    /// Makes a top-level actor reachable by its node-local number (the `local` of a
+    /// spawned wire target) through [`System::lookup_local`]. Forgotten when it stops.
+    pub fn register_local(&self, r: ErasedRef) {
+        self.inner.locals.write().insert(r.id(), r);
+    }
+
+    /// The erased ref registered under a node-local number, if still alive.
+    pub fn lookup_local(&self, id: u64) -> Option<ErasedRef> {
+        let r = self.inner.locals.read().get(&id).cloned()?;
+        if r.is_alive() {
+            Some(r)
+        } else {
+            self.inner.locals.write().remove(&id);
+            None
+        }
+    }
+
+    /// Stops everything gracefully: refuses new spawns, activations and sends to stopping
+    /// actors; lets every actor handle what is already queued; stops children before their
+    /// parents; and aborts whatever is still running at the deadline.
+    ///
+    /// Virtual activations and top-level trees stop concurrently. Calling it again (or on
+    /// a clone) returns at once with an empty report.
+    pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
+        let deadline = Instant::now() + timeout;
+        if !self.inner.accepting.swap(false, Ordering::AcqRel) {
+            return ShutdownReport::default();
+        }
+        let tops: Vec<TopEntry> = self.inner.top.lock().drain().map(|(_, e)| e).collect();
+        for e in &tops {
+            e.ctl.push_control(Control::Drain { deadline });
+        }
+        let total = tops.len();
+        let joins =
+            futures::future::join_all(tops.into_iter().map(|e| e.task.join_until(deadline)));
+        let (ended, virt) = tokio::join!(joins, self.virtuals.shutdown_until(deadline));
+        let stopped = ended.iter().filter(|e| **e).count();
+        self.inner.named.write().clear();
+        self.inner.locals.write().clear();
+        ShutdownReport {
+            stopped: stopped + virt.stopped,
+            aborted: total - stopped + virt.aborted,
+        }
+    }
+}
