@@ -1,2 +1,3 @@
 //! Cortex cluster node: membership, placement, routing, system actors.
+pub mod membership;
 pub mod placement;

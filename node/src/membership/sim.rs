@@ -1,0 +1,828 @@
+//! Deterministic simulation of many [`MembershipCore`]s on a seeded network and clock.
+//!
+//! One seeded RNG drives everything: latencies, loss, duplication, the fault schedule and
+//! each core's own seed. Time is virtual (a [`TimerQueue`] of events), nothing reads the
+//! wall clock or a global RNG, and maps are ordered, so a seed replays exactly.
+//!
+//! A run has two phases. During the *fault phase* random crashes, graceful leaves,
+//! restarts (same name, next incarnation), partitions, heals, loss and duplication happen.
+//! Then the network heals and turns loss-free, and every running node must converge to the
+//! same live set, exactly the running nodes' current ids, all `Up`, within
+//! `convergence_limit`, and stay so for `stability`. Throughout, no node may accept an
+//! incarnation of a name older than one it already saw.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, UNIX_EPOCH};
+
+use cortex_protocol::{NodeId, VersionRange};
+use rand::rngs::SmallRng;
+use rand::{Rng, RngExt, SeedableRng};
+
+use super::config::SwimTuning;
+use super::identity::{MemberIdentity, MemberMeta};
+use super::machine::{CoreConfig, CoreTimer, MembershipCore, Now};
+use super::timers::TimerQueue;
+use super::view::{MemberState, MembershipEvent};
+
+const SECRET: &[u8] = b"simulated cluster secret";
+const TRACE_LINES: usize = 400;
+/// Virtual epoch of the simulated wall clocks (2023-11-14), so counters look realistic.
+const WALL_BASE_SECS: u64 = 1_700_000_000;
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The seed everything derives from.
+    pub seed: u64,
+    /// Node names `n0..` (each with a fixed address).
+    pub slots: usize,
+    /// Nodes running at the start.
+    pub initial: usize,
+    /// Length of the fault phase.
+    pub fault_phase: Duration,
+    /// Mean time between two fault actions.
+    pub fault_interval: Duration,
+    /// Loss probability per datagram during the fault phase.
+    pub loss: f64,
+    /// Duplication probability per datagram during the fault phase.
+    pub duplication: f64,
+    /// One-way latency range.
+    pub latency: (Duration, Duration),
+    /// Largest clock offset of a node from true time, either way.
+    pub max_clock_offset: Duration,
+    /// How often the simulated DNS (all running nodes' addresses) is re-read by each node.
+    pub dns_interval: Duration,
+    /// Deadline for convergence after the fault phase.
+    pub convergence_limit: Duration,
+    /// How long the converged state must then hold.
+    pub stability: Duration,
+    /// If set, a partition of the running nodes into two groups is forced this long before
+    /// the fault phase ends and held (with no other fault) until it ends, so that
+    /// convergence includes merging two groups that declared each other down.
+    pub final_partition: Option<Duration>,
+    /// SWIM timing of every node.
+    pub tuning: SwimTuning,
+}
+
+impl SimConfig {
+    /// Defaults: 7 names, 5 running, 45 s of faults, then 30 s (60 probe periods) to converge.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            slots: 7,
+            initial: 5,
+            fault_phase: Duration::from_secs(45),
+            fault_interval: Duration::from_millis(800),
+            loss: 0.03,
+            duplication: 0.02,
+            latency: (Duration::from_millis(1), Duration::from_millis(25)),
+            max_clock_offset: Duration::from_secs(2),
+            dns_interval: Duration::from_secs(5),
+            convergence_limit: Duration::from_secs(30),
+            stability: Duration::from_secs(5),
+            final_partition: Some(Duration::from_secs(6)),
+            tuning: SwimTuning::default(),
+        }
+    }
+}
+
+/// What a successful run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Events processed.
+    pub steps: u64,
+    /// Datagrams sent by cores.
+    pub datagrams: u64,
+    /// Datagrams dropped by loss or partitions.
+    pub dropped: u64,
+    /// Datagrams delivered twice.
+    pub duplicated: u64,
+    /// Crashes, leaves, starts, partitions, heals.
+    pub faults: FaultCounts,
+    /// Datagrams refused by receivers (replays of duplicates, mostly).
+    pub rejected: u64,
+    /// Identity renewals (a node declared down rejoining with the next incarnation).
+    pub renewals: u64,
+    /// Time from the end of the fault phase to convergence.
+    pub converged_after: Duration,
+    /// The same in probe periods.
+    pub converged_after_periods: u64,
+    /// Running nodes at the end.
+    pub running: usize,
+    /// A digest of the whole run (for replay checks).
+    pub digest: u64,
+}
+
+/// Fault actions taken.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Processes killed without a farewell.
+    pub crashes: u64,
+    /// Graceful leaves.
+    pub leaves: u64,
+    /// Starts after the initial ones (restarts under the same name).
+    pub restarts: u64,
+    /// Partitions made.
+    pub partitions: u64,
+    /// Partitions healed.
+    pub heals: u64,
+}
+
+/// A failed run: the seed, what went wrong and the end of the trace.
+#[derive(Debug, Clone)]
+pub struct SimFailure {
+    /// The seed (replay with `CORTEX_SIM_SEED=<seed>`).
+    pub seed: u64,
+    /// What went wrong.
+    pub reason: String,
+    /// The last trace lines.
+    pub trace: Vec<String>,
+}
+
+impl fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "simulation seed {} failed: {}", self.seed, self.reason)?;
+        writeln!(f, "replay with CORTEX_SIM_SEED={}", self.seed)?;
+        writeln!(f, "--- last {} trace lines ---", self.trace.len())?;
+        for line in &self.trace {
+            writeln!(f, "{line}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SimFailure {}
+
+enum Event {
+    Deliver {
+        to: usize,
+        from: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        slot: usize,
+        generation: u64,
+        timer: CoreTimer,
+    },
+    Dns,
+    Fault,
+    FinalPartition,
+    EndFaults,
+    Check,
+}
+
+struct Slot {
+    name: String,
+    addr: SocketAddr,
+    offset_ms: i64,
+    next_incarnation: u64,
+    generation: u64,
+    node: Option<Node>,
+}
+
+struct Node {
+    core: MembershipCore,
+    /// Highest incarnation per name this node has accepted (to catch resurrections).
+    seen: BTreeMap<String, u64>,
+}
+
+struct World {
+    cfg: SimConfig,
+    rng: SmallRng,
+    now: Duration,
+    queue: TimerQueue<Event>,
+    slots: Vec<Slot>,
+    groups: Option<Vec<u8>>,
+    faults_on: bool,
+    partition_pinned: bool,
+    steps: u64,
+    datagrams: u64,
+    dropped: u64,
+    duplicated: u64,
+    renewals: u64,
+    faults: FaultCounts,
+    digest: u64,
+    trace: VecDeque<String>,
+    converged_since: Option<Duration>,
+    faults_end: Duration,
+}
+
+/// Runs one simulation.
+///
+/// # Errors
+/// [`SimFailure`] when convergence or an invariant fails.
+pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
+    let mut w = World::new(cfg.clone());
+    w.run()
+}
+
+/// Measures how long a departure takes to reach every other node: starts `cfg.initial`
+/// nodes on a loss-free network, waits for convergence, then crashes (or, if `graceful`,
+/// stops with a leave) one random node at a random phase, and returns the time until no
+/// running node lists it any more.
+///
+/// # Errors
+/// [`SimFailure`] if the cluster does not form or the departure is not noticed within
+/// `cfg.convergence_limit`.
+pub fn measure_departure(cfg: &SimConfig, graceful: bool) -> Result<Duration, SimFailure> {
+    let mut w = World::new(cfg.clone());
+    w.faults_on = false;
+    for i in 0..cfg.initial.min(w.slots.len()) {
+        w.start(i)?;
+    }
+    w.at(cfg.dns_interval, Event::Dns)?;
+    let limit = cfg.convergence_limit;
+    if w.advance_until(limit, World::converged)?.is_none() {
+        return Err(w.fail(format!("cluster did not form: {}", w.describe_views())));
+    }
+    // Random phase relative to the probe schedule.
+    let phase = Duration::from_micros(w.rng.random_range(0..1_000_000));
+    w.advance_until(phase, |_| false)?;
+    let running = w.running();
+    let victim_slot = running[w.rng.random_range(0..running.len())];
+    let victim = w.slots[victim_slot]
+        .node
+        .as_ref()
+        .map(|n| n.core.local_id().clone())
+        .ok_or_else(|| w.fail("victim not running".to_owned()))?;
+    w.stop(victim_slot, graceful)?;
+    let start = w.now;
+    let gone = |w: &World| {
+        w.running()
+            .iter()
+            .filter_map(|&i| w.slots[i].node.as_ref())
+            .all(|n| !n.core.view().is_live(&victim))
+    };
+    match w.advance_until(limit, gone)? {
+        Some(t) => Ok(t - start),
+        None => Err(w.fail(format!(
+            "{victim} still listed {limit:?} after it stopped: {}",
+            w.describe_views()
+        ))),
+    }
+}
+
+fn fnv(h: &mut u64, bytes: &[u8]) {
+    for b in bytes {
+        *h ^= u64::from(*b);
+        *h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+}
+
+impl World {
+    fn new(cfg: SimConfig) -> Self {
+        let mut rng = SmallRng::seed_from_u64(cfg.seed);
+        let max_off = i64::try_from(cfg.max_clock_offset.as_millis()).unwrap_or(0);
+        let slots = (0..cfg.slots)
+            .map(|i| {
+                let ip = Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250 + 1) as u8);
+                Slot {
+                    name: format!("n{i}"),
+                    addr: SocketAddr::V4(SocketAddrV4::new(ip, 7401)),
+                    offset_ms: rng.random_range(-max_off..=max_off),
+                    next_incarnation: 1,
+                    generation: 0,
+                    node: None,
+                }
+            })
+            .collect();
+        Self {
+            rng,
+            now: Duration::ZERO,
+            queue: TimerQueue::new(1 << 22),
+            slots,
+            groups: None,
+            faults_on: true,
+            partition_pinned: false,
+            steps: 0,
+            datagrams: 0,
+            dropped: 0,
+            duplicated: 0,
+            renewals: 0,
+            faults: FaultCounts::default(),
+            digest: 0xcbf2_9ce4_8422_2325,
+            trace: VecDeque::new(),
+            converged_since: None,
+            faults_end: cfg.fault_phase,
+            cfg,
+        }
+    }
+
+    fn fail(&self, reason: String) -> SimFailure {
+        SimFailure {
+            seed: self.cfg.seed,
+            reason,
+            trace: self.trace.iter().cloned().collect(),
+        }
+    }
+
+    fn log(&mut self, line: String) {
+        fnv(&mut self.digest, line.as_bytes());
+        if self.trace.len() == TRACE_LINES {
+            self.trace.pop_front();
+        }
+        self.trace
+            .push_back(format!("{:>9.3}s {line}", self.now.as_secs_f64()));
+    }
+
+    fn at(&mut self, after: Duration, ev: Event) -> Result<(), SimFailure> {
+        let t = self.now + after;
+        self.queue
+            .push(t, ev)
+            .map_err(|_| self.fail("simulation event queue overflowed".to_owned()))
+    }
+
+    fn now_of(&self, slot: usize) -> Now {
+        let base = UNIX_EPOCH + Duration::from_secs(WALL_BASE_SECS) + self.now;
+        let off = self.slots[slot].offset_ms;
+        let wall = if off >= 0 {
+            base + Duration::from_millis(off.unsigned_abs())
+        } else {
+            base - Duration::from_millis(off.unsigned_abs())
+        };
+        Now {
+            mono: self.now,
+            wall,
+        }
+    }
+
+    fn running(&self) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|&i| self.slots[i].node.is_some())
+            .collect()
+    }
+
+    fn run(&mut self) -> Result<SimReport, SimFailure> {
+        for i in 0..self.cfg.initial.min(self.slots.len()) {
+            self.start(i)?;
+        }
+        self.at(self.cfg.dns_interval, Event::Dns)?;
+        let first = self.fault_gap();
+        self.at(first, Event::Fault)?;
+        self.at(self.cfg.fault_phase, Event::EndFaults)?;
+        if let Some(before) = self.cfg.final_partition
+            && before < self.cfg.fault_phase
+        {
+            self.at(self.cfg.fault_phase - before, Event::FinalPartition)?;
+        }
+        let hard_end = self.cfg.fault_phase + self.cfg.convergence_limit + self.cfg.stability;
+        while let Some(t) = self.queue.next_deadline() {
+            if t > hard_end {
+                break;
+            }
+            let Some(ev) = self.queue.pop_due(t) else { break };
+            self.now = t;
+            self.steps += 1;
+            if let Some(report) = self.step(ev)? {
+                return Ok(report);
+            }
+        }
+        Err(self.fail(format!(
+            "no convergence within {:?} after the faults stopped: {}",
+            self.cfg.convergence_limit,
+            self.describe_views()
+        )))
+    }
+
+    /// Processes events for at most `limit`, stopping as soon as `done` holds (checked every
+    /// 10 ms of virtual time). Returns the time it held, or `None` at the limit.
+    fn advance_until(
+        &mut self,
+        limit: Duration,
+        done: impl Fn(&Self) -> bool,
+    ) -> Result<Option<Duration>, SimFailure> {
+        let end = self.now + limit;
+        let tick = Duration::from_millis(10);
+        let mut next_check = self.now;
+        loop {
+            if self.now >= next_check {
+                if done(self) {
+                    return Ok(Some(self.now));
+                }
+                next_check = self.now + tick;
+            }
+            let Some(t) = self.queue.next_deadline() else {
+                return Ok(None);
+            };
+            if t > end {
+                self.now = end;
+                return Ok(done(self).then_some(end));
+            }
+            let Some(ev) = self.queue.pop_due(t) else {
+                return Ok(None);
+            };
+            self.now = t;
+            self.steps += 1;
+            self.step(ev)?;
+        }
+    }
+
+    fn fault_gap(&mut self) -> Duration {
+        let mean = self.cfg.fault_interval.as_millis().max(2) as u64;
+        Duration::from_millis(self.rng.random_range(mean / 4..=mean * 7 / 4))
+    }
+
+    fn step(&mut self, ev: Event) -> Result<Option<SimReport>, SimFailure> {
+        match ev {
+            Event::Deliver { to, from, bytes } => {
+                let now = self.now_of(to);
+                if let Some(node) = self.slots[to].node.as_mut() {
+                    node.core.handle_datagram(from, &bytes, now);
+                    self.pump(to)?;
+                }
+            }
+            Event::Timer {
+                slot,
+                generation,
+                timer,
+            } => {
+                if self.slots[slot].generation == generation {
+                    let now = self.now_of(slot);
+                    if let Some(node) = self.slots[slot].node.as_mut() {
+                        node.core.handle_timer(timer, now);
+                        self.pump(slot)?;
+                    }
+                }
+            }
+            Event::Dns => {
+                let addrs: Vec<SocketAddr> =
+                    self.running().iter().map(|&i| self.slots[i].addr).collect();
+                for i in self.running() {
+                    let now = self.now_of(i);
+                    if let Some(node) = self.slots[i].node.as_mut() {
+                        node.core.set_seed_addrs(addrs.iter().copied(), now);
+                    }
+                    self.pump(i)?;
+                }
+                self.at(self.cfg.dns_interval, Event::Dns)?;
+            }
+            Event::Fault => {
+                if self.faults_on {
+                    self.fault()?;
+                    let gap = self.fault_gap();
+                    self.at(gap, Event::Fault)?;
+                }
+            }
+            Event::FinalPartition => {
+                // Two non-empty groups of running nodes, when there are two to split.
+                let running = self.running();
+                let mut groups: Vec<u8> = (0..self.slots.len())
+                    .map(|_| u8::from(self.rng.random_bool(0.5)))
+                    .collect();
+                if running.len() >= 2 {
+                    groups[running[0]] = 0;
+                    groups[running[1]] = 1;
+                }
+                self.faults.partitions += 1;
+                self.partition_pinned = true;
+                self.log(format!("final partition {groups:?}"));
+                self.groups = Some(groups);
+            }
+            Event::EndFaults => {
+                self.faults_on = false;
+                self.faults_end = self.now;
+                if self.groups.take().is_some() {
+                    self.faults.heals += 1;
+                    self.log("heal (end of faults)".to_owned());
+                }
+                // Leave at least half of the names running so convergence means something.
+                let want = self.slots.len().div_ceil(2);
+                let mut stopped: Vec<usize> = (0..self.slots.len())
+                    .filter(|&i| self.slots[i].node.is_none())
+                    .collect();
+                while self.running().len() < want && !stopped.is_empty() {
+                    let k = self.rng.random_range(0..stopped.len());
+                    let slot = stopped.swap_remove(k);
+                    self.start(slot)?;
+                }
+                self.log(format!("faults end; running {:?}", self.running_names()));
+                self.at(Duration::from_millis(100), Event::Check)?;
+            }
+            Event::Check => {
+                let converged = self.converged();
+                match (converged, self.converged_since) {
+                    (true, None) => self.converged_since = Some(self.now),
+                    (false, Some(since)) => {
+                        return Err(self.fail(format!(
+                            "converged at {:.3}s but diverged again: {}",
+                            since.as_secs_f64(),
+                            self.describe_views()
+                        )));
+                    }
+                    _ => {}
+                }
+                if let Some(since) = self.converged_since
+                    && self.now >= since + self.cfg.stability
+                {
+                    return Ok(Some(self.report(since)));
+                }
+                if self.converged_since.is_none()
+                    && self.now > self.faults_end + self.cfg.convergence_limit
+                {
+                    return Err(self.fail(format!(
+                        "no convergence within {:?} ({} probe periods) after the faults stopped: {}",
+                        self.cfg.convergence_limit,
+                        self.periods(self.cfg.convergence_limit),
+                        self.describe_views()
+                    )));
+                }
+                self.at(Duration::from_millis(100), Event::Check)?;
+            }
+        }
+        Ok(None)
+    }
+
+    fn periods(&self, d: Duration) -> u64 {
+        let p = self.cfg.tuning.probe_period.as_micros().max(1);
+        u64::try_from(d.as_micros().div_ceil(p)).unwrap_or(u64::MAX)
+    }
+
+    fn report(&self, since: Duration) -> SimReport {
+        let converged_after = since.saturating_sub(self.faults_end);
+        let rejected = self
+            .running()
+            .iter()
+            .filter_map(|&i| self.slots[i].node.as_ref())
+            .map(|n| n.core.counters().rejected.total())
+            .sum();
+        let mut digest = self.digest;
+        fnv(&mut digest, &self.steps.to_le_bytes());
+        fnv(&mut digest, &self.datagrams.to_le_bytes());
+        SimReport {
+            seed: self.cfg.seed,
+            steps: self.steps,
+            datagrams: self.datagrams,
+            dropped: self.dropped,
+            duplicated: self.duplicated,
+            faults: self.faults.clone(),
+            rejected,
+            renewals: self.renewals,
+            converged_after,
+            converged_after_periods: self.periods(converged_after),
+            running: self.running().len(),
+            digest,
+        }
+    }
+
+    fn running_names(&self) -> Vec<String> {
+        self.running()
+            .iter()
+            .filter_map(|&i| self.slots[i].node.as_ref())
+            .map(|n| n.core.local_id().to_string())
+            .collect()
+    }
+
+    fn converged(&self) -> bool {
+        let truth: BTreeSet<NodeId> = self
+            .running()
+            .iter()
+            .filter_map(|&i| self.slots[i].node.as_ref())
+            .map(|n| n.core.local_id().clone())
+            .collect();
+        self.running()
+            .iter()
+            .filter_map(|&i| self.slots[i].node.as_ref())
+            .all(|n| {
+                let v = n.core.view();
+                v.members.iter().all(|m| m.state == MemberState::Up)
+                    && v.members.iter().map(|m| m.id.clone()).collect::<BTreeSet<_>>() == truth
+            })
+    }
+
+    fn describe_views(&self) -> String {
+        let mut s = format!("running {:?};", self.running_names());
+        for &i in &self.running() {
+            if let Some(n) = self.slots[i].node.as_ref() {
+                let v = n.core.view();
+                let ms: Vec<String> = v
+                    .members
+                    .iter()
+                    .map(|m| format!("{}:{:?}", m.id, m.state))
+                    .collect();
+                s.push_str(&format!(" [{} sees {}]", n.core.local_id(), ms.join(" ")));
+            }
+        }
+        s
+    }
+
+    fn start(&mut self, slot: usize) -> Result<(), SimFailure> {
+        let s = &mut self.slots[slot];
+        let inc = s.next_incarnation;
+        s.next_incarnation += 1;
+        s.generation += 1;
+        let id = NodeId::new(s.name.clone(), inc)
+            .map_err(|e| SimFailure {
+                seed: self.cfg.seed,
+                reason: format!("bad simulated node id: {e}"),
+                trace: Vec::new(),
+            })?;
+        let ip = s.addr.ip();
+        let identity = MemberIdentity {
+            id: id.clone(),
+            gossip_addr: s.addr,
+            meta: MemberMeta {
+                quic_addr: SocketAddr::new(ip, 7400),
+                http_addr: SocketAddr::new(ip, 7480),
+                roles: vec!["sim".to_owned()],
+                versions: VersionRange { min: 1, max: 1 },
+            },
+        };
+        let mut cc = CoreConfig::new(identity, "sim", SECRET);
+        cc.tuning = self.cfg.tuning.clone();
+        let seed = self.rng.next_u64();
+        let now = self.now_of(slot);
+        let core = MembershipCore::new(cc, seed, now)
+            .map_err(|e| self.fail(format!("core did not start: {e}")))?;
+        self.slots[slot].node = Some(Node {
+            core,
+            seen: BTreeMap::new(),
+        });
+        if self.now > Duration::ZERO {
+            self.faults.restarts += 1;
+        }
+        self.log(format!("start {id}"));
+        // A starting node resolves its seeds once before its first periodic refresh.
+        let addrs: Vec<SocketAddr> = self.running().iter().map(|&i| self.slots[i].addr).collect();
+        if let Some(node) = self.slots[slot].node.as_mut() {
+            node.core.set_seed_addrs(addrs, now);
+        }
+        self.pump(slot)
+    }
+
+    fn stop(&mut self, slot: usize, graceful: bool) -> Result<(), SimFailure> {
+        let now = self.now_of(slot);
+        if graceful && let Some(node) = self.slots[slot].node.as_mut() {
+            node.core.leave(now);
+            self.pump(slot)?;
+        }
+        if let Some(node) = self.slots[slot].node.take() {
+            let inc = node.core.local_id().incarnation();
+            let s = &mut self.slots[slot];
+            s.next_incarnation = s.next_incarnation.max(inc + 1);
+            s.generation += 1;
+            let verb = if graceful { "leave" } else { "crash" };
+            self.log(format!("{verb} {}", node.core.local_id()));
+        }
+        Ok(())
+    }
+
+    fn fault(&mut self) -> Result<(), SimFailure> {
+        if self.partition_pinned {
+            return Ok(());
+        }
+        let running = self.running();
+        let stopped: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].node.is_none())
+            .collect();
+        match self.rng.random_range(0..10u32) {
+            0..=2 if running.len() > 1 => {
+                let slot = running[self.rng.random_range(0..running.len())];
+                self.faults.crashes += 1;
+                self.stop(slot, false)?;
+            }
+            3 | 4 if running.len() > 1 => {
+                let slot = running[self.rng.random_range(0..running.len())];
+                self.faults.leaves += 1;
+                self.stop(slot, true)?;
+            }
+            5..=7 if !stopped.is_empty() => {
+                let slot = stopped[self.rng.random_range(0..stopped.len())];
+                self.start(slot)?;
+            }
+            8 if self.groups.is_none() => {
+                let groups: Vec<u8> = (0..self.slots.len())
+                    .map(|_| u8::from(self.rng.random_bool(0.5)))
+                    .collect();
+                self.faults.partitions += 1;
+                self.log(format!("partition {groups:?}"));
+                self.groups = Some(groups);
+            }
+            _ => {
+                if self.groups.take().is_some() {
+                    self.faults.heals += 1;
+                    self.log("heal".to_owned());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn slot_of(&self, addr: SocketAddr) -> Option<usize> {
+        self.slots.iter().position(|s| s.addr == addr)
+    }
+
+    fn pump(&mut self, slot: usize) -> Result<(), SimFailure> {
+        let generation = self.slots[slot].generation;
+        let from = self.slots[slot].addr;
+        let mut sends = Vec::new();
+        let mut timers = Vec::new();
+        let mut events = Vec::new();
+        let mut local = None;
+        if let Some(node) = self.slots[slot].node.as_mut() {
+            while let Some(t) = node.core.poll_transmit() {
+                sends.push(t);
+            }
+            while let Some(t) = node.core.poll_timer() {
+                timers.push(t);
+            }
+            while let Some(e) = node.core.poll_event() {
+                events.push(e);
+            }
+            local = Some(node.core.local_id().clone());
+        }
+        for (at, timer) in timers {
+            let after = at.saturating_sub(self.now);
+            self.at(
+                after,
+                Event::Timer {
+                    slot,
+                    generation,
+                    timer,
+                },
+            )?;
+        }
+        for t in sends {
+            self.datagrams += 1;
+            let Some(to) = self.slot_of(t.dst) else {
+                self.dropped += 1;
+                continue;
+            };
+            if let Some(g) = &self.groups
+                && g[to] != g[slot]
+            {
+                self.dropped += 1;
+                continue;
+            }
+            if self.faults_on && self.rng.random_bool(self.cfg.loss) {
+                self.dropped += 1;
+                continue;
+            }
+            let copies = if self.faults_on && self.rng.random_bool(self.cfg.duplication) {
+                self.duplicated += 1;
+                2
+            } else {
+                1
+            };
+            for _ in 0..copies {
+                let (lo, hi) = self.cfg.latency;
+                let lat = Duration::from_micros(
+                    self.rng
+                        .random_range(lo.as_micros() as u64..=hi.as_micros().max(lo.as_micros()) as u64),
+                );
+                self.at(
+                    lat,
+                    Event::Deliver {
+                        to,
+                        from,
+                        bytes: t.payload.clone(),
+                    },
+                )?;
+            }
+        }
+        let Some(local) = local else { return Ok(()) };
+        for ev in events {
+            self.check_event(slot, &local, &ev)?;
+            let line = match &ev {
+                MembershipEvent::Joined(m) => format!("{local}: joined {}", m.id),
+                MembershipEvent::Suspect(m) => format!("{local}: suspect {}", m.id),
+                MembershipEvent::AliveAgain(m) => format!("{local}: alive {}", m.id),
+                MembershipEvent::Down(m) => format!("{local}: down {}", m.id),
+                MembershipEvent::Left(m) => format!("{local}: left {}", m.id),
+                MembershipEvent::Renewed { previous, current } => {
+                    self.renewals += 1;
+                    format!("{previous}: renewed as {current}")
+                }
+            };
+            self.log(line);
+        }
+        Ok(())
+    }
+
+    /// No node may accept an incarnation older than one it has already seen for that name.
+    fn check_event(
+        &mut self,
+        slot: usize,
+        local: &NodeId,
+        ev: &MembershipEvent,
+    ) -> Result<(), SimFailure> {
+        let Some(m) = ev.member() else { return Ok(()) };
+        let Some(node) = self.slots[slot].node.as_mut() else {
+            return Ok(());
+        };
+        let seen = node.seen.entry(m.id.name().to_owned()).or_insert(0);
+        let inc = m.id.incarnation();
+        if matches!(ev, MembershipEvent::Joined(_)) && inc < *seen {
+            let msg = format!(
+                "{local} accepted {} after having seen incarnation {}",
+                m.id, *seen
+            );
+            return Err(self.fail(msg));
+        }
+        *seen = (*seen).max(inc);
+        Ok(())
+    }
+}
