@@ -170,9 +170,19 @@ impl<E> RetryPolicy<E> {
     /// `min(max_delay, base_delay * 2^attempt)`, saturating instead of overflowing.
     pub fn envelope(&self, attempt: u32) -> Duration {
         let cap = self.config.max_delay;
-        2u32.checked_pow(attempt)
-            .and_then(|factor| self.config.base_delay.checked_mul(factor))
-            .map_or(cap, |delay| delay.min(cap))
+        let base = self.config.base_delay.as_nanos();
+        if base == 0 {
+            return Duration::ZERO;
+        }
+        // With a non-zero base, a shift past 127 bits or an overflowing product is far above
+        // any `Duration`, hence above the cap.
+        let doubled = 1u128
+            .checked_shl(attempt)
+            .and_then(|factor| base.checked_mul(factor));
+        match doubled {
+            Some(nanos) if nanos < cap.as_nanos() => duration_from_nanos(nanos),
+            _ => cap,
+        }
     }
 
     /// Draws the delay after attempt `attempt` fails, uniformly in `[0, envelope(attempt)]`.
@@ -362,3 +372,12 @@ impl<E> Iterator for Delays<'_, E> {
 }
 
 impl<E> ExactSizeIterator for Delays<'_, E> {}
+
+/// `nanos` must be below some `Duration`'s nanosecond count, so the seconds fit in a `u64`.
+fn duration_from_nanos(nanos: u128) -> Duration {
+    const NANOS_PER_SEC: u128 = 1_000_000_000;
+    let secs = u64::try_from(nanos / NANOS_PER_SEC).unwrap_or(u64::MAX);
+    // Below one second's worth of nanoseconds, so it fits in a u32.
+    let subsec = (nanos % NANOS_PER_SEC) as u32;
+    Duration::new(secs, subsec)
+}
