@@ -1,3 +1,4 @@
 //! Cortex cluster node: membership, placement, routing, system actors.
 pub mod membership;
+pub mod metrics;
 pub mod placement;
