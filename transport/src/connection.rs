@@ -337,12 +337,12 @@ impl Connection {
             return w.try_send(env, lane_key);
         }
         if check_sendable(&env).is_err() {
-            return Err(TrySendError::Closed(env));
+            return Err(TrySendError::Closed(Box::new(env)));
         }
         let lane = self.lane(lane_key);
         self.inner.data_tx[lane].try_send(env).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(e) => TrySendError::Full(e),
-            mpsc::error::TrySendError::Closed(e) => TrySendError::Closed(e),
+            mpsc::error::TrySendError::Full(e) => TrySendError::Full(Box::new(e)),
+            mpsc::error::TrySendError::Closed(e) => TrySendError::Closed(Box::new(e)),
         })
     }
 
@@ -522,12 +522,12 @@ impl Connection {
                 .all(|t| t.capacity() == t.max_capacity())
     }
 
-    /// Every outbound queue is empty (writers have taken everything).
+    /// Every outbound data queue is empty (writers have taken everything). Reply queues are
+    /// left out: slots reserved by unanswered asks look the same as queued replies.
     pub(crate) fn quiescent_queues(&self) -> bool {
         self.inner
             .data_tx
             .iter()
-            .chain(&self.inner.reply_tx)
             .all(|t| t.capacity() == t.max_capacity())
     }
 

@@ -508,10 +508,10 @@ impl EndpointInner {
         self.conns.lock().remove(&conn.id());
         {
             let mut peers = self.peers.lock();
-            if let Some(name) = conn.peer_node().map(|n| n.name().to_string()) {
-                if peers.get(&name).is_some_and(|c| c.same(&conn)) {
-                    peers.remove(&name);
-                }
+            if let Some(name) = conn.peer_node().map(|n| n.name().to_string())
+                && peers.get(&name).is_some_and(|c| c.same(&conn))
+            {
+                peers.remove(&name);
             }
         }
         if announce && conn.superseded_by().is_none() {

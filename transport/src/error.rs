@@ -204,16 +204,16 @@ pub enum TransportError {
     EndpointClosed,
 }
 
-/// A failed `try_send`: the envelope comes back.
+/// A failed `try_send`: the envelope comes back (boxed, to keep `Result` small).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TrySendError {
     /// The lane's queue is full; retry later or use the async `send`.
     #[error("the lane queue is full; wait with send() or retry later")]
-    Full(cortex_protocol::Envelope),
+    Full(Box<cortex_protocol::Envelope>),
     /// The connection is gone.
     #[error("the connection is closed; dial again")]
-    Closed(cortex_protocol::Envelope),
+    Closed(Box<cortex_protocol::Envelope>),
 }
 
 /// TLS alert numbers that can end a QUIC handshake (RFC 8446 §6).
@@ -251,7 +251,11 @@ pub(crate) fn from_connection_error(
     e: &quinn::ConnectionError,
 ) -> TransportError {
     use quinn::ConnectionError as C;
-    let crypto = |code: u64| (0x100..=0x1ff).contains(&code).then(|| (code & 0xff) as u8);
+    let crypto = |code: u64| {
+        (0x100..=0x1ff)
+            .contains(&code)
+            .then_some((code & 0xff) as u8)
+    };
     match e {
         C::TransportError(t) => match crypto(u64::from(t.code)) {
             Some(_) => TransportError::TlsHandshake {

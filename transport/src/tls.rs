@@ -150,10 +150,14 @@ fn cfg_err(e: impl std::fmt::Display) -> TlsError {
     TlsError::Config(e.to_string())
 }
 
-/// Server side: requires a client certificate signed by the CA, unless `allow_certless`
-/// (tokens configured), in which case a certificate-less client gets through TLS and must
-/// present a token in its Hello.
-pub(crate) fn server_config(
+/// The rustls server configuration a node uses: TLS 1.3, ALPN `cortex/1`, client
+/// certificates required and verified against the CA, unless `allow_certless` (tokens
+/// configured), in which case a certificate-less client gets through TLS and must present a
+/// token in its Hello. Public so that other listeners (and benchmarks) share the same setup.
+///
+/// # Errors
+/// [`TlsError`] for unusable material.
+pub fn server_config(
     m: &TlsMaterial,
     allow_certless: bool,
 ) -> Result<rustls::ServerConfig, TlsError> {
@@ -182,8 +186,12 @@ pub(crate) fn server_config(
     Ok(cfg)
 }
 
-/// Client side: verifies the server against the CA; presents our certificate if we have one.
-pub(crate) fn client_config(m: &TlsMaterial) -> Result<rustls::ClientConfig, TlsError> {
+/// The rustls client configuration: TLS 1.3, ALPN `cortex/1`, the server verified against
+/// the CA, our certificate presented when we have one.
+///
+/// # Errors
+/// [`TlsError`] for unusable material.
+pub fn client_config(m: &TlsMaterial) -> Result<rustls::ClientConfig, TlsError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(cfg_err)?

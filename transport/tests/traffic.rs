@@ -1,0 +1,243 @@
+//! Lanes, asks, connection lifecycle and robustness between real endpoints on loopback.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use cortex_transport::{TransportError, lane_key};
+
+const LONG: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn tells_keep_order_per_lane() {
+    let pki = Pki::new("c");
+    let (b, bh) = start(node_cfg(&pki, "b", "c"));
+    let (a, _) = start(node_cfg(&pki, "a", "c"));
+    let conn = a.connect(addr(&b), "b").await.unwrap();
+    let key = lane_key(&target());
+    for seq in 0..10_000u64 {
+        conn.send(tell(seq), key).await.unwrap();
+    }
+    eventually("10k tells arrive", LONG, || bh.tells.lock().len() == 10_000).await;
+    let got = bh.tells.lock().clone();
+    assert!(
+        got.iter().copied().eq(0..10_000u64),
+        "tells arrived out of order"
+    );
+    let s = conn.stats();
+    assert_eq!(s.envelopes_sent, 10_000);
+    assert!(s.frames_sent < 10_000, "no batching happened: {s:?}");
+}
+
+#[tokio::test]
+async fn concurrent_asks_correlate() {
+    let pki = Pki::new("c");
+    let (b, bh) = start(node_cfg(&pki, "b", "c"));
+    let (a, _) = start(node_cfg(&pki, "a", "c"));
+    let conn = a.connect(addr(&b), "b").await.unwrap();
+    let asks = (0..2_000u32).map(|i| {
+        let conn = conn.clone();
+        async move {
+            let payload = i.to_le_bytes();
+            let mut req = ask("test.Echo", &payload);
+            // Spread over lanes so replies interleave.
+            req.target = cortex_protocol::Target::Virtual(format!("test/{i}").parse().unwrap());
+            match conn.ask(req, LONG).await.unwrap() {
+                cortex_protocol::ReplyResult::Ok { payload: p, .. } => assert_eq!(&p[..], &payload),
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    futures::future::join_all(asks).await;
+    assert_eq!(bh.asks_seen.load(Ordering::SeqCst), 2_000);
+    assert_eq!(conn.stats().pending_asks, 0);
+}
+
+#[tokio::test]
+async fn ask_times_out_and_cleans_up() {
+    let pki = Pki::new("c");
+    let (b, _) = start(node_cfg(&pki, "b", "c"));
+    let (a, _) = start(node_cfg(&pki, "a", "c"));
+    let conn = a.connect(addr(&b), "b").await.unwrap();
+    let err = conn
+        .ask(ask("test.Hold", b"x"), Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::AskTimeout { .. }), "{err}");
+    assert_eq!(conn.stats().pending_asks, 0);
+    // The connection is still fine.
+    echo(&conn, b"after timeout").await;
+}
+
+#[tokio::test]
+async fn dropped_responder_answers_actor_stopped() {
+    struct Dropper;
+    impl cortex_transport::Handler for Dropper {
+        fn on_envelope(&self, _: &cortex_transport::Connection, _: cortex_protocol::Envelope) {}
+        fn on_ask(
+            &self,
+            _: &cortex_transport::Connection,
+            _: cortex_protocol::Ask,
+            reply: cortex_transport::Responder,
+        ) {
+            drop(reply);
+        }
+    }
+    let pki = Pki::new("c");
+    let b =
+        cortex_transport::Endpoint::bind(node_cfg(&pki, "b", "c"), std::sync::Arc::new(Dropper))
+            .unwrap();
+    let (a, _) = start(node_cfg(&pki, "a", "c"));
+    let conn = a.connect(addr(&b), "b").await.unwrap();
+    match conn.ask(ask("test.Echo", b"x"), LONG).await.unwrap() {
+        cortex_protocol::ReplyResult::Err(e) => {
+            assert_eq!(e.code, cortex_protocol::ErrorCode::ActorStopped)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn pending_asks_fail_fast_when_peer_closes() {
+    let pki = Pki::new("c");
+    let (b, bh) = start(node_cfg(&pki, "b", "c"));
+    let (a, ah) = start(node_cfg(&pki, "a", "c"));
+    let conn = a.connect(addr(&b), "b").await.unwrap();
+    let waiting: Vec<_> = (0..10)
+        .map(|_| {
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                conn.ask(ask("test.Hold", b"x"), Duration::from_secs(60))
+                    .await
+            })
+        })
+        .collect();
+    eventually("b holds 10 asks", LONG, || bh.held.lock().len() == 10).await;
+    let started = tokio::time::Instant::now();
+    b.close().await;
+    for w in waiting {
+        let err = w.await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, TransportError::ConnectionLost { .. }),
+            "{err}"
+        );
+    }
+    // Far below the 60 s ask timeout: they failed because the connection died.
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(conn.is_closed());
+    let err = conn.ask(ask("test.Echo", b"x"), LONG).await.unwrap_err();
+    assert!(
+        matches!(err, TransportError::ConnectionLost { .. }),
+        "{err}"
+    );
+    eventually("a saw the disconnect", LONG, || {
+        ah.disconnects.load(Ordering::SeqCst) == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn simultaneous_dial_leaves_one_connection() {
+    let pki = Pki::new("c");
+    let (a, _) = start(node_cfg(&pki, "a", "c"));
+    let (b, _) = start(node_cfg(&pki, "b", "c"));
+    let (ab, ba) = tokio::join!(a.connect(addr(&b), "b"), b.connect(addr(&a), "a"));
+    let (ab, ba) = (ab.unwrap(), ba.unwrap());
+    eventually("one connection on each side", LONG, || {
+        a.connections().len() == 1 && b.connections().len() == 1
+    })
+    .await;
+    // "a" < "b": the connection a dialed wins on both sides.
+    let a_side = a.cached_connection("b").unwrap();
+    let b_side = b.cached_connection("a").unwrap();
+    assert!(a_side.dialed_by_us());
+    assert!(!b_side.dialed_by_us());
+    assert_eq!(a.connections()[0].id(), a_side.id());
+    // Handles to the losing connection keep working through the winner.
+    echo(&ab, b"via a").await;
+    echo(&ba, b"via b").await;
+}
+
+#[tokio::test]
+async fn newer_incarnation_replaces_the_old_connection() {
+    let pki = Pki::new("c");
+    let (b, _) = start(node_cfg(&pki, "b", "c"));
+    let (a1, _) = start(node_cfg(&pki, "a", "c"));
+    let old = a1.connect(addr(&b), "b").await.unwrap();
+    let mut cfg = node_cfg(&pki, "a", "c");
+    cfg.identity =
+        cortex_protocol::PeerIdentity::Node(cortex_protocol::NodeId::new("a", 2).unwrap());
+    let (a2, _) = start(cfg);
+    let new = a2.connect(addr(&b), "b").await.unwrap();
+    echo(&new, b"new").await;
+    eventually("b keeps only the new incarnation", LONG, || {
+        b.cached_connection("a")
+            .and_then(|c| c.peer_node().map(|n| n.incarnation()))
+            == Some(2)
+            && b.connections().len() == 1
+    })
+    .await;
+    eventually("old connection closed", LONG, || old.is_closed()).await;
+    // Asking b for the old incarnation is refused.
+    let err = b.connection_to(&node_id("a"), addr(&a1)).await.unwrap_err();
+    assert!(
+        matches!(err, TransportError::UnexpectedPeer { .. }),
+        "{err}"
+    );
+}
+
+/// xorshift: deterministic noise without depending on an RNG crate's API.
+fn noise(state: &mut u64, buf: &mut [u8]) {
+    for b in buf {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *b = *state as u8;
+    }
+}
+
+#[tokio::test]
+async fn garbage_datagrams_do_not_hurt() {
+    let pki = Pki::new("c");
+    let (b, _) = start(node_cfg(&pki, "b", "c"));
+    let (a, _) = start(node_cfg(&pki, "a", "c"));
+    let conn = a.connect(addr(&b), "b").await.unwrap();
+    let target = addr(&b);
+    tokio::task::spawn_blocking(move || {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut buf = [0u8; 1400];
+        for i in 0..10_000usize {
+            let len = 1 + (i * 7919) % buf.len();
+            noise(&mut state, &mut buf[..len]);
+            // Loopback may drop under load; the point is that nothing breaks.
+            let _ = sock.send_to(&buf[..len], target);
+        }
+    })
+    .await
+    .unwrap();
+    echo(&conn, b"still fine").await;
+    let (c, _) = start(node_cfg(&pki, "c", "c"));
+    echo(&c.connect(addr(&b), "b").await.unwrap(), b"new peer fine").await;
+}
+
+#[tokio::test]
+async fn oversize_frame_closes_only_that_connection() {
+    let pki = Pki::new("c");
+    let mut cfg = node_cfg(&pki, "b", "c");
+    cfg.max_frame = 8 * 1024;
+    let (b, _) = start(cfg);
+    let (a, _) = start(node_cfg(&pki, "a", "c"));
+    let (c, _) = start(node_cfg(&pki, "c", "c"));
+    let bad = a.connect(addr(&b), "b").await.unwrap();
+    let good = c.connect(addr(&b), "b").await.unwrap();
+    bad.send(tell_sized(32 * 1024), 0).await.unwrap();
+    let reason = tokio::time::timeout(LONG, bad.closed()).await.unwrap();
+    assert!(reason.contains("protocol violation"), "{reason}");
+    assert!(reason.contains("exceeds the limit"), "{reason}");
+    echo(&good, b"unaffected").await;
+    // b still accepts new connections, including from the offender.
+    echo(&a.connect(addr(&b), "b").await.unwrap(), b"again").await;
+}
