@@ -148,11 +148,18 @@ impl<A> Mailbox<A> {
     }
 
     pub(crate) fn push_control(&self, c: Control) {
+        // A stop refuses new messages from the moment it is asked for, not from when the
+        // actor gets to it (it may be busy in a long handler).
+        let closing = matches!(c, Control::Stop | Control::Drain { .. });
         let waker = {
             let mut st = self.state.lock();
             st.control.push_back(c);
+            st.closed |= closing;
             st.rx_waker.take()
         };
+        if closing {
+            self.room.notify_waiters();
+        }
         if let Some(w) = waker {
             w.wake();
         }
