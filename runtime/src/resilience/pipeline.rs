@@ -83,7 +83,8 @@ pub enum LayerKind {
 ///   for the whole retried call.
 /// - **circuit breaker** counts [`PolicyError::Inner`] errors its predicate accepts (all by
 ///   default), timeouts and exhausted retries as failures; other inner errors as successes
-///   (the target answered); rejections from inner layers as no outcome.
+///   (the target answered); rejections from inner layers as no outcome. A call still running
+///   when an enclosing timeout expires counts as a failure, so hung targets open the breaker.
 /// - **bulkhead** holds a slot for everything inside it, waiting at most
 ///   [`BulkheadConfig::max_wait`](super::BulkheadConfig::max_wait) (or the outer deadline).
 ///
@@ -320,7 +321,17 @@ impl<E: Send + 'static> Pipeline<E> {
                         .map_err(|open| PolicyError::CircuitOpen {
                             retry_after: open.retry_after,
                         })?;
-                    let outcome = self.exec(next, ctx, make, started).await;
+                    // Enforce the enclosing deadline here too, so that a call hanging until
+                    // an outer timeout fires is booked as a failure instead of being dropped
+                    // unrecorded (this timer fires first: the outer one polls us before its own).
+                    let inner = self.exec(next, ctx, make, started);
+                    let outcome = match ctx.deadline {
+                        Some(deadline) => match tokio::time::timeout_at(deadline, inner).await {
+                            Ok(outcome) => outcome,
+                            Err(_elapsed) => Err(PolicyError::Timeout),
+                        },
+                        None => inner.await,
+                    };
                     match &outcome {
                         Ok(_) => guard.success(),
                         Err(error) => match counts_as_failure(error, &**is_failure) {

@@ -36,6 +36,7 @@ struct Model {
     rejected: u64,
     times_opened: u64,
     stale: u64,
+    coverage: Coverage,
 }
 
 impl Model {
@@ -64,6 +65,7 @@ impl Model {
             rejected: 0,
             times_opened: 0,
             stale: 0,
+            coverage: Coverage::default(),
         }
     }
 
@@ -74,6 +76,7 @@ impl Model {
         self.history.clear();
         self.trials_in_flight = 0;
         self.trial_successes = 0;
+        self.coverage.half_open |= state == ModelState::HalfOpen;
         if state == ModelState::Open {
             self.opened_at = t;
             self.times_opened += 1;
@@ -128,6 +131,7 @@ impl Model {
         }
         if generation != self.generation {
             self.stale += 1;
+            self.coverage.stale = true;
             return;
         }
         match (self.state, ok) {
@@ -138,7 +142,9 @@ impl Model {
             (ModelState::Closed, false) => {
                 self.consecutive += 1;
                 self.history.push((t, true));
-                if self.consecutive >= self.threshold || self.rate_tripped(t) {
+                let by_rate = self.rate_tripped(t);
+                self.coverage.opened_by_rate |= by_rate && self.consecutive < self.threshold;
+                if self.consecutive >= self.threshold || by_rate {
                     self.go(ModelState::Open, t);
                 }
             }
@@ -146,6 +152,7 @@ impl Model {
                 self.trials_in_flight -= 1;
                 self.trial_successes += 1;
                 if self.trial_successes >= self.max_trials {
+                    self.coverage.closed_by_trials = true;
                     self.go(ModelState::Closed, t);
                 }
             }
@@ -207,70 +214,118 @@ fn to_model_state(s: CircuitState) -> ModelState {
     }
 }
 
+/// What a run exercised, to check that the generators reach the interesting transitions.
+#[derive(Debug, Default)]
+struct Coverage {
+    half_open: bool,
+    closed_by_trials: bool,
+    stale: bool,
+    opened_by_rate: bool,
+}
+
+/// Runs `ops` on the breaker and the model side by side, comparing after every step.
+fn check(cfg: &CircuitBreakerConfig, ops: Vec<Op>) -> Result<Coverage, TestCaseError> {
+    let base = Instant::now();
+    let mut breaker = CircuitBreaker::new(cfg.clone()).unwrap();
+    let mut model = Model::new(cfg);
+    let mut t = 0u64;
+    let mut permits: Vec<(CircuitPermit, u64)> = Vec::new();
+
+    for op in ops {
+        let now = base + Duration::from_millis(t);
+        match op {
+            Op::Acquire => {
+                let real = breaker.try_acquire(now);
+                let expected = model.acquire(t);
+                match (real, expected) {
+                    (Ok(permit), Ok(generation)) => permits.push((permit, generation)),
+                    (Err(open), Err(retry_ms)) => {
+                        prop_assert_eq!(open.retry_after, Duration::from_millis(retry_ms));
+                    }
+                    (real, expected) => prop_assert!(
+                        false,
+                        "decision differs: real {:?}, model {:?}",
+                        real,
+                        expected
+                    ),
+                }
+            }
+            Op::Succeed(i) | Op::Fail(i) | Op::Release(i) if !permits.is_empty() => {
+                let (permit, generation) = permits.swap_remove(i % permits.len());
+                match op {
+                    Op::Succeed(_) => {
+                        breaker.record_success(permit, now);
+                        model.outcome(generation, true, t);
+                    }
+                    Op::Fail(_) => {
+                        breaker.record_failure(permit, now);
+                        model.outcome(generation, false, t);
+                    }
+                    _ => {
+                        breaker.release(permit);
+                        model.release(generation);
+                    }
+                }
+            }
+            Op::Succeed(_) | Op::Fail(_) | Op::Release(_) => {}
+            Op::Advance(ms) => t += ms,
+        }
+
+        let stats = breaker.stats();
+        prop_assert_eq!(to_model_state(breaker.state()), model.state);
+        prop_assert_eq!(to_model_state(stats.state), model.state);
+        let expected_consecutive = if model.state == ModelState::Closed {
+            model.consecutive
+        } else {
+            0
+        };
+        prop_assert_eq!(stats.consecutive_failures, expected_consecutive);
+        let expected_trials = if model.state == ModelState::HalfOpen {
+            model.trials_in_flight
+        } else {
+            0
+        };
+        prop_assert_eq!(stats.half_open_in_flight, expected_trials);
+        prop_assert_eq!(stats.successes, model.successes);
+        prop_assert_eq!(stats.failures, model.failures);
+        prop_assert_eq!(stats.rejected, model.rejected);
+        prop_assert_eq!(stats.times_opened, model.times_opened);
+        prop_assert_eq!(stats.stale, model.stale);
+    }
+    Ok(model.coverage)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
     fn breaker_matches_reference_model(cfg in config(), ops in prop::collection::vec(op(), 1..250)) {
-        let base = Instant::now();
-        let mut breaker = CircuitBreaker::new(cfg.clone()).unwrap();
-        let mut model = Model::new(&cfg);
-        let mut t = 0u64;
-        let mut permits: Vec<(CircuitPermit, u64)> = Vec::new();
+        check(&cfg, ops)?;
+    }
+}
 
-        for op in ops {
-            let now = base + Duration::from_millis(t);
-            match op {
-                Op::Acquire => {
-                    let real = breaker.try_acquire(now);
-                    let expected = model.acquire(t);
-                    match (real, expected) {
-                        (Ok(permit), Ok(generation)) => permits.push((permit, generation)),
-                        (Err(open), Err(retry_ms)) => {
-                            prop_assert_eq!(open.retry_after, Duration::from_millis(retry_ms));
-                        }
-                        (real, expected) => prop_assert!(
-                            false, "decision differs: real {:?}, model {:?}", real, expected
-                        ),
-                    }
-                }
-                Op::Succeed(i) | Op::Fail(i) | Op::Release(i) if !permits.is_empty() => {
-                    let (permit, generation) = permits.swap_remove(i % permits.len());
-                    match op {
-                        Op::Succeed(_) => {
-                            breaker.record_success(permit, now);
-                            model.outcome(generation, true, t);
-                        }
-                        Op::Fail(_) => {
-                            breaker.record_failure(permit, now);
-                            model.outcome(generation, false, t);
-                        }
-                        _ => {
-                            breaker.release(permit);
-                            model.release(generation);
-                        }
-                    }
-                }
-                Op::Succeed(_) | Op::Fail(_) | Op::Release(_) => {}
-                Op::Advance(ms) => t += ms,
-            }
+/// The generators reach every kind of transition often (fixed seed, so deterministic).
+#[test]
+fn generated_cases_cover_every_transition() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
 
-            let stats = breaker.stats();
-            prop_assert_eq!(to_model_state(breaker.state()), model.state);
-            prop_assert_eq!(to_model_state(stats.state), model.state);
-            let expected_consecutive =
-                if model.state == ModelState::Closed { model.consecutive } else { 0 };
-            prop_assert_eq!(stats.consecutive_failures, expected_consecutive);
-            let expected_trials =
-                if model.state == ModelState::HalfOpen { model.trials_in_flight } else { 0 };
-            prop_assert_eq!(stats.half_open_in_flight, expected_trials);
-            prop_assert_eq!(stats.successes, model.successes);
-            prop_assert_eq!(stats.failures, model.failures);
-            prop_assert_eq!(stats.rejected, model.rejected);
-            prop_assert_eq!(stats.times_opened, model.times_opened);
-            prop_assert_eq!(stats.stale, model.stale);
+    let mut runner = TestRunner::deterministic();
+    let strategy = (config(), prop::collection::vec(op(), 1..250));
+    let mut totals = [0u32; 4];
+    for _ in 0..256 {
+        let (cfg, ops) = strategy.new_tree(&mut runner).unwrap().current();
+        let c = check(&cfg, ops).unwrap();
+        for (total, hit) in
+            totals
+                .iter_mut()
+                .zip([c.half_open, c.closed_by_trials, c.stale, c.opened_by_rate])
+        {
+            *total += u32::from(hit);
         }
     }
+    // half-open reached, closed again by trials, stale outcomes, opened by the failure rate.
+    assert!(totals.iter().all(|&n| n >= 10), "coverage {totals:?}");
 }
 
 #[test]

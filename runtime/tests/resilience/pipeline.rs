@@ -257,3 +257,17 @@ async fn run_until_applies_the_callers_deadline() {
     assert_eq!(Instant::now(), deadline);
     assert_eq!(started.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn call_hanging_until_an_outer_timeout_counts_against_the_breaker() {
+    let b = breaker(2);
+    let p = Pipeline::new()
+        .timeout(Duration::from_millis(100))
+        .circuit_breaker(b.clone());
+    for _ in 0..2 {
+        let outcome = p.run(|_| std::future::pending::<Result<(), Error>>()).await;
+        assert!(matches!(outcome, Err(PolicyError::Timeout)), "{outcome:?}");
+    }
+    let stats = b.stats();
+    assert_eq!((stats.state, stats.failures), (CircuitState::Open, 2));
+}
