@@ -5,6 +5,9 @@
 //! - `CORTEX_SIM_SEED=<n>` replays one seed exactly.
 //! - `CORTEX_SIM_SEEDS=<count>` runs that many seeds (default 20).
 //! - `CORTEX_SIM_FIRST_SEED=<n>` shifts the seed range.
+// The per-seed summary and a failing seed's trace go to stderr (shown with --nocapture or on
+// failure): they are the test's report, and the seed is what a reader needs to replay.
+#![allow(clippy::print_stderr)]
 
 use std::time::Duration;
 
@@ -44,13 +47,24 @@ fn membership_converges_after_random_faults() {
     for &seed in &seeds {
         match sim::run(&config(seed)) {
             Ok(r) => {
-                assert!(r.faults.crashes + r.faults.leaves + r.faults.partitions > 0, "seed {seed}: no faults happened");
+                assert!(
+                    r.faults.crashes + r.faults.leaves + r.faults.partitions > 0,
+                    "seed {seed}: no faults happened"
+                );
                 worst = worst.max(r.converged_after);
                 total_steps += r.steps;
                 eprintln!(
                     "seed {seed}: {} steps, {} datagrams ({} dropped, {} duplicated, {} refused), faults {:?}, {} renewals, converged after {:?} ({} periods), {} running",
-                    r.steps, r.datagrams, r.dropped, r.duplicated, r.rejected, r.faults, r.renewals,
-                    r.converged_after, r.converged_after_periods, r.running
+                    r.steps,
+                    r.datagrams,
+                    r.dropped,
+                    r.duplicated,
+                    r.rejected,
+                    r.faults,
+                    r.renewals,
+                    r.converged_after,
+                    r.converged_after_periods,
+                    r.running
                 );
             }
             Err(f) => {
@@ -59,7 +73,10 @@ fn membership_converges_after_random_faults() {
             }
         }
     }
-    eprintln!("{} seeds, {total_steps} steps, worst convergence {worst:?}", seeds.len());
+    eprintln!(
+        "{} seeds, {total_steps} steps, worst convergence {worst:?}",
+        seeds.len()
+    );
     assert!(
         failures.is_empty(),
         "failing seeds {failures:?}; replay one with CORTEX_SIM_SEED=<seed>"
@@ -82,8 +99,13 @@ fn a_crash_is_detected_everywhere_within_three_seconds() {
     for seed in 1..=30 {
         let mut c = config(seed);
         c.initial = 5;
-        let t = sim::measure_departure(&c, false).map_err(|f| f.to_string()).unwrap();
-        assert!(t < Duration::from_secs(3), "seed {seed}: crash detected everywhere only after {t:?}");
+        let t = sim::measure_departure(&c, false)
+            .map_err(|f| f.to_string())
+            .unwrap();
+        assert!(
+            t < Duration::from_secs(3),
+            "seed {seed}: crash detected everywhere only after {t:?}"
+        );
         worst = worst.max(t);
     }
     eprintln!("worst crash detection over 30 seeds: {worst:?}");
@@ -93,8 +115,13 @@ fn a_crash_is_detected_everywhere_within_three_seconds() {
 fn a_graceful_leave_is_seen_everywhere_at_once() {
     for seed in 1..=10 {
         let c = config(seed);
-        let t = sim::measure_departure(&c, true).map_err(|f| f.to_string()).unwrap();
+        let t = sim::measure_departure(&c, true)
+            .map_err(|f| f.to_string())
+            .unwrap();
         // One network latency (at most 25 ms here), not a failure-detection timeout.
-        assert!(t <= Duration::from_millis(50), "seed {seed}: leave took {t:?}");
+        assert!(
+            t <= Duration::from_millis(50),
+            "seed {seed}: leave took {t:?}"
+        );
     }
 }

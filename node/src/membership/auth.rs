@@ -288,12 +288,7 @@ fn derive_key(secret: &[u8], cluster: &str) -> hmac::Key {
 }
 
 impl Authenticator {
-    pub(crate) fn new(
-        secret: &[u8],
-        cluster: &str,
-        local: &NodeId,
-        max_skew: Duration,
-    ) -> Self {
+    pub(crate) fn new(secret: &[u8], cluster: &str, local: &NodeId, max_skew: Duration) -> Self {
         Self {
             key: derive_key(secret, cluster),
             sender: sender_id(local),
@@ -443,7 +438,10 @@ mod tests {
         forged_tag[last] ^= 0x80;
         assert_eq!(b.open(&forged_tag, t(0)), Err(RejectReason::BadTag));
 
-        assert_eq!(b.open(&d[..OVERHEAD - 1], t(0)), Err(RejectReason::Truncated));
+        assert_eq!(
+            b.open(&d[..OVERHEAD - 1], t(0)),
+            Err(RejectReason::Truncated)
+        );
         assert_eq!(b.open(&d[..d.len() - 1], t(0)), Err(RejectReason::BadTag));
 
         let mut v2 = d.clone();
@@ -452,7 +450,10 @@ mod tests {
         let mut magic = d.clone();
         magic[0] = b'X';
         assert_eq!(b.open(&magic, t(0)), Err(RejectReason::BadMagic));
-        assert_eq!(b.open(&vec![0; MAX_DATAGRAM + 1], t(0)), Err(RejectReason::TooLarge));
+        assert_eq!(
+            b.open(&vec![0; MAX_DATAGRAM + 1], t(0)),
+            Err(RejectReason::TooLarge)
+        );
 
         let skew = Duration::from_secs(60);
         let mut other_key = Authenticator::new(b"another-secret-xx", "c", &node("b"), skew);

@@ -19,7 +19,9 @@ pub const DEFAULT_GOSSIP_PORT: u16 = 7401;
 #[non_exhaustive]
 pub enum MembershipError {
     /// The gossip socket could not be bound. Nothing was started.
-    #[error("cannot bind the gossip socket to {addr}: {source}; pick a free port or another address")]
+    #[error(
+        "cannot bind the gossip socket to {addr}: {source}; pick a free port or another address"
+    )]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -55,7 +57,9 @@ pub enum MembershipError {
     Stopped,
     /// `leave` did not finish sending before its deadline; peers will notice the departure
     /// by timeout instead. The task has stopped anyway.
-    #[error("leaving did not finish before the deadline; peers will detect the departure by timeout")]
+    #[error(
+        "leaving did not finish before the deadline; peers will detect the departure by timeout"
+    )]
     LeaveTimedOut,
 }
 
@@ -95,7 +99,11 @@ impl SeedSpec {
             return Err(bad("IPv6 addresses are written [ADDR]:PORT"));
         }
         let (host, port) = match s.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad("the port must be 0-65535"))?),
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| bad("the port must be 0-65535"))?,
+            ),
             None => (s, DEFAULT_GOSSIP_PORT),
         };
         if host.is_empty() || host.len() > 253 {
@@ -105,7 +113,9 @@ impl SeedSpec {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
         {
-            return Err(bad("the host may contain letters, digits, '-', '_' and '.'"));
+            return Err(bad(
+                "the host may contain letters, digits, '-', '_' and '.'",
+            ));
         }
         Ok(Self(format!("{host}:{port}")))
     }
@@ -201,13 +211,17 @@ impl SwimTuning {
             (self.remove_down_after, "remove_down_after"),
         ];
         if let Some((_, name)) = zero.iter().find(|(d, _)| d.is_zero()) {
-            return Err(MembershipError::InvalidConfig(format!("{name} must be above zero")));
+            return Err(MembershipError::InvalidConfig(format!(
+                "{name} must be above zero"
+            )));
         }
         if self.probe_rtt >= self.probe_period {
             return bad("probe_rtt must be shorter than probe_period (ideally under half of it)");
         }
         if self.num_indirect_probes == 0 || self.gossip_fanout == 0 || self.cluster_size_hint == 0 {
-            return bad("num_indirect_probes, gossip_fanout and cluster_size_hint must be at least 1");
+            return bad(
+                "num_indirect_probes, gossip_fanout and cluster_size_hint must be at least 1",
+            );
         }
         Ok(())
     }
@@ -218,7 +232,8 @@ impl SwimTuning {
         let mut c = foca::Config::new_lan(size);
         c.probe_period = self.probe_period;
         c.probe_rtt = self.probe_rtt;
-        c.num_indirect_probes = NonZeroUsize::new(self.num_indirect_probes).unwrap_or(NonZeroUsize::MIN);
+        c.num_indirect_probes =
+            NonZeroUsize::new(self.num_indirect_probes).unwrap_or(NonZeroUsize::MIN);
         c.suspect_to_down_after = self.suspect_to_down_after;
         // At least 6 retransmissions: small clusters under loss need the redundancy more
         // than the bytes.
@@ -339,13 +354,18 @@ impl MembershipConfig {
     pub fn validate(&self) -> Result<(), MembershipError> {
         check_secret(&self.cluster_secret)?;
         self.tuning.validate()?;
-        self.meta.validate().map_err(MembershipError::InvalidConfig)?;
+        self.meta
+            .validate()
+            .map_err(MembershipError::InvalidConfig)?;
         if self.cluster_name.is_empty() || self.cluster_name.len() > 64 {
             return Err(MembershipError::InvalidConfig(
                 "cluster_name must be 1 to 64 bytes".to_owned(),
             ));
         }
-        if self.event_capacity == 0 || self.seed_refresh_interval.is_zero() || self.seed_resolve_timeout.is_zero() {
+        if self.event_capacity == 0
+            || self.seed_refresh_interval.is_zero()
+            || self.seed_resolve_timeout.is_zero()
+        {
             return Err(MembershipError::InvalidConfig(
                 "event_capacity, seed_refresh_interval and seed_resolve_timeout must be above zero"
                     .to_owned(),

@@ -11,13 +11,13 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::MembershipCounters;
 use super::auth::{CounterCells, MAX_DATAGRAM};
 use super::config::{MembershipConfig, MembershipError, SeedSpec};
 use super::identity::MemberIdentity;
 use super::machine::{CoreConfig, CoreTimer, MembershipCore, Now};
 use super::timers::{DEFAULT_TIMER_CAPACITY, TimerQueue};
 use super::view::{MembershipEvent, MembershipView};
-use super::MembershipCounters;
 
 /// Addresses taken from one seed resolution.
 const MAX_ADDRS_PER_SEED: usize = 256;
@@ -61,16 +61,19 @@ impl Membership {
     /// ```
     pub async fn start(config: MembershipConfig) -> Result<MembershipHandle, MembershipError> {
         config.validate()?;
-        let socket = UdpSocket::bind(config.bind)
-            .await
+        let socket =
+            UdpSocket::bind(config.bind)
+                .await
+                .map_err(|source| MembershipError::Bind {
+                    addr: config.bind,
+                    source,
+                })?;
+        let bound = socket
+            .local_addr()
             .map_err(|source| MembershipError::Bind {
                 addr: config.bind,
                 source,
             })?;
-        let bound = socket.local_addr().map_err(|source| MembershipError::Bind {
-            addr: config.bind,
-            source,
-        })?;
         let mut advertised = config.advertise.unwrap_or(bound);
         if advertised.port() == 0 {
             advertised.set_port(bound.port());
@@ -83,7 +86,8 @@ impl Membership {
             gossip_addr: advertised,
             meta: config.meta.clone(),
         };
-        let mut core_config = CoreConfig::new(identity, &config.cluster_name, &config.cluster_secret);
+        let mut core_config =
+            CoreConfig::new(identity, &config.cluster_name, &config.cluster_secret);
         core_config.tuning = config.tuning.clone();
         core_config.max_clock_skew = config.max_clock_skew;
         core_config.removed_retention = config.removed_retention;
@@ -265,10 +269,10 @@ impl MembershipHandle {
 
     async fn join_until(&self, deadline: Instant) {
         let task = self.inner.task.lock().take();
-        if let Some(mut task) = task {
-            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
-                task.abort();
-            }
+        if let Some(mut task) = task
+            && tokio::time::timeout_at(deadline, &mut task).await.is_err()
+        {
+            task.abort();
         }
     }
 
@@ -336,7 +340,10 @@ async fn resolve_seeds(
                 "no seed resolved; retrying (check the seed names and DNS)"
             );
         }
-        let addrs: Vec<SocketAddr> = all.into_iter().take(super::machine::MAX_SEED_ADDRS).collect();
+        let addrs: Vec<SocketAddr> = all
+            .into_iter()
+            .take(super::machine::MAX_SEED_ADDRS)
+            .collect();
         if tx.send(addrs).await.is_err() {
             return;
         }
@@ -365,10 +372,10 @@ impl Driver {
         loop {
             // With no timer pending (only after leaving) wake up rarely; the loop then
             // still answers commands.
-            let deadline = self
-                .timers
-                .next_deadline()
-                .map_or_else(|| Instant::now() + Duration::from_secs(3600), |d| self.origin + d);
+            let deadline = self.timers.next_deadline().map_or_else(
+                || Instant::now() + Duration::from_secs(3600),
+                |d| self.origin + d,
+            );
             tokio::select! {
                 c = cmd.recv() => match c {
                     Some(Command::Leave(reply)) => {

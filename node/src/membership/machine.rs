@@ -24,11 +24,11 @@ use rand::rngs::SmallRng;
 use rand::seq::IteratorRandom;
 use rand::{Rng, SeedableRng};
 
+use super::MembershipCounters;
 use super::auth::{Authenticator, CounterCells, Kind, MAX_DATAGRAM, OVERHEAD, RejectReason};
 use super::config::{MembershipError, SwimTuning, check_secret};
 use super::identity::MemberIdentity;
 use super::view::{MembershipEvent, MembershipView, Observed, ViewTracker};
-use super::MembershipCounters;
 
 /// Largest encoded identity accepted: a foca header carries two, and updates need room.
 pub const MAX_IDENTITY_LEN: usize = 400;
@@ -147,8 +147,9 @@ impl MembershipCore {
             .meta
             .validate()
             .map_err(MembershipError::InvalidConfig)?;
-        let encoded = postcard::to_allocvec(&config.identity)
-            .map_err(|e| MembershipError::InvalidConfig(format!("identity does not encode: {e}")))?;
+        let encoded = postcard::to_allocvec(&config.identity).map_err(|e| {
+            MembershipError::InvalidConfig(format!("identity does not encode: {e}"))
+        })?;
         if encoded.len() > MAX_IDENTITY_LEN {
             return Err(MembershipError::InvalidConfig(format!(
                 "the identity encodes to {} bytes, over the {MAX_IDENTITY_LEN}-byte limit: use fewer or shorter roles",
@@ -320,8 +321,11 @@ impl MembershipCore {
         }
         match postcard::to_allocvec(self.identity()) {
             Ok(me) => {
-                let targets: Vec<SocketAddr> =
-                    self.foca.iter_members().map(|m| m.id().gossip_addr).collect();
+                let targets: Vec<SocketAddr> = self
+                    .foca
+                    .iter_members()
+                    .map(|m| m.id().gossip_addr)
+                    .collect();
                 for _ in 0..2 {
                     for dst in &targets {
                         let payload = self.auth.seal(Kind::Leave, &me, now.wall);
@@ -372,10 +376,11 @@ impl MembershipCore {
         }
         tracing::debug!(id = %ident.id, "member leaves");
         self.view.mark_left(ident.id.clone());
-        if let Err(e) = self
-            .foca
-            .apply_many(std::iter::once(foca::Member::down(ident)), true, &mut self.rt)
-        {
+        if let Err(e) = self.foca.apply_many(
+            std::iter::once(foca::Member::down(ident)),
+            true,
+            &mut self.rt,
+        ) {
             tracing::debug!(error = %e, "applying a leave failed");
         }
         true
@@ -423,10 +428,11 @@ impl MembershipCore {
             for ident in &stale {
                 tracing::debug!(id = %ident.id, "declaring a superseded incarnation down");
             }
-            if let Err(e) =
-                self.foca
-                    .apply_many(stale.into_iter().map(foca::Member::down), true, &mut self.rt)
-            {
+            if let Err(e) = self.foca.apply_many(
+                stale.into_iter().map(foca::Member::down),
+                true,
+                &mut self.rt,
+            ) {
                 tracing::debug!(error = %e, "declaring stale incarnations down failed");
             }
             self.drain_runtime(now);

@@ -25,13 +25,12 @@ mod timers;
 mod view;
 
 pub use auth::{
-    DATAGRAM_VERSION, MAX_DATAGRAM, MIN_SECRET_LEN, MembershipCounters, RejectCounts,
-    RejectReason,
+    DATAGRAM_VERSION, MAX_DATAGRAM, MIN_SECRET_LEN, MembershipCounters, RejectCounts, RejectReason,
 };
 pub use config::{DEFAULT_GOSSIP_PORT, MembershipConfig, MembershipError, SeedSpec, SwimTuning};
 pub use driver::{Membership, MembershipHandle};
 pub use identity::{MAX_ROLE_LEN, MAX_ROLES, MemberIdentity, MemberMeta};
-pub use machine::{MAX_IDENTITY_LEN, CoreConfig, CoreTimer, MembershipCore, Now, Transmit};
+pub use machine::{CoreConfig, CoreTimer, MAX_IDENTITY_LEN, MembershipCore, Now, Transmit};
 pub use timers::TimerQueue;
 pub use view::{MAX_REMOVED, Member, MemberState, MembershipEvent, MembershipView};
 

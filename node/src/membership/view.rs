@@ -124,9 +124,11 @@ impl MembershipEvent {
     /// The member the event is about (`None` for [`MembershipEvent::Renewed`]).
     pub fn member(&self) -> Option<&Member> {
         match self {
-            Self::Joined(m) | Self::Suspect(m) | Self::AliveAgain(m) | Self::Down(m) | Self::Left(m) => {
-                Some(m)
-            }
+            Self::Joined(m)
+            | Self::Suspect(m)
+            | Self::AliveAgain(m)
+            | Self::Down(m)
+            | Self::Left(m) => Some(m),
             Self::Renewed { .. } => None,
         }
     }
@@ -256,7 +258,9 @@ impl ViewTracker {
                 .filter(|o| o.active && self.live.get(&name).is_some_and(|m| m.id == o.ident.id));
             match still {
                 Some(o) => {
-                    let Some(m) = self.live.get_mut(&name) else { continue };
+                    let Some(m) = self.live.get_mut(&name) else {
+                        continue;
+                    };
                     let want = if o.suspect {
                         MemberState::Suspect
                     } else {

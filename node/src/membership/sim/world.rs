@@ -1,18 +1,6 @@
-//! Deterministic simulation of many [`MembershipCore`]s on a seeded network and clock.
-//!
-//! One seeded RNG drives everything: latencies, loss, duplication, the fault schedule and
-//! each core's own seed. Time is virtual (a [`TimerQueue`] of events), nothing reads the
-//! wall clock or a global RNG, and maps are ordered, so a seed replays exactly.
-//!
-//! A run has two phases. During the *fault phase* random crashes, graceful leaves,
-//! restarts (same name, next incarnation), partitions, heals, loss and duplication happen.
-//! Then the network heals and turns loss-free, and every running node must converge to the
-//! same live set, exactly the running nodes' current ids, all `Up`, within
-//! `convergence_limit`, and stay so for `stability`. Throughout, no node may accept an
-//! incarnation of a name older than one it already saw.
+//! The simulated world: node slots, the network, the event queue and the fault schedule.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -20,144 +8,18 @@ use cortex_protocol::{NodeId, VersionRange};
 use rand::rngs::SmallRng;
 use rand::{Rng, RngExt, SeedableRng};
 
-use super::config::SwimTuning;
-use super::identity::{MemberIdentity, MemberMeta};
-use super::machine::{CoreConfig, CoreTimer, MembershipCore, Now};
-use super::timers::TimerQueue;
-use super::view::{MemberState, MembershipEvent};
+use super::{FaultCounts, SimConfig, SimFailure, SimReport};
+use crate::membership::identity::{MemberIdentity, MemberMeta};
+use crate::membership::machine::{CoreConfig, CoreTimer, MembershipCore, Now};
+use crate::membership::timers::TimerQueue;
+use crate::membership::view::{MemberState, MembershipEvent};
 
 const SECRET: &[u8] = b"simulated cluster secret";
 const TRACE_LINES: usize = 400;
 /// Virtual epoch of the simulated wall clocks (2023-11-14), so counters look realistic.
 const WALL_BASE_SECS: u64 = 1_700_000_000;
 
-/// What to simulate.
-#[derive(Debug, Clone)]
-pub struct SimConfig {
-    /// The seed everything derives from.
-    pub seed: u64,
-    /// Node names `n0..` (each with a fixed address).
-    pub slots: usize,
-    /// Nodes running at the start.
-    pub initial: usize,
-    /// Length of the fault phase.
-    pub fault_phase: Duration,
-    /// Mean time between two fault actions.
-    pub fault_interval: Duration,
-    /// Loss probability per datagram during the fault phase.
-    pub loss: f64,
-    /// Duplication probability per datagram during the fault phase.
-    pub duplication: f64,
-    /// One-way latency range.
-    pub latency: (Duration, Duration),
-    /// Largest clock offset of a node from true time, either way.
-    pub max_clock_offset: Duration,
-    /// How often the simulated DNS (all running nodes' addresses) is re-read by each node.
-    pub dns_interval: Duration,
-    /// Deadline for convergence after the fault phase.
-    pub convergence_limit: Duration,
-    /// How long the converged state must then hold.
-    pub stability: Duration,
-    /// If set, a partition of the running nodes into two groups is forced this long before
-    /// the fault phase ends and held (with no other fault) until it ends, so that
-    /// convergence includes merging two groups that declared each other down.
-    pub final_partition: Option<Duration>,
-    /// SWIM timing of every node.
-    pub tuning: SwimTuning,
-}
-
-impl SimConfig {
-    /// Defaults: 7 names, 5 running, 45 s of faults, then 30 s (60 probe periods) to converge.
-    pub fn new(seed: u64) -> Self {
-        Self {
-            seed,
-            slots: 7,
-            initial: 5,
-            fault_phase: Duration::from_secs(45),
-            fault_interval: Duration::from_millis(800),
-            loss: 0.03,
-            duplication: 0.02,
-            latency: (Duration::from_millis(1), Duration::from_millis(25)),
-            max_clock_offset: Duration::from_secs(2),
-            dns_interval: Duration::from_secs(5),
-            convergence_limit: Duration::from_secs(30),
-            stability: Duration::from_secs(5),
-            final_partition: Some(Duration::from_secs(6)),
-            tuning: SwimTuning::default(),
-        }
-    }
-}
-
-/// What a successful run did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SimReport {
-    /// The seed.
-    pub seed: u64,
-    /// Events processed.
-    pub steps: u64,
-    /// Datagrams sent by cores.
-    pub datagrams: u64,
-    /// Datagrams dropped by loss or partitions.
-    pub dropped: u64,
-    /// Datagrams delivered twice.
-    pub duplicated: u64,
-    /// Crashes, leaves, starts, partitions, heals.
-    pub faults: FaultCounts,
-    /// Datagrams refused by receivers (replays of duplicates, mostly).
-    pub rejected: u64,
-    /// Identity renewals (a node declared down rejoining with the next incarnation).
-    pub renewals: u64,
-    /// Time from the end of the fault phase to convergence.
-    pub converged_after: Duration,
-    /// The same in probe periods.
-    pub converged_after_periods: u64,
-    /// Running nodes at the end.
-    pub running: usize,
-    /// A digest of the whole run (for replay checks).
-    pub digest: u64,
-}
-
-/// Fault actions taken.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FaultCounts {
-    /// Processes killed without a farewell.
-    pub crashes: u64,
-    /// Graceful leaves.
-    pub leaves: u64,
-    /// Starts after the initial ones (restarts under the same name).
-    pub restarts: u64,
-    /// Partitions made.
-    pub partitions: u64,
-    /// Partitions healed.
-    pub heals: u64,
-}
-
-/// A failed run: the seed, what went wrong and the end of the trace.
-#[derive(Debug, Clone)]
-pub struct SimFailure {
-    /// The seed (replay with `CORTEX_SIM_SEED=<seed>`).
-    pub seed: u64,
-    /// What went wrong.
-    pub reason: String,
-    /// The last trace lines.
-    pub trace: Vec<String>,
-}
-
-impl fmt::Display for SimFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "simulation seed {} failed: {}", self.seed, self.reason)?;
-        writeln!(f, "replay with CORTEX_SIM_SEED={}", self.seed)?;
-        writeln!(f, "--- last {} trace lines ---", self.trace.len())?;
-        for line in &self.trace {
-            writeln!(f, "{line}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for SimFailure {}
-
-enum Event {
+pub(super) enum Event {
     Deliver {
         to: usize,
         from: SocketAddr,
@@ -190,7 +52,7 @@ struct Node {
     seen: BTreeMap<String, u64>,
 }
 
-struct World {
+pub(super) struct World {
     cfg: SimConfig,
     rng: SmallRng,
     now: Duration,
@@ -211,61 +73,6 @@ struct World {
     faults_end: Duration,
 }
 
-/// Runs one simulation.
-///
-/// # Errors
-/// [`SimFailure`] when convergence or an invariant fails.
-pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
-    let mut w = World::new(cfg.clone());
-    w.run()
-}
-
-/// Measures how long a departure takes to reach every other node: starts `cfg.initial`
-/// nodes on a loss-free network, waits for convergence, then crashes (or, if `graceful`,
-/// stops with a leave) one random node at a random phase, and returns the time until no
-/// running node lists it any more.
-///
-/// # Errors
-/// [`SimFailure`] if the cluster does not form or the departure is not noticed within
-/// `cfg.convergence_limit`.
-pub fn measure_departure(cfg: &SimConfig, graceful: bool) -> Result<Duration, SimFailure> {
-    let mut w = World::new(cfg.clone());
-    w.faults_on = false;
-    for i in 0..cfg.initial.min(w.slots.len()) {
-        w.start(i)?;
-    }
-    w.at(cfg.dns_interval, Event::Dns)?;
-    let limit = cfg.convergence_limit;
-    if w.advance_until(limit, World::converged)?.is_none() {
-        return Err(w.fail(format!("cluster did not form: {}", w.describe_views())));
-    }
-    // Random phase relative to the probe schedule.
-    let phase = Duration::from_micros(w.rng.random_range(0..1_000_000));
-    w.advance_until(phase, |_| false)?;
-    let running = w.running();
-    let victim_slot = running[w.rng.random_range(0..running.len())];
-    let victim = w.slots[victim_slot]
-        .node
-        .as_ref()
-        .map(|n| n.core.local_id().clone())
-        .ok_or_else(|| w.fail("victim not running".to_owned()))?;
-    w.stop(victim_slot, graceful)?;
-    let start = w.now;
-    let gone = |w: &World| {
-        w.running()
-            .iter()
-            .filter_map(|&i| w.slots[i].node.as_ref())
-            .all(|n| !n.core.view().is_live(&victim))
-    };
-    match w.advance_until(limit, gone)? {
-        Some(t) => Ok(t - start),
-        None => Err(w.fail(format!(
-            "{victim} still listed {limit:?} after it stopped: {}",
-            w.describe_views()
-        ))),
-    }
-}
-
 fn fnv(h: &mut u64, bytes: &[u8]) {
     for b in bytes {
         *h ^= u64::from(*b);
@@ -274,7 +81,48 @@ fn fnv(h: &mut u64, bytes: &[u8]) {
 }
 
 impl World {
-    fn new(cfg: SimConfig) -> Self {
+    pub(super) fn measure_departure(
+        cfg: &SimConfig,
+        graceful: bool,
+    ) -> Result<Duration, SimFailure> {
+        let mut w = Self::new(cfg.clone());
+        w.faults_on = false;
+        for i in 0..cfg.initial.min(w.slots.len()) {
+            w.start(i)?;
+        }
+        w.at(cfg.dns_interval, Event::Dns)?;
+        let limit = cfg.convergence_limit;
+        if w.advance_until(limit, Self::converged)?.is_none() {
+            return Err(w.fail(format!("cluster did not form: {}", w.describe_views())));
+        }
+        // Random phase relative to the probe schedule.
+        let phase = Duration::from_micros(w.rng.random_range(0..1_000_000));
+        w.advance_until(phase, |_| false)?;
+        let running = w.running();
+        let victim_slot = running[w.rng.random_range(0..running.len())];
+        let victim = w.slots[victim_slot]
+            .node
+            .as_ref()
+            .map(|n| n.core.local_id().clone())
+            .ok_or_else(|| w.fail("victim not running".to_owned()))?;
+        w.stop(victim_slot, graceful)?;
+        let start = w.now;
+        let gone = |w: &Self| {
+            w.running()
+                .iter()
+                .filter_map(|&i| w.slots[i].node.as_ref())
+                .all(|n| !n.core.view().is_live(&victim))
+        };
+        match w.advance_until(limit, gone)? {
+            Some(t) => Ok(t - start),
+            None => Err(w.fail(format!(
+                "{victim} still listed {limit:?} after it stopped: {}",
+                w.describe_views()
+            ))),
+        }
+    }
+
+    pub(super) fn new(cfg: SimConfig) -> Self {
         let mut rng = SmallRng::seed_from_u64(cfg.seed);
         let max_off = i64::try_from(cfg.max_clock_offset.as_millis()).unwrap_or(0);
         let slots = (0..cfg.slots)
@@ -356,7 +204,7 @@ impl World {
             .collect()
     }
 
-    fn run(&mut self) -> Result<SimReport, SimFailure> {
+    pub(super) fn run(&mut self) -> Result<SimReport, SimFailure> {
         for i in 0..self.cfg.initial.min(self.slots.len()) {
             self.start(i)?;
         }
@@ -374,7 +222,9 @@ impl World {
             if t > hard_end {
                 break;
             }
-            let Some(ev) = self.queue.pop_due(t) else { break };
+            let Some(ev) = self.queue.pop_due(t) else {
+                break;
+            };
             self.now = t;
             self.steps += 1;
             if let Some(report) = self.step(ev)? {
@@ -589,7 +439,11 @@ impl World {
             .all(|n| {
                 let v = n.core.view();
                 v.members.iter().all(|m| m.state == MemberState::Up)
-                    && v.members.iter().map(|m| m.id.clone()).collect::<BTreeSet<_>>() == truth
+                    && v.members
+                        .iter()
+                        .map(|m| m.id.clone())
+                        .collect::<BTreeSet<_>>()
+                        == truth
             })
     }
 
@@ -614,12 +468,11 @@ impl World {
         let inc = s.next_incarnation;
         s.next_incarnation += 1;
         s.generation += 1;
-        let id = NodeId::new(s.name.clone(), inc)
-            .map_err(|e| SimFailure {
-                seed: self.cfg.seed,
-                reason: format!("bad simulated node id: {e}"),
-                trace: Vec::new(),
-            })?;
+        let id = NodeId::new(s.name.clone(), inc).map_err(|e| SimFailure {
+            seed: self.cfg.seed,
+            reason: format!("bad simulated node id: {e}"),
+            trace: Vec::new(),
+        })?;
         let ip = s.addr.ip();
         let identity = MemberIdentity {
             id: id.clone(),
@@ -769,10 +622,9 @@ impl World {
             };
             for _ in 0..copies {
                 let (lo, hi) = self.cfg.latency;
-                let lat = Duration::from_micros(
-                    self.rng
-                        .random_range(lo.as_micros() as u64..=hi.as_micros().max(lo.as_micros()) as u64),
-                );
+                let lat = Duration::from_micros(self.rng.random_range(
+                    lo.as_micros() as u64..=hi.as_micros().max(lo.as_micros()) as u64,
+                ));
                 self.at(
                     lat,
                     Event::Deliver {
