@@ -278,6 +278,23 @@ impl CircuitBreaker {
         }
     }
 
+    /// Whether [`try_acquire(now)`](Self::try_acquire) would grant a permit, without taking
+    /// one or changing anything: for routing decisions such as skipping a node whose breaker
+    /// is open.
+    pub fn would_permit(&self, now: Instant) -> bool {
+        let now = self.last_now.map_or(now, |last| last.max(now));
+        match &self.phase {
+            Phase::Closed { .. } => true,
+            Phase::Open { since } => {
+                now.saturating_duration_since(*since) >= self.config.reset_timeout
+            }
+            Phase::HalfOpen {
+                in_flight,
+                successes,
+            } => in_flight + successes < self.config.half_open_max_calls,
+        }
+    }
+
     /// Asks whether a call may be made at `now`.
     ///
     /// # Errors

@@ -269,12 +269,10 @@ impl<E: Send + 'static> Pipeline<E> {
     {
         let mut make = make;
         let mut started = 0;
-        let inner = self.exec(
-            0,
-            Context::tighten(Context { deadline: None }, deadline),
-            &mut make,
-            &mut started,
-        );
+        let ctx = Context {
+            deadline: Some(deadline),
+        };
+        let inner = self.exec(0, ctx, &mut make, &mut started);
         match tokio::time::timeout_at(deadline, inner).await {
             Ok(outcome) => outcome,
             Err(_elapsed) => Err(PolicyError::Timeout),

@@ -95,6 +95,12 @@ impl SharedCircuitBreaker {
         self.inner.core.lock().stats()
     }
 
+    /// Whether a call made now would be admitted; takes no permit (see
+    /// [`CircuitBreaker::would_permit`]).
+    pub fn would_permit(&self) -> bool {
+        self.inner.core.lock().would_permit(now())
+    }
+
     /// Asks for permission to make one call now. The guard records the outcome: call
     /// [`CircuitGuard::success`] or [`CircuitGuard::failure`]; dropping it releases the
     /// permit without an outcome.

@@ -83,6 +83,14 @@ impl Model {
         }
     }
 
+    fn would_permit(&self, t: u64) -> bool {
+        match self.state {
+            ModelState::Closed => true,
+            ModelState::Open => t - self.opened_at >= self.reset_ms,
+            ModelState::HalfOpen => self.trials_in_flight + self.trial_successes < self.max_trials,
+        }
+    }
+
     /// `Ok(generation)` if permitted, `Err(retry_after_ms)` if refused.
     fn acquire(&mut self, t: u64) -> Result<u64, u64> {
         if self.state == ModelState::Open && t - self.opened_at >= self.reset_ms {
@@ -233,6 +241,7 @@ fn check(cfg: &CircuitBreakerConfig, ops: Vec<Op>) -> Result<Coverage, TestCaseE
 
     for op in ops {
         let now = base + Duration::from_millis(t);
+        prop_assert_eq!(breaker.would_permit(now), model.would_permit(t));
         match op {
             Op::Acquire => {
                 let real = breaker.try_acquire(now);
