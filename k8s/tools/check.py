@@ -351,6 +351,8 @@ def check_scheduling(c, ctr, pod, pod_labels, docker):
     if docker.get("uid") is not None:
         c.expect(sc.get("runAsUser") == docker["uid"],
                  f"securityContext.runAsUser {sc.get('runAsUser')} differs from the image's USER {docker['uid']}")
+    c.expect(pod.get("enableServiceLinks") is False,
+             "set enableServiceLinks: false: the Service `cortex` would inject CORTEX_* variables into the node's settings namespace")
     if "command" in ctr:
         c.fail("do not set command: it replaces the image's ENTRYPOINT `cortex-node run`")
 
@@ -403,7 +405,11 @@ def main():
                                    next((t["replicas"] for t in targets if t["name"] == "base"), 3))
     for t in targets:
         docs = [d for d in yaml.safe_load_all(open(t["file"], encoding="utf-8")) if d]
-        errs, info = check_target(t["name"], docs, t, facts, docker, secret_names)
+        try:
+            errs, info = check_target(t["name"], docs, t, facts, docker, secret_names)
+        except (KeyError, TypeError, AttributeError, IndexError) as e:
+            errs, info = [f"[{t['name']}] a manifest lacks a field the checks need or has the wrong type "
+                          f"({type(e).__name__}: {e}); compare it with k8s/base"], None
         errors.extend(errs)
         results[t["name"]] = info
         if info and docker.get("ports") and set(docker["ports"]) != {
