@@ -88,6 +88,7 @@ def effective_settings(c, container, configmaps, dockerfile_env):
         c.fail("CORTEX_CONFIG is not set in the container env: the ConfigMap's settings would be ignored")
     for k, v in toml_values.items():
         values[k], origin[k] = v, f"config file {config_path}"
+        check_toml_type(c, k, v)
     for name, v in env.items():
         key = facts["env_to_key"].get(name)
         if key and key != "config":
@@ -111,6 +112,28 @@ def effective_settings(c, container, configmaps, dockerfile_env):
                 values[key], origin[key] = val, f"arg --{flag}"
         i += 1
     return values, origin
+
+
+LIST_KEYS = {"seeds", "roles", "client_tokens"}
+DURATION_KEYS = {"seed_resolve_interval", "settle_time", "leave_timeout", "idempotency_window"}
+
+
+def check_toml_type(c, key, value):
+    """The value shapes the node's TOML parser takes (node/src/config/settings.rs)."""
+    if key in LIST_KEYS:
+        c.expect(isinstance(value, list) and all(isinstance(x, str) for x in value),
+                 f"config {key} must be a list of strings")
+    elif key in DURATION_KEYS:
+        c.expect(parse_duration(value) is not None, f"config {key} = {value!r} is not a duration like 500ms, 15s, 1m")
+    elif key.endswith("_bind") or key.endswith("_advertise"):
+        c.expect(isinstance(value, str) and port_of(c, value, f"config {key}") is not None,
+                 f"config {key} must be a string ADDR:PORT")
+    elif key == "vnodes":
+        c.expect(isinstance(value, int) and not isinstance(value, bool), "config vnodes must be an integer")
+    elif key == "log_format":
+        c.expect(value in ("human", "json"), f"config log_format {value!r} must be \"human\" or \"json\"")
+    elif key != "max_frame_size":
+        c.expect(isinstance(value, str), f"config {key} must be a string")
 
 
 def read_mounted_file(c, container, configmaps, path):
@@ -195,7 +218,7 @@ def check_target(name, docs, expect, facts, docker, secret_names):
         if ports[kind] == 0:
             c.fail(f"{key} port 0 (OS-picked) cannot be published by a Service")
     for key in ("leave_timeout", "settle_time", "seed_resolve_interval"):
-        if key in vals:
+        if key in vals and not origin[key].startswith("config file"):
             c.expect(parse_duration(vals[key]) is not None,
                      f"{key} = {vals[key]!r} ({origin[key]}) is not a duration like 500ms, 15s, 1m")
     leave = parse_duration(vals["leave_timeout"]) if "leave_timeout" in vals else facts["leave_timeout"]
