@@ -23,6 +23,9 @@ use super::view::{MembershipEvent, MembershipView};
 const MAX_ADDRS_PER_SEED: usize = 256;
 /// How long `shutdown` waits for the task before aborting it.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// Longest wait for room in the socket's send buffer; a datagram not sent by then is
+/// dropped (and counted), like a datagram lost on the wire.
+const SEND_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Starts the membership of a node.
 #[derive(Debug)]
@@ -426,11 +429,15 @@ impl Driver {
     /// Moves the core's output to the world: datagrams, timers, events, the view.
     async fn pump(&mut self) {
         while let Some(t) = self.core.poll_transmit() {
-            match self.socket.send_to(&t.payload, t.dst).await {
-                Ok(_) => self.counters.sent(),
-                Err(e) => {
+            match tokio::time::timeout(SEND_TIMEOUT, self.socket.send_to(&t.payload, t.dst)).await {
+                Ok(Ok(_)) => self.counters.sent(),
+                Ok(Err(e)) => {
                     self.counters.send_error();
                     tracing::debug!(dst = %t.dst, error = %e, "gossip send failed");
+                }
+                Err(_) => {
+                    self.counters.send_error();
+                    tracing::debug!(dst = %t.dst, "gossip send timed out");
                 }
             }
         }

@@ -208,10 +208,14 @@ async fn eventually(what: &str, f: impl Fn() -> bool) {
 async fn three_nodes_on_loopback_form_a_cluster_and_one_leaves() {
     let n0 = Membership::start(udp_config("n0", vec![])).await.unwrap();
     let seed: SeedSpec = n0.gossip_addr().to_string().parse().unwrap();
-    let n1 = Membership::start(udp_config("n1", vec![seed.clone()]))
+    let n1 = Membership::start(udp_config("n1", vec![seed]))
         .await
         .unwrap();
-    let n2 = Membership::start(udp_config("n2", vec![seed]))
+    // A DNS name as seed (resolved, and re-resolved, by the driver).
+    let by_name: SeedSpec = format!("localhost:{}", n0.gossip_addr().port())
+        .parse()
+        .unwrap();
+    let n2 = Membership::start(udp_config("n2", vec![by_name]))
         .await
         .unwrap();
     let all = [n0.clone(), n1.clone(), n2.clone()];
