@@ -1,4 +1,5 @@
 //! Cortex cluster node: membership, placement, routing, system actors.
+pub mod dashboard;
 pub mod membership;
 pub mod metrics;
 pub mod placement;
