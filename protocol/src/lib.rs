@@ -28,6 +28,7 @@ mod error;
 mod guard;
 mod handshake;
 mod ids;
+mod ring;
 
 pub use body::{decode_payload, encode_payload};
 pub use codec::{
@@ -38,3 +39,4 @@ pub use envelope::*;
 pub use error::{DecodeError, EncodeError};
 pub use handshake::answer_hello;
 pub use ids::*;
+pub use ring::{DEFAULT_VNODES, Ring};
