@@ -1,0 +1,569 @@
+//! The node's shared state and its routing: every tell and ask addressed to an actor id
+//! goes to the one owner in this node's view, locally without serialization or over QUIC.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cortex_protocol::{
+    ActorId, Ask, ErrorCode, MessageName, NodeId, RemoteError, ReplyResult, RequestId,
+    RequestMeta, Target, Tell, TopicId,
+};
+use cortex_runtime::{ActorError, Codec, Handler, PubSub, RemoteMessage, System};
+use cortex_transport::{Connection, Endpoint, TransportError};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::pubsub::Published;
+use crate::config::NodeConfig;
+use crate::membership::MembershipHandle;
+use crate::metrics::NodeMetrics;
+use crate::placement::Placement;
+use crate::routing::activations::ActivationLog;
+use crate::routing::dedupe::{Begin, Dedupe};
+
+/// Most times one request may be forwarded between nodes; past it the request fails with
+/// [`ErrorCode::HopLimit`] instead of looping.
+pub const MAX_HOPS: u8 = 4;
+
+/// Deadline of a request that carries none (tells).
+const DEFAULT_BUDGET: Duration = Duration::from_secs(30);
+
+pub(crate) struct NodeInner {
+    pub(crate) id: NodeId,
+    pub(crate) config: NodeConfig,
+    pub(crate) system: System,
+    pub(crate) placement: Placement,
+    pub(crate) activations: ActivationLog,
+    pub(crate) dedupe: Dedupe,
+    pub(crate) metrics: NodeMetrics,
+    pub(crate) pubsub: PubSub<Published>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tasks: tokio_util::task::TaskTracker,
+    pub(crate) clients: super::pubsub::Clients,
+    pub(crate) events: super::watch::EventLog,
+    endpoint: OnceLock<Endpoint>,
+    membership: OnceLock<MembershipHandle>,
+    next_publish: std::sync::atomic::AtomicU64,
+}
+
+pub(crate) fn err(code: ErrorCode, detail: impl Into<String>) -> ReplyResult {
+    ReplyResult::Err(RemoteError {
+        code,
+        detail: detail.into(),
+    })
+}
+
+fn actor_err(e: &ActorError) -> ReplyResult {
+    err(e.code(), e.to_string())
+}
+
+fn transport_err(e: &TransportError) -> ReplyResult {
+    let code = match e {
+        TransportError::Timeout { .. } => ErrorCode::Timeout,
+        _ => ErrorCode::Unreachable,
+    };
+    err(code, e.to_string())
+}
+
+/// Maps a wire error back to the runtime's typed error, so that callers see the same errors
+/// whether the owner was local or remote.
+pub(crate) fn to_actor_error(e: RemoteError) -> ActorError {
+    match e.code {
+        ErrorCode::Timeout => ActorError::Timeout,
+        ErrorCode::ActorStopped => ActorError::Stopped,
+        ErrorCode::ActorFailed => ActorError::Failed { reason: e.detail },
+        ErrorCode::UnknownMessage => ActorError::UnknownMessage { name: e.detail },
+        ErrorCode::UnknownKind => ActorError::UnknownKind { kind: e.detail },
+        ErrorCode::Decode => ActorError::Decode { reason: e.detail },
+        _ => ActorError::Rejected {
+            reason: format!("{:?}: {}", e.code, e.detail),
+        },
+    }
+}
+
+impl NodeInner {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: NodeId,
+        config: NodeConfig,
+        system: System,
+        placement: Placement,
+        activations: ActivationLog,
+        dedupe: Dedupe,
+        metrics: NodeMetrics,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            id,
+            config,
+            system,
+            placement,
+            activations,
+            dedupe,
+            metrics,
+            pubsub: PubSub::new(),
+            cancel,
+            tasks: tokio_util::task::TaskTracker::new(),
+            clients: Default::default(),
+            events: Default::default(),
+            endpoint: OnceLock::new(),
+            membership: OnceLock::new(),
+            next_publish: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    pub(crate) fn set_endpoint(&self, e: Endpoint) {
+        let _ = self.endpoint.set(e);
+    }
+    pub(crate) fn set_membership(&self, m: MembershipHandle) {
+        let _ = self.membership.set(m);
+    }
+    pub(crate) fn endpoint(&self) -> Option<&Endpoint> {
+        self.endpoint.get()
+    }
+    pub(crate) fn membership(&self) -> Option<&MembershipHandle> {
+        self.membership.get()
+    }
+
+    /// Spawns a request task owned by the node: it stops when the node does.
+    pub(crate) fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = fut => {}
+            }
+        });
+    }
+
+    pub(crate) fn next_publish_id(&self) -> u64 {
+        self.next_publish
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The live connection to `node`, dialing it if needed.
+    pub(crate) async fn connection(&self, node: &NodeId) -> Result<Connection, ReplyResult> {
+        let Some(ep) = self.endpoint() else {
+            return Err(err(ErrorCode::Unreachable, "endpoint not started"));
+        };
+        let addr = self
+            .membership()
+            .and_then(|m| m.view().get(node).map(|mem| mem.meta.quic_addr));
+        let Some(addr) = addr else {
+            return Err(err(
+                ErrorCode::Unreachable,
+                format!("{node} is not a live member"),
+            ));
+        };
+        ep.connection_to(node, addr)
+            .await
+            .map_err(|e| transport_err(&e))
+    }
+
+    /// Waits, up to `deadline`, until this node may activate `id` (it owns it in a settled
+    /// view) or finds the owner elsewhere. `Ok(None)`: deliver locally; `Ok(Some(owner))`:
+    /// forward.
+    async fn resolve(&self, id: &ActorId, deadline: Instant) -> Result<Option<NodeId>, ReplyResult> {
+        loop {
+            let view = self.placement.view();
+            let Some(owner) = view.owner(id) else {
+                return Err(err(ErrorCode::Unreachable, "no live members"));
+            };
+            if owner != &self.id {
+                return Ok(Some(owner.clone()));
+            }
+            let sys = self.system.virtuals();
+            if view.is_settled(Instant::now()) || sys.is_live(id) {
+                return Ok(None);
+            }
+            if self.placement.wait_settled(deadline).await.is_none() {
+                return Err(err(
+                    ErrorCode::Timeout,
+                    "the ring view did not settle before the deadline",
+                ));
+            }
+        }
+    }
+
+    /// Routes an ask whose payload is already encoded. Answers with a typed error, never
+    /// silence, by the deadline in `ask.meta`.
+    pub(crate) async fn route_ask(&self, ask: Ask, hops: u8, origin: NodeId) -> ReplyResult {
+        let budget = budget_of(&ask.meta);
+        let deadline = Instant::now() + budget;
+        match &ask.target {
+            Target::Virtual(id) => {
+                let id = id.clone();
+                match self.resolve(&id, deadline).await {
+                    Err(e) => e,
+                    Ok(None) => self.local_ask(&id, ask, deadline).await,
+                    Ok(Some(owner)) => {
+                        self.metrics.message_forwarded(id.kind(), true);
+                        self.forward_ask(&owner, ask, hops, origin, deadline).await
+                    }
+                }
+            }
+            Target::Spawned { node, local } => {
+                if node == &self.id {
+                    match self.system.lookup_local(*local) {
+                        Some(r) => reply_of(
+                            r.ask(&ask.message, &ask.payload, Codec::Bincode, budget)
+                                .await,
+                        ),
+                        None => err(ErrorCode::ActorStopped, format!("no actor {local} on {node}")),
+                    }
+                } else if node.name() == self.id.name() {
+                    err(ErrorCode::StaleIncarnation, format!("{node} has restarted as {}", self.id))
+                } else {
+                    let node = node.clone();
+                    self.forward_ask(&node, ask, hops, origin, deadline).await
+                }
+            }
+            Target::System { node, name } => {
+                if node.name() != self.id.name() {
+                    let node = node.clone();
+                    return self.forward_ask(&node, ask, hops, origin, deadline).await;
+                }
+                match self.system.lookup(name) {
+                    Some(r) => reply_of(
+                        r.ask(&ask.message, &ask.payload, Codec::Bincode, budget)
+                            .await,
+                    ),
+                    None => err(ErrorCode::UnknownKind, format!("no system actor {name}")),
+                }
+            }
+        }
+    }
+
+    async fn local_ask(&self, id: &ActorId, ask: Ask, deadline: Instant) -> ReplyResult {
+        let started = std::time::Instant::now();
+        self.metrics.message_received(id.kind(), true);
+        let key = ask.idempotency_key;
+        if let Some(k) = key {
+            match self.dedupe.begin(k, Instant::now()) {
+                Begin::Run => {}
+                Begin::Done(r) => return r,
+                Begin::Busy => return err(ErrorCode::Rejected, "too many retries in flight for one idempotency key"),
+                Begin::Wait(rx) => {
+                    return match tokio::time::timeout_at(deadline, rx).await {
+                        Ok(Ok(r)) => r,
+                        Ok(Err(_)) => err(ErrorCode::ActorStopped, "the first attempt was abandoned"),
+                        Err(_) => err(ErrorCode::Timeout, "deadline passed waiting for the first attempt"),
+                    };
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let r = reply_of(
+            self.system
+                .virtuals()
+                .send_erased(id, &ask.message, &ask.payload, Codec::Bincode, left)
+                .await,
+        );
+        self.metrics
+            .record_ask(id.kind(), matches!(r, ReplyResult::Ok { .. }), started.elapsed());
+        if let Some(k) = key {
+            if is_replayable(&r) {
+                self.dedupe.finish(k, &r, Instant::now());
+            } else {
+                self.dedupe.abandon(k, &r);
+            }
+        }
+        r
+    }
+
+    async fn forward_ask(
+        &self,
+        owner: &NodeId,
+        mut ask: Ask,
+        hops: u8,
+        origin: NodeId,
+        deadline: Instant,
+    ) -> ReplyResult {
+        if hops >= MAX_HOPS {
+            return err(
+                ErrorCode::HopLimit,
+                format!("forwarded {hops} times without reaching the owner: the cluster views disagree"),
+            );
+        }
+        let conn = match self.connection(owner).await {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        ask.meta.budget_us = left.as_micros() as u64;
+        ask.epoch = self.placement.view().digest;
+        let result = if hops == 0 {
+            conn.ask(ask, left).await
+        } else {
+            conn.forward_ask(hops, origin, ask, left).await
+        };
+        match result {
+            Ok(r) => r,
+            Err(e) => transport_err(&e),
+        }
+    }
+
+    /// Routes a tell. At most once: a failure is counted and logged, not retried.
+    pub(crate) async fn route_tell(&self, tell: Tell, hops: u8, origin: NodeId) -> Result<(), ReplyResult> {
+        let budget = budget_of(&tell.meta);
+        let deadline = Instant::now() + budget;
+        let Target::Virtual(id) = &tell.target else {
+            // Tells to spawned and system actors are delivered as asks without a reply.
+            let ask = Ask {
+                request: RequestId(0),
+                target: tell.target.clone(),
+                message: tell.message.clone(),
+                payload: tell.payload.clone(),
+                meta: tell.meta.clone(),
+                epoch: tell.epoch,
+                idempotency_key: None,
+            };
+            return match self.route_ask(ask, hops, origin).await {
+                ReplyResult::Ok { .. } => Ok(()),
+                e => Err(e),
+            };
+        };
+        let id = id.clone();
+        match self.resolve(&id, deadline).await? {
+            None => {
+                self.metrics.message_received(id.kind(), hops > 0);
+                let left = deadline.saturating_duration_since(Instant::now());
+                self.system
+                    .virtuals()
+                    .tell_erased(&id, &tell.message, &tell.payload, Codec::Bincode, left)
+                    .await
+                    .map_err(|e| actor_err(&e))
+            }
+            Some(owner) => {
+                if hops >= MAX_HOPS {
+                    return Err(err(ErrorCode::HopLimit, "tell forwarded too many times"));
+                }
+                self.metrics.message_forwarded(id.kind(), true);
+                let conn = self.connection(&owner).await?;
+                let key = cortex_transport::lane_key(&tell.target);
+                let mut tell = tell;
+                tell.epoch = self.placement.view().digest;
+                tell.meta.budget_us = deadline.saturating_duration_since(Instant::now()).as_micros() as u64;
+                let env = if hops == 0 && origin == self.id {
+                    cortex_protocol::Envelope::Tell(tell)
+                } else {
+                    cortex_protocol::Envelope::Forward(cortex_protocol::Forward {
+                        hops: hops + 1,
+                        origin,
+                        body: cortex_protocol::ForwardBody::Tell(tell),
+                    })
+                };
+                conn.send(env, key).await.map_err(|e| transport_err(&e))
+            }
+        }
+    }
+
+    pub(crate) async fn ask_typed<A, M>(&self, id: &ActorId, msg: M, timeout: Duration) -> Result<M::Reply, ActorError>
+    where
+        A: Handler<M>,
+        M: RemoteMessage,
+    {
+        let deadline = Instant::now() + timeout;
+        let started = std::time::Instant::now();
+        match self.resolve(id, deadline).await {
+            Err(ReplyResult::Err(e)) => Err(to_actor_error(e)),
+            Err(ReplyResult::Ok { .. }) => Err(ActorError::Stopped),
+            Ok(None) => {
+                // Local owner: no serialization at all.
+                self.metrics.message_received(id.kind(), false);
+                let r = self
+                    .system
+                    .virtuals()
+                    .get::<A>(id.clone())
+                    .ask(msg, deadline.saturating_duration_since(Instant::now()))
+                    .await;
+                self.metrics.record_ask(id.kind(), r.is_ok(), started.elapsed());
+                r
+            }
+            Ok(Some(owner)) => {
+                self.metrics.message_sent(id.kind(), true);
+                let payload = cortex_runtime::encode_with(&msg, Codec::Bincode)?;
+                let name = MessageName::new(M::NAME).map_err(|e| ActorError::Encode {
+                    reason: e.to_string(),
+                })?;
+                let ask = new_ask(id, name, payload.into(), deadline);
+                match self.forward_ask(&owner, ask, 0, self.id.clone(), deadline).await {
+                    ReplyResult::Ok { payload, .. } => {
+                        self.metrics.record_ask(id.kind(), true, started.elapsed());
+                        cortex_runtime::decode_with(&payload, Codec::Bincode)
+                    }
+                    ReplyResult::Err(e) => {
+                        self.metrics.record_ask(id.kind(), false, started.elapsed());
+                        Err(to_actor_error(e))
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn tell_typed<A, M>(&self, id: &ActorId, msg: M, timeout: Duration) -> Result<(), ActorError>
+    where
+        A: Handler<M>,
+        M: RemoteMessage,
+    {
+        let deadline = Instant::now() + timeout;
+        match self.resolve(id, deadline).await {
+            Err(ReplyResult::Err(e)) => Err(to_actor_error(e)),
+            Err(ReplyResult::Ok { .. }) => Err(ActorError::Stopped),
+            Ok(None) => {
+                self.metrics.message_received(id.kind(), false);
+                self.system
+                    .virtuals()
+                    .get::<A>(id.clone())
+                    .tell(msg, deadline.saturating_duration_since(Instant::now()))
+                    .await
+            }
+            Ok(Some(_)) => {
+                self.metrics.message_sent(id.kind(), true);
+                let payload = cortex_runtime::encode_with(&msg, Codec::Bincode)?;
+                let name = MessageName::new(M::NAME).map_err(|e| ActorError::Encode {
+                    reason: e.to_string(),
+                })?;
+                let tell = Tell {
+                    target: Target::Virtual(id.clone()),
+                    message: name,
+                    payload: payload.into(),
+                    meta: RequestMeta {
+                        budget_us: timeout.as_micros() as u64,
+                        trace: Default::default(),
+                    },
+                    epoch: 0,
+                };
+                self.route_tell(tell, 0, self.id.clone())
+                    .await
+                    .map_err(|e| match e {
+                        ReplyResult::Err(e) => to_actor_error(e),
+                        ReplyResult::Ok { .. } => ActorError::Stopped,
+                    })
+            }
+        }
+    }
+
+    pub(crate) async fn ask_erased(
+        &self,
+        id: &ActorId,
+        name: &MessageName,
+        payload: Vec<u8>,
+        codec: Codec,
+        timeout: Duration,
+    ) -> Result<(MessageName, Vec<u8>), ActorError> {
+        let deadline = Instant::now() + timeout;
+        match self.resolve(id, deadline).await {
+            Err(ReplyResult::Err(e)) => Err(to_actor_error(e)),
+            Err(ReplyResult::Ok { .. }) => Err(ActorError::Stopped),
+            Ok(None) => {
+                self.system
+                    .virtuals()
+                    .send_erased(id, name, &payload, codec, timeout)
+                    .await
+            }
+            Ok(Some(owner)) => {
+                // Remote hops speak bincode; JSON is converted at the edge by the caller.
+                if codec != Codec::Bincode {
+                    return Err(ActorError::Decode {
+                        reason: "only bincode payloads travel between nodes".into(),
+                    });
+                }
+                let ask = new_ask(id, name.clone(), payload.into(), deadline);
+                match self.forward_ask(&owner, ask, 0, self.id.clone(), deadline).await {
+                    ReplyResult::Ok { message, payload } => Ok((message, payload.to_vec())),
+                    ReplyResult::Err(e) => Err(to_actor_error(e)),
+                }
+            }
+        }
+    }
+
+    /// Delivers to local subscribers and fans out to every other live member.
+    pub(crate) async fn publish(&self, topic: &TopicId, message: MessageName, payload: Bytes) {
+        let publish = cortex_protocol::Publish {
+            topic: topic.clone(),
+            message,
+            payload,
+            meta: RequestMeta::default(),
+            publish_id: self.next_publish_id(),
+        };
+        self.deliver_local(&publish);
+        let Some(m) = self.membership() else { return };
+        let peers: Vec<NodeId> = m
+            .view()
+            .live_ids()
+            .into_iter()
+            .filter(|n| n != &self.id)
+            .collect();
+        for peer in peers {
+            match self.connection(&peer).await {
+                Ok(conn) => {
+                    let key = topic_lane(topic);
+                    if let Err(e) = conn.send(cortex_protocol::Envelope::Publish(publish.clone()), key).await {
+                        tracing::debug!(peer = %peer, error = %e, "publish not sent");
+                    }
+                }
+                Err(e) => tracing::debug!(peer = %peer, error = ?e, "publish: peer unreachable"),
+            }
+        }
+    }
+
+    pub(crate) fn deliver_local(&self, p: &cortex_protocol::Publish) {
+        self.pubsub.publish(
+            &p.topic,
+            Published {
+                topic: p.topic.clone(),
+                message: p.message.clone(),
+                payload: p.payload.clone(),
+            },
+        );
+    }
+}
+
+fn topic_lane(topic: &TopicId) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(topic)
+}
+
+fn budget_of(meta: &RequestMeta) -> Duration {
+    if meta.budget_us == 0 {
+        DEFAULT_BUDGET
+    } else {
+        Duration::from_micros(meta.budget_us)
+    }
+}
+
+fn new_ask(id: &ActorId, name: MessageName, payload: Bytes, deadline: Instant) -> Ask {
+    Ask {
+        request: RequestId(0),
+        target: Target::Virtual(id.clone()),
+        message: name,
+        payload,
+        meta: RequestMeta {
+            budget_us: deadline.saturating_duration_since(Instant::now()).as_micros() as u64,
+            trace: Default::default(),
+        },
+        epoch: 0,
+        idempotency_key: None,
+    }
+}
+
+fn reply_of(r: Result<(MessageName, Vec<u8>), ActorError>) -> ReplyResult {
+    match r {
+        Ok((message, payload)) => ReplyResult::Ok {
+            message,
+            payload: payload.into(),
+        },
+        Err(e) => actor_err(&e),
+    }
+}
+
+/// Whether a retry with the same key should get this reply again rather than run again:
+/// anything the handler produced (an answer or its failure), but not a refusal before it ran.
+fn is_replayable(r: &ReplyResult) -> bool {
+    match r {
+        ReplyResult::Ok { .. } => true,
+        ReplyResult::Err(e) => matches!(e.code, ErrorCode::ActorFailed | ErrorCode::Decode | ErrorCode::UnknownMessage),
+    }
+}

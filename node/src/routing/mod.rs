@@ -1,0 +1,3 @@
+//! Routing: delivering tells and asks addressed to actor ids to their one owner.
+pub mod activations;
+pub mod dedupe;
