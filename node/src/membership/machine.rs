@@ -298,8 +298,17 @@ impl MembershipCore {
         }
         match timer.0 {
             TimerKind::Swim(t) => {
+                let suspect = match &t {
+                    foca::Timer::ChangeSuspectToDown { member_id, .. } => Some(member_id.clone()),
+                    _ => None,
+                };
                 if let Err(e) = self.foca.handle_timer(t, &mut self.rt) {
                     tracing::debug!(error = %e, "swim timer");
+                }
+                if let Some(member) = suspect
+                    && self.foca.iter_members().any(|m| *m.id() == member)
+                {
+                    self.drop_sends_to(&member);
                 }
             }
             TimerKind::Reannounce => {
@@ -341,6 +350,25 @@ impl MembershipCore {
         self.drain_runtime(now);
         self.left = true;
         self.timers.clear();
+    }
+
+    /// foca 2.0.0 answers a suspicion timer with `TurnUndead` to the suspect even when the
+    /// suspect refuted in time and is still alive (its `apply_existing_if` reports a failed
+    /// condition as `Some`). The suspect would then renew its identity for nothing: a
+    /// needless membership change. So when the suspect is still active after its suspicion
+    /// timer, whatever that timer sent to it (only that message) is dropped.
+    fn drop_sends_to(&mut self, member: &MemberIdentity) {
+        let mut keep = Vec::new();
+        while let Some((to, data)) = self.rt.to_send() {
+            if to == *member {
+                tracing::debug!(id = %member.id, "dropping TurnUndead to a member that refuted suspicion");
+            } else {
+                keep.push((to, data));
+            }
+        }
+        for (to, data) in keep {
+            foca::Runtime::send_to(&mut self.rt, to, &data);
+        }
     }
 
     fn on_join(&mut self, payload: &[u8]) -> bool {

@@ -51,6 +51,10 @@ pub struct SimConfig {
     /// the fault phase ends and held (with no other fault) until it ends, so that
     /// convergence includes merging two groups that declared each other down.
     pub final_partition: Option<Duration>,
+    /// `None`: seeds resolve to every running node (a Kubernetes headless Service).
+    /// `Some(k)`: a static seed list, the addresses of the first `k` names, whether they
+    /// run or not.
+    pub static_seeds: Option<usize>,
     /// SWIM timing of every node.
     pub tuning: SwimTuning,
 }
@@ -72,6 +76,7 @@ impl SimConfig {
             convergence_limit: Duration::from_secs(30),
             stability: Duration::from_secs(5),
             final_partition: Some(Duration::from_secs(6)),
+            static_seeds: None,
             tuning: SwimTuning::default(),
         }
     }

@@ -299,8 +299,7 @@ impl World {
                 }
             }
             Event::Dns => {
-                let addrs: Vec<SocketAddr> =
-                    self.running().iter().map(|&i| self.slots[i].addr).collect();
+                let addrs = self.seed_addrs();
                 for i in self.running() {
                     let now = self.now_of(i);
                     if let Some(node) = self.slots[i].node.as_mut() {
@@ -338,6 +337,13 @@ impl World {
                 if self.groups.take().is_some() {
                     self.faults.heals += 1;
                     self.log("heal (end of faults)".to_owned());
+                }
+                // A node can only join through a running seed: with a static list, bring
+                // the seeds back first (operators keep seeds up).
+                for slot in 0..self.cfg.static_seeds.unwrap_or(0).min(self.slots.len()) {
+                    if self.slots[slot].node.is_none() {
+                        self.start(slot)?;
+                    }
                 }
                 // Leave at least half of the names running so convergence means something.
                 let want = self.slots.len().div_ceil(2);
@@ -499,7 +505,7 @@ impl World {
         }
         self.log(format!("start {id}"));
         // A starting node resolves its seeds once before its first periodic refresh.
-        let addrs: Vec<SocketAddr> = self.running().iter().map(|&i| self.slots[i].addr).collect();
+        let addrs = self.seed_addrs();
         if let Some(node) = self.slots[slot].node.as_mut() {
             node.core.set_seed_addrs(addrs, now);
         }
@@ -562,6 +568,15 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    /// What a node's seed resolution returns: every running node (a headless Service), or
+    /// the fixed addresses of the first `static_seeds` names, running or not.
+    fn seed_addrs(&self) -> Vec<SocketAddr> {
+        match self.cfg.static_seeds {
+            Some(k) => self.slots.iter().take(k).map(|s| s.addr).collect(),
+            None => self.running().iter().map(|&i| self.slots[i].addr).collect(),
+        }
     }
 
     fn slot_of(&self, addr: SocketAddr) -> Option<usize> {
