@@ -7,9 +7,11 @@ pub mod dev;
 pub mod http;
 pub mod membership;
 pub mod metrics;
+pub mod node;
 pub mod placement;
 pub mod routing;
 pub mod telemetry;
-pub mod node;
 
-pub use node::{MAX_HOPS, Node, NodeBuilder, NodeError, Published, run_node};
+pub use node::{
+    MAX_HOPS, Node, NodeBuilder, NodeError, Published, main_with, run_builder, run_node,
+};

@@ -101,7 +101,9 @@ fn local_actors(inner: &NodeInner) -> NodeActors {
 async fn fetch_actors(addr: std::net::SocketAddr) -> Option<NodeActors> {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Empty<Bytes>>();
-    let uri: hyper::Uri = format!("http://{addr}/cluster/actors?local=1").parse().ok()?;
+    let uri: hyper::Uri = format!("http://{addr}/cluster/actors?local=1")
+        .parse()
+        .ok()?;
     let resp = tokio::time::timeout(Duration::from_secs(2), client.get(uri))
         .await
         .ok()?
@@ -224,7 +226,8 @@ impl AdminSource for Admin {
                         .map(|mem| mem.meta.http_addr)
                         .collect();
                     return Some(Box::pin(async move {
-                        let fetched = futures::future::join_all(others.into_iter().map(fetch_actors)).await;
+                        let fetched =
+                            futures::future::join_all(others.into_iter().map(fetch_actors)).await;
                         let mut all = vec![local];
                         all.extend(fetched.into_iter().flatten());
                         all.sort_by(|a, b| a.node.cmp(&b.node));

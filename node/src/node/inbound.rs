@@ -14,13 +14,17 @@ pub(crate) struct Inbound(pub(crate) Weak<NodeInner>);
 
 impl Inbound {
     fn origin(&self, inner: &NodeInner, conn: &Connection) -> NodeId {
-        conn.peer_node().cloned().unwrap_or_else(|| inner.id.clone())
+        conn.peer_node()
+            .cloned()
+            .unwrap_or_else(|| inner.id.clone())
     }
 }
 
 impl Handler for Inbound {
     fn on_connection(&self, conn: &Connection) {
-        let Some(inner) = self.0.upgrade() else { return };
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
         if matches!(conn.peer(), PeerIdentity::Client { .. }) {
             inner.clients.add(conn.clone());
             super::watch::send_topology(&inner, conn);
@@ -34,7 +38,9 @@ impl Handler for Inbound {
     }
 
     fn on_envelope(&self, conn: &Connection, env: Envelope) {
-        let Some(inner) = self.0.upgrade() else { return };
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
         match env {
             Envelope::Tell(tell) => {
                 let origin = self.origin(&inner, conn);
@@ -76,7 +82,14 @@ impl Handler for Inbound {
         spawn_ask(&inner, ask, 0, origin, reply);
     }
 
-    fn on_forward_ask(&self, _conn: &Connection, hops: u8, origin: NodeId, ask: Ask, reply: Responder) {
+    fn on_forward_ask(
+        &self,
+        _conn: &Connection,
+        hops: u8,
+        origin: NodeId,
+        ask: Ask,
+        reply: Responder,
+    ) {
         let Some(inner) = self.0.upgrade() else {
             reply.send(err(ErrorCode::Unreachable, "node is shutting down"));
             return;

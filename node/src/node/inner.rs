@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cortex_protocol::{
-    ActorId, Ask, ErrorCode, MessageName, NodeId, RemoteError, ReplyResult, RequestId,
-    RequestMeta, Target, Tell, TopicId,
+    ActorId, Ask, ErrorCode, MessageName, NodeId, RemoteError, ReplyResult, RequestId, RequestMeta,
+    Target, Tell, TopicId,
 };
 use cortex_runtime::{ActorError, Codec, Handler, PubSub, RemoteMessage, System};
 use cortex_transport::{Connection, Endpoint, TransportError};
@@ -164,7 +164,11 @@ impl NodeInner {
     /// Waits, up to `deadline`, until this node may activate `id` (it owns it in a settled
     /// view) or finds the owner elsewhere. `Ok(None)`: deliver locally; `Ok(Some(owner))`:
     /// forward.
-    async fn resolve(&self, id: &ActorId, deadline: Instant) -> Result<Option<NodeId>, ReplyResult> {
+    async fn resolve(
+        &self,
+        id: &ActorId,
+        deadline: Instant,
+    ) -> Result<Option<NodeId>, ReplyResult> {
         loop {
             let view = self.placement.view();
             let Some(owner) = view.owner(id) else {
@@ -210,10 +214,16 @@ impl NodeInner {
                             r.ask(&ask.message, &ask.payload, Codec::Bincode, budget)
                                 .await,
                         ),
-                        None => err(ErrorCode::ActorStopped, format!("no actor {local} on {node}")),
+                        None => err(
+                            ErrorCode::ActorStopped,
+                            format!("no actor {local} on {node}"),
+                        ),
                     }
                 } else if node.name() == self.id.name() {
-                    err(ErrorCode::StaleIncarnation, format!("{node} has restarted as {}", self.id))
+                    err(
+                        ErrorCode::StaleIncarnation,
+                        format!("{node} has restarted as {}", self.id),
+                    )
                 } else {
                     let node = node.clone();
                     self.forward_ask(&node, ask, hops, origin, deadline).await
@@ -243,12 +253,22 @@ impl NodeInner {
             match self.dedupe.begin(k, Instant::now()) {
                 Begin::Run => {}
                 Begin::Done(r) => return r,
-                Begin::Busy => return err(ErrorCode::Rejected, "too many retries in flight for one idempotency key"),
+                Begin::Busy => {
+                    return err(
+                        ErrorCode::Rejected,
+                        "too many retries in flight for one idempotency key",
+                    );
+                }
                 Begin::Wait(rx) => {
                     return match tokio::time::timeout_at(deadline, rx).await {
                         Ok(Ok(r)) => r,
-                        Ok(Err(_)) => err(ErrorCode::ActorStopped, "the first attempt was abandoned"),
-                        Err(_) => err(ErrorCode::Timeout, "deadline passed waiting for the first attempt"),
+                        Ok(Err(_)) => {
+                            err(ErrorCode::ActorStopped, "the first attempt was abandoned")
+                        }
+                        Err(_) => err(
+                            ErrorCode::Timeout,
+                            "deadline passed waiting for the first attempt",
+                        ),
                     };
                 }
             }
@@ -260,8 +280,11 @@ impl NodeInner {
                 .send_erased(id, &ask.message, &ask.payload, Codec::Bincode, left)
                 .await,
         );
-        self.metrics
-            .record_ask(id.kind(), matches!(r, ReplyResult::Ok { .. }), started.elapsed());
+        self.metrics.record_ask(
+            id.kind(),
+            matches!(r, ReplyResult::Ok { .. }),
+            started.elapsed(),
+        );
         if let Some(k) = key {
             if is_replayable(&r) {
                 self.dedupe.finish(k, &r, Instant::now());
@@ -283,7 +306,9 @@ impl NodeInner {
         if hops >= MAX_HOPS {
             return err(
                 ErrorCode::HopLimit,
-                format!("forwarded {hops} times without reaching the owner: the cluster views disagree"),
+                format!(
+                    "forwarded {hops} times without reaching the owner: the cluster views disagree"
+                ),
             );
         }
         let conn = match self.connection(owner).await {
@@ -305,7 +330,12 @@ impl NodeInner {
     }
 
     /// Routes a tell. At most once: a failure is counted and logged, not retried.
-    pub(crate) async fn route_tell(&self, tell: Tell, hops: u8, origin: NodeId) -> Result<(), ReplyResult> {
+    pub(crate) async fn route_tell(
+        &self,
+        tell: Tell,
+        hops: u8,
+        origin: NodeId,
+    ) -> Result<(), ReplyResult> {
         let budget = budget_of(&tell.meta);
         let deadline = Instant::now() + budget;
         let Target::Virtual(id) = &tell.target else {
@@ -344,7 +374,9 @@ impl NodeInner {
                 let key = cortex_transport::lane_key(&tell.target);
                 let mut tell = tell;
                 tell.epoch = self.placement.view().digest;
-                tell.meta.budget_us = deadline.saturating_duration_since(Instant::now()).as_micros() as u64;
+                tell.meta.budget_us = deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_micros() as u64;
                 let env = if hops == 0 && origin == self.id {
                     cortex_protocol::Envelope::Tell(tell)
                 } else {
@@ -359,7 +391,12 @@ impl NodeInner {
         }
     }
 
-    pub(crate) async fn ask_typed<A, M>(&self, id: &ActorId, msg: M, timeout: Duration) -> Result<M::Reply, ActorError>
+    pub(crate) async fn ask_typed<A, M>(
+        &self,
+        id: &ActorId,
+        msg: M,
+        timeout: Duration,
+    ) -> Result<M::Reply, ActorError>
     where
         A: Handler<M>,
         M: RemoteMessage,
@@ -378,7 +415,8 @@ impl NodeInner {
                     .get::<A>(id.clone())
                     .ask(msg, deadline.saturating_duration_since(Instant::now()))
                     .await;
-                self.metrics.record_ask(id.kind(), r.is_ok(), started.elapsed());
+                self.metrics
+                    .record_ask(id.kind(), r.is_ok(), started.elapsed());
                 r
             }
             Ok(Some(owner)) => {
@@ -388,7 +426,10 @@ impl NodeInner {
                     reason: e.to_string(),
                 })?;
                 let ask = new_ask(id, name, payload.into(), deadline);
-                match self.forward_ask(&owner, ask, 0, self.id.clone(), deadline).await {
+                match self
+                    .forward_ask(&owner, ask, 0, self.id.clone(), deadline)
+                    .await
+                {
                     ReplyResult::Ok { payload, .. } => {
                         self.metrics.record_ask(id.kind(), true, started.elapsed());
                         cortex_runtime::decode_with(&payload, Codec::Bincode)
@@ -402,7 +443,12 @@ impl NodeInner {
         }
     }
 
-    pub(crate) async fn tell_typed<A, M>(&self, id: &ActorId, msg: M, timeout: Duration) -> Result<(), ActorError>
+    pub(crate) async fn tell_typed<A, M>(
+        &self,
+        id: &ActorId,
+        msg: M,
+        timeout: Duration,
+    ) -> Result<(), ActorError>
     where
         A: Handler<M>,
         M: RemoteMessage,
@@ -471,7 +517,10 @@ impl NodeInner {
                     });
                 }
                 let ask = new_ask(id, name.clone(), payload.into(), deadline);
-                match self.forward_ask(&owner, ask, 0, self.id.clone(), deadline).await {
+                match self
+                    .forward_ask(&owner, ask, 0, self.id.clone(), deadline)
+                    .await
+                {
                     ReplyResult::Ok { message, payload } => Ok((message, payload.to_vec())),
                     ReplyResult::Err(e) => Err(to_actor_error(e)),
                 }
@@ -500,7 +549,10 @@ impl NodeInner {
             match self.connection(&peer).await {
                 Ok(conn) => {
                     let key = topic_lane(topic);
-                    if let Err(e) = conn.send(cortex_protocol::Envelope::Publish(publish.clone()), key).await {
+                    if let Err(e) = conn
+                        .send(cortex_protocol::Envelope::Publish(publish.clone()), key)
+                        .await
+                    {
                         tracing::debug!(peer = %peer, error = %e, "publish not sent");
                     }
                 }
@@ -541,7 +593,9 @@ fn new_ask(id: &ActorId, name: MessageName, payload: Bytes, deadline: Instant) -
         message: name,
         payload,
         meta: RequestMeta {
-            budget_us: deadline.saturating_duration_since(Instant::now()).as_micros() as u64,
+            budget_us: deadline
+                .saturating_duration_since(Instant::now())
+                .as_micros() as u64,
             trace: Default::default(),
         },
         epoch: 0,
@@ -564,6 +618,9 @@ fn reply_of(r: Result<(MessageName, Vec<u8>), ActorError>) -> ReplyResult {
 fn is_replayable(r: &ReplyResult) -> bool {
     match r {
         ReplyResult::Ok { .. } => true,
-        ReplyResult::Err(e) => matches!(e.code, ErrorCode::ActorFailed | ErrorCode::Decode | ErrorCode::UnknownMessage),
+        ReplyResult::Err(e) => matches!(
+            e.code,
+            ErrorCode::ActorFailed | ErrorCode::Decode | ErrorCode::UnknownMessage
+        ),
     }
 }

@@ -33,6 +33,7 @@
 //! ```
 
 mod admin;
+mod entry;
 mod inbound;
 mod inner;
 mod pubsub;
@@ -43,8 +44,8 @@ use std::time::Duration;
 
 use cortex_protocol::{ActorId, NodeId, PeerIdentity, SUPPORTED_VERSIONS, TopicId};
 use cortex_runtime::{
-    Actor, ActorError, Codec, Handler, Kind, RemoteMessage, SubscribeOptions, Subscription,
-    System, SystemConfig, VirtualConfig,
+    Actor, ActorError, Codec, Handler, Kind, RemoteMessage, SubscribeOptions, Subscription, System,
+    SystemConfig, VirtualConfig,
 };
 use cortex_transport::{Endpoint, EndpointConfig, TlsMaterial};
 use parking_lot::Mutex;
@@ -59,6 +60,7 @@ use crate::placement::Placement;
 use crate::routing::activations::ActivationLog;
 use crate::routing::dedupe::Dedupe;
 
+pub use entry::main_with;
 pub use inner::MAX_HOPS;
 pub use pubsub::Published;
 
@@ -96,7 +98,10 @@ pub enum NodeError {
     Config(String),
 }
 
-type KindReg = Box<dyn FnOnce(&cortex_runtime::VirtualRegistry) -> Result<(), cortex_runtime::RegisterError> + Send>;
+type KindReg = Box<
+    dyn FnOnce(&cortex_runtime::VirtualRegistry) -> Result<(), cortex_runtime::RegisterError>
+        + Send,
+>;
 
 /// Configures and starts a [`Node`].
 pub struct NodeBuilder {
@@ -145,8 +150,8 @@ impl NodeBuilder {
     pub async fn start(self) -> Result<Node, NodeError> {
         cortex_transport::tls::install_crypto_provider();
         let cfg = self.config;
-        let incarnation = next_incarnation(&cfg.data_dir)
-            .map_err(|e| NodeError::Incarnation(e.to_string()))?;
+        let incarnation =
+            next_incarnation(&cfg.data_dir).map_err(|e| NodeError::Incarnation(e.to_string()))?;
         let id = NodeId::new(cfg.node_name.clone(), incarnation)
             .map_err(|e| NodeError::Config(e.to_string()))?;
         let tls = TlsMaterial::load(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)?;
@@ -156,16 +161,19 @@ impl NodeBuilder {
             reg(system.virtuals())?;
         }
 
-        let http_listener = tokio::net::TcpListener::bind(cfg.http.bind)
-            .await
+        let http_listener =
+            tokio::net::TcpListener::bind(cfg.http.bind)
+                .await
+                .map_err(|source| NodeError::Http {
+                    addr: cfg.http.bind,
+                    source,
+                })?;
+        let http_bound = http_listener
+            .local_addr()
             .map_err(|source| NodeError::Http {
                 addr: cfg.http.bind,
                 source,
             })?;
-        let http_bound = http_listener.local_addr().map_err(|source| NodeError::Http {
-            addr: cfg.http.bind,
-            source,
-        })?;
         let http_addr = cfg.advertised(&cfg.http, http_bound);
 
         let mut ep_cfg = EndpointConfig::new(
@@ -207,7 +215,8 @@ impl NodeBuilder {
             roles: cfg.roles.clone(),
             versions: SUPPORTED_VERSIONS,
         };
-        let mut mcfg = MembershipConfig::new(id.clone(), cfg.cluster_secret.expose().to_vec(), meta);
+        let mut mcfg =
+            MembershipConfig::new(id.clone(), cfg.cluster_secret.expose().to_vec(), meta);
         mcfg.bind = cfg.gossip.bind;
         mcfg.advertise = cfg.gossip.advertise;
         mcfg.cluster_name = cfg.cluster_name.clone();
@@ -297,7 +306,12 @@ impl Node {
     ///
     /// # Errors
     /// [`ActorError`]: the same typed errors whether the owner is local or remote.
-    pub async fn ask<A, M>(&self, id: &ActorId, msg: M, timeout: Duration) -> Result<M::Reply, ActorError>
+    pub async fn ask<A, M>(
+        &self,
+        id: &ActorId,
+        msg: M,
+        timeout: Duration,
+    ) -> Result<M::Reply, ActorError>
     where
         A: Handler<M>,
         M: RemoteMessage,
@@ -309,7 +323,12 @@ impl Node {
     ///
     /// # Errors
     /// [`ActorError`] when it could not be handed to the owner before `timeout`.
-    pub async fn tell<A, M>(&self, id: &ActorId, msg: M, timeout: Duration) -> Result<(), ActorError>
+    pub async fn tell<A, M>(
+        &self,
+        id: &ActorId,
+        msg: M,
+        timeout: Duration,
+    ) -> Result<(), ActorError>
     where
         A: Handler<M>,
         M: RemoteMessage,
@@ -329,17 +348,24 @@ impl Node {
         codec: Codec,
         timeout: Duration,
     ) -> Result<(cortex_protocol::MessageName, Vec<u8>), ActorError> {
-        self.inner.ask_erased(id, name, payload, codec, timeout).await
+        self.inner
+            .ask_erased(id, name, payload, codec, timeout)
+            .await
     }
 
     /// Publishes to every subscriber of `topic` in the cluster (each gets it once).
     ///
     /// # Errors
     /// [`ActorError::Encode`] if the message cannot be encoded.
-    pub async fn publish<M: RemoteMessage>(&self, topic: &TopicId, msg: &M) -> Result<(), ActorError> {
+    pub async fn publish<M: RemoteMessage>(
+        &self,
+        topic: &TopicId,
+        msg: &M,
+    ) -> Result<(), ActorError> {
         let payload = cortex_runtime::encode_with(msg, Codec::Bincode)?;
-        let name = cortex_protocol::MessageName::new(M::NAME)
-            .map_err(|e| ActorError::Encode { reason: e.to_string() })?;
+        let name = cortex_protocol::MessageName::new(M::NAME).map_err(|e| ActorError::Encode {
+            reason: e.to_string(),
+        })?;
         self.inner.publish(topic, name, payload.into()).await;
         Ok(())
     }
@@ -376,7 +402,10 @@ impl Node {
             tracing::warn!(error = %e, "graceful leave did not complete");
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        self.inner.system.shutdown(left.max(Duration::from_millis(100))).await;
+        self.inner
+            .system
+            .shutdown(left.max(Duration::from_millis(100)))
+            .await;
         self.cancel.cancel();
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.tasks.wait()).await;
@@ -399,7 +428,15 @@ impl Node {
 /// # Errors
 /// Start-up failures ([`NodeError`]).
 pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
-    let node = NodeBuilder::new(config).start().await?;
+    run_builder(NodeBuilder::new(config)).await
+}
+
+/// Starts `builder`'s node and runs it until SIGINT or SIGTERM, then leaves gracefully.
+///
+/// # Errors
+/// Start-up failures ([`NodeError`]).
+pub async fn run_builder(builder: NodeBuilder) -> anyhow::Result<()> {
+    let node = builder.start().await?;
     wait_for_signal().await;
     tracing::info!("signal received: leaving the cluster");
     node.shutdown().await;

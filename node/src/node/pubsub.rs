@@ -77,7 +77,9 @@ impl Clients {
             tracing::warn!(peer = ?conn.peer(), "client exceeded its subscription limit");
             return;
         }
-        let mut stream = inner.pubsub.subscribe(&s.topic, SubscribeOptions::default());
+        let mut stream = inner
+            .pubsub
+            .subscribe(&s.topic, SubscribeOptions::default());
         let conn2 = conn.clone();
         let sub_id = s.subscription;
         let task = tokio::spawn(async move {

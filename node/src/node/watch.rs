@@ -83,7 +83,11 @@ pub(crate) fn start(inner: &Arc<NodeInner>, tasks: &TaskTracker) {
                 }
                 i.metrics.set_membership_size(live.len());
                 if let Some(ring) = i.placement.update(live) {
-                    tracing::info!(epoch = ring.epoch, members = ring.ring.members().len(), "ring view changed");
+                    tracing::info!(
+                        epoch = ring.epoch,
+                        members = ring.ring.members().len(),
+                        "ring view changed"
+                    );
                     handover(&i).await;
                     for c in i.clients.all() {
                         send_topology(&i, &c);
@@ -107,7 +111,9 @@ pub(crate) fn start(inner: &Arc<NodeInner>, tasks: &TaskTracker) {
                 };
                 match ev {
                     Ok(ev) => record_membership_event(&i, &ev),
-                    Err(RecvError::Lagged(n)) => tracing::warn!(skipped = n, "membership events lagged"),
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(skipped = n, "membership events lagged")
+                    }
                     Err(RecvError::Closed) => return,
                 }
             }
@@ -126,7 +132,10 @@ pub(crate) fn start(inner: &Arc<NodeInner>, tasks: &TaskTracker) {
             match ev {
                 Ok(ev) => record_activation(&i, &ev),
                 Err(RecvError::Lagged(n)) => {
-                    tracing::error!(skipped = n, "activation events lagged: the activation log is incomplete");
+                    tracing::error!(
+                        skipped = n,
+                        "activation events lagged: the activation log is incomplete"
+                    );
                 }
                 Err(RecvError::Closed) => return,
             }
@@ -186,7 +195,11 @@ async fn handover(inner: &Arc<NodeInner>) {
     if moved.is_empty() {
         return;
     }
-    tracing::info!(count = moved.len(), epoch = view.epoch, "handing over activations");
+    tracing::info!(
+        count = moved.len(),
+        epoch = view.epoch,
+        "handing over activations"
+    );
     // Bounded parallelism: stop hooks may be slow.
     for chunk in moved.chunks(256) {
         let stops = chunk.iter().map(|id| reg.passivate(id));

@@ -151,7 +151,11 @@ impl ActivationLog {
     /// Records with `seq > since`, oldest first.
     pub fn since(&self, since: u64) -> Vec<ActivationRecord> {
         let g = self.inner.lock();
-        g.records.iter().filter(|r| r.seq > since).cloned().collect()
+        g.records
+            .iter()
+            .filter(|r| r.seq > since)
+            .cloned()
+            .collect()
     }
 
     /// Ids live now.

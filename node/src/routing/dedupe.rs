@@ -35,11 +35,14 @@ pub enum Begin {
     Busy,
 }
 
+/// Entries by key, and keys in the order they expire.
+type Table = (HashMap<[u8; 16], Entry>, VecDeque<([u8; 16], Instant)>);
+
 /// The dedupe table.
 pub struct Dedupe {
     window: Duration,
     cap: usize,
-    inner: Mutex<(HashMap<[u8; 16], Entry>, VecDeque<([u8; 16], Instant)>)>,
+    inner: Mutex<Table>,
 }
 
 impl std::fmt::Debug for Dedupe {
@@ -162,7 +165,10 @@ mod tests {
         let t = Instant::now();
         assert!(matches!(d.begin([1; 16], t), Begin::Run));
         d.finish([1; 16], &ok(1), t);
-        assert!(matches!(d.begin([1; 16], t + Duration::from_secs(2)), Begin::Run));
+        assert!(matches!(
+            d.begin([1; 16], t + Duration::from_secs(2)),
+            Begin::Run
+        ));
     }
 
     #[test]
