@@ -271,6 +271,7 @@
     const parts = [`epoch ${ring.epoch ?? 'n/a'}`];
     if (ring.vnodes != null) parts.push(`${ring.vnodes} virtual nodes per member`);
     if (ring.digest != null) parts.push(`digest ${String(ring.digest).slice(0, 16)}`);
+    if (typeof ring.settled === 'boolean') parts.push(ring.settled ? 'settled' : 'settling');
     $('ring-meta').textContent = parts.join(' · ');
     $('sum-epoch').textContent = String(ring.epoch ?? 'n/a');
   }

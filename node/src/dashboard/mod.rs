@@ -7,7 +7,7 @@
 //! | endpoint | shape the page reads |
 //! |---|---|
 //! | `GET /cluster/members` | `[{name, incarnation, state, local?, quic \| quic_addr, gossip \| gossip_addr, http \| http_addr, roles, since \| since_unix_ms}]` |
-//! | `GET /cluster/ring` | `{epoch, digest, vnodes, shares: [{node, share}]}`, `share` a fraction 0..1 |
+//! | `GET /cluster/ring` | `{epoch, digest, vnodes, settled?, shares: [{node, share}]}`, `share` a fraction 0..1 |
 //! | `GET /cluster/actors` | `[{node, kinds: [{kind, live}]}]`, every node (a single object is accepted too) |
 //! | `GET /cluster/events` | `[{at, node, event}]`, `at` RFC 3339 or Unix ms, `event` joined/suspect/down/left |
 //! | `GET /metrics` | Prometheus text; message rates are computed from successive scrapes |
