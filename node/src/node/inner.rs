@@ -20,6 +20,7 @@ use crate::membership::MembershipHandle;
 use crate::metrics::NodeMetrics;
 use crate::placement::Placement;
 use crate::routing::activations::ActivationLog;
+use crate::routing::decide::{Decision, decide};
 use crate::routing::dedupe::{Begin, Dedupe};
 
 /// Most times one request may be forwarded between nodes; past it the request fails with
@@ -40,6 +41,9 @@ pub(crate) struct NodeInner {
     pub(crate) pubsub: PubSub<Published>,
     pub(crate) cancel: CancellationToken,
     pub(crate) tasks: tokio_util::task::TaskTracker,
+    /// Set once a graceful leave begins: the node drops itself from its own ring so that
+    /// it hands every activation over before the others take its ids.
+    pub(crate) leaving: std::sync::atomic::AtomicBool,
     pub(crate) clients: super::pubsub::Clients,
     pub(crate) events: super::watch::EventLog,
     endpoint: OnceLock<Endpoint>,
@@ -105,6 +109,7 @@ impl NodeInner {
             pubsub: PubSub::new(),
             cancel,
             tasks: tokio_util::task::TaskTracker::new(),
+            leaving: std::sync::atomic::AtomicBool::new(false),
             clients: Default::default(),
             events: Default::default(),
             endpoint: OnceLock::new(),
@@ -169,23 +174,31 @@ impl NodeInner {
         id: &ActorId,
         deadline: Instant,
     ) -> Result<Option<NodeId>, ReplyResult> {
+        self.resolve_at(id, 0, deadline).await
+    }
+
+    /// [`Self::resolve`] for a request already forwarded `hops` times.
+    async fn resolve_at(
+        &self,
+        id: &ActorId,
+        hops: u8,
+        deadline: Instant,
+    ) -> Result<Option<NodeId>, ReplyResult> {
         loop {
             let view = self.placement.view();
-            let Some(owner) = view.owner(id) else {
-                return Err(err(ErrorCode::Unreachable, "no live members"));
-            };
-            if owner != &self.id {
-                return Ok(Some(owner.clone()));
-            }
-            let sys = self.system.virtuals();
-            if view.is_settled(Instant::now()) || sys.is_live(id) {
-                return Ok(None);
-            }
-            if self.placement.wait_settled(deadline).await.is_none() {
-                return Err(err(
-                    ErrorCode::Timeout,
-                    "the ring view did not settle before the deadline",
-                ));
+            let live = self.system.virtuals().is_live(id);
+            match decide(&self.id, &view, id, live, hops, MAX_HOPS, Instant::now()) {
+                Decision::Local => return Ok(None),
+                Decision::Forward(owner) => return Ok(Some(owner)),
+                Decision::Fail(code, why) => return Err(err(code, why)),
+                Decision::WaitUntil(_) => {
+                    if self.placement.wait_settled(deadline).await.is_none() {
+                        return Err(err(
+                            ErrorCode::Timeout,
+                            "the ring view did not settle before the deadline",
+                        ));
+                    }
+                }
             }
         }
     }
@@ -198,7 +211,7 @@ impl NodeInner {
         match &ask.target {
             Target::Virtual(id) => {
                 let id = id.clone();
-                match self.resolve(&id, deadline).await {
+                match self.resolve_at(&id, hops, deadline).await {
                     Err(e) => e,
                     Ok(None) => self.local_ask(&id, ask, deadline).await,
                     Ok(Some(owner)) => {
@@ -355,7 +368,7 @@ impl NodeInner {
             };
         };
         let id = id.clone();
-        match self.resolve(&id, deadline).await? {
+        match self.resolve_at(&id, hops, deadline).await? {
             None => {
                 self.metrics.message_received(id.kind(), hops > 0);
                 let left = deadline.saturating_duration_since(Instant::now());

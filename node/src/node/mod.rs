@@ -396,6 +396,16 @@ impl Node {
     pub async fn shutdown(&self) {
         let leave = self.inner.config.leave_timeout;
         let deadline = tokio::time::Instant::now() + leave;
+        // Hand over first: drop this node from its own ring, so requests go to the new
+        // owners and every activation here stops (its stop hook runs), and only then tell
+        // the cluster, whose members activate the ids after their settle time.
+        self.inner
+            .leaving
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Some(m) = self.inner.membership() {
+            let view = m.view();
+            let _ = tokio::time::timeout_at(deadline, watch::apply_view(&self.inner, &view)).await;
+        }
         if let Some(m) = self.inner.membership()
             && let Err(e) = m.leave(deadline).await
         {

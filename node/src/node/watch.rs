@@ -126,7 +126,13 @@ pub(crate) fn start(inner: &Arc<NodeInner>, tasks: &TaskTracker) {
     tasks.spawn(async move {
         loop {
             let ev = tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => {
+                    // Record what the shutdown's passivations emitted before stopping.
+                    while let Ok(ev) = acts.try_recv() {
+                        record_activation(&i, &ev);
+                    }
+                    return;
+                }
                 ev = acts.recv() => ev,
             };
             match ev {
@@ -180,6 +186,28 @@ fn record_membership_event(inner: &NodeInner, ev: &MembershipEvent) {
         node,
         event: name,
     });
+}
+
+/// Installs the live members of `view` (with this node, unless it is leaving) as the ring,
+/// handing over what moved.
+pub(crate) async fn apply_view(i: &Arc<NodeInner>, view: &crate::membership::MembershipView) {
+    let leaving = i.leaving.load(std::sync::atomic::Ordering::Acquire);
+    let mut live = view.live_ids();
+    live.retain(|n| !(leaving && n == &i.id));
+    if !leaving && !live.contains(&i.id) {
+        live.push(i.id.clone());
+    }
+    if let Some(ring) = i.placement.update(live) {
+        tracing::info!(
+            epoch = ring.epoch,
+            members = ring.ring.members().len(),
+            "ring view changed"
+        );
+        handover(i).await;
+        for c in i.clients.all() {
+            send_topology(i, &c);
+        }
+    }
 }
 
 /// Passivates every activation whose id this node no longer owns (its stop hook runs);

@@ -1,3 +1,4 @@
 //! Routing: delivering tells and asks addressed to actor ids to their one owner.
 pub mod activations;
+pub mod decide;
 pub mod dedupe;

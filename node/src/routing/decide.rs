@@ -1,0 +1,96 @@
+//! The routing decision, IO-free: given this node's ring view, the time, and whether the
+//! id is live here, what to do with a request for an actor id. The node's async router and
+//! the deterministic routing simulation both call [`decide`], so the simulation checks the
+//! code that runs.
+
+use cortex_protocol::{ActorId, ErrorCode, NodeId};
+use tokio::time::Instant;
+
+use crate::placement::RingView;
+
+/// What to do with one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Deliver here (activating if needed: the view is settled or the id is already live).
+    Local,
+    /// Send to the owner.
+    Forward(NodeId),
+    /// This node owns the id but its view is not settled: wait until `Instant`, then decide
+    /// again (the view may have changed meanwhile).
+    WaitUntil(Instant),
+    /// Fail with a typed error.
+    Fail(ErrorCode, &'static str),
+}
+
+/// Decides for a request to `id` that has been forwarded `hops` times.
+///
+/// Rules, in order: no members → `Unreachable`; another owner → forward, unless `hops`
+/// reached `max_hops` (a loop between disagreeing views) → `HopLimit`; this node owns it and
+/// the id is live here or the view is settled → `Local`; otherwise wait for the settle time.
+pub fn decide(
+    me: &NodeId,
+    view: &RingView,
+    id: &ActorId,
+    live_here: bool,
+    hops: u8,
+    max_hops: u8,
+    now: Instant,
+) -> Decision {
+    let Some(owner) = view.owner(id) else {
+        return Decision::Fail(ErrorCode::Unreachable, "no live members");
+    };
+    if owner != me {
+        if hops >= max_hops {
+            return Decision::Fail(
+                ErrorCode::HopLimit,
+                "forwarded too many times without reaching the owner: the cluster views disagree",
+            );
+        }
+        return Decision::Forward(owner.clone());
+    }
+    if live_here || view.is_settled(now) {
+        Decision::Local
+    } else {
+        Decision::WaitUntil(view.settled_at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::placement::PlacementState;
+
+    #[test]
+    fn rules() {
+        let a = NodeId::new("a", 1).unwrap();
+        let b = NodeId::new("b", 1).unwrap();
+        let t0 = Instant::now();
+        let mut s = PlacementState::new(a.clone(), 64, Duration::from_secs(1), t0);
+        s.update(vec![a.clone(), b.clone()], t0);
+        let view = s.current().clone();
+        let ids: Vec<ActorId> = (0..100)
+            .map(|i| ActorId::new("k", i.to_string()).unwrap())
+            .collect();
+        let mine = ids.iter().find(|i| view.owner(i) == Some(&a)).unwrap();
+        let theirs = ids.iter().find(|i| view.owner(i) == Some(&b)).unwrap();
+        assert_eq!(
+            decide(&a, &view, theirs, false, 0, 4, t0),
+            Decision::Forward(b.clone())
+        );
+        assert!(matches!(
+            decide(&a, &view, theirs, false, 4, 4, t0),
+            Decision::Fail(ErrorCode::HopLimit, _)
+        ));
+        assert_eq!(
+            decide(&a, &view, mine, false, 0, 4, t0),
+            Decision::WaitUntil(view.settled_at)
+        );
+        assert_eq!(decide(&a, &view, mine, true, 0, 4, t0), Decision::Local);
+        assert_eq!(
+            decide(&a, &view, mine, false, 0, 4, view.settled_at),
+            Decision::Local
+        );
+    }
+}
