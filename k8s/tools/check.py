@@ -411,13 +411,10 @@ def main():
     except FactError as e:
         print(f"k8s check: {e}", file=sys.stderr)
         return 1
-    missing = {nodefacts.HEALTH_PATH, nodefacts.READY_PATH} - facts["served_paths"]
+    missing = {nodefacts.HEALTH_PATH, nodefacts.READY_PATH, nodefacts.METRICS_PATH} - facts["served_paths"]
     if missing:
-        errors.append(f"[node] node/src serves no route {sorted(missing)}: the probes would hit paths the node "
-                      "does not serve")
-    if nodefacts.METRICS_PATH not in facts["served_paths"]:
-        print(f"k8s check: warning: node/src has no \"{nodefacts.METRICS_PATH}\" route literal (yet): "
-              "the Prometheus annotations point there", file=sys.stderr)
+        errors.append(f"[node] node/src serves no route {sorted(missing)}: the probes and the Prometheus "
+                      "annotations would hit paths the node does not serve")
     docker = check_docker(a.k8s, a.repo, ws, facts, errors)
     targets, results = [], {}
     for spec in a.target:
