@@ -445,7 +445,16 @@ impl Driver {
         let mut changed = false;
         while let Some(ev) = self.core.poll_event() {
             changed = true;
-            tracing::info!(event = ?ev, "membership");
+            match &ev {
+                MembershipEvent::Renewed { previous, current } => {
+                    tracing::warn!(%previous, %current, "this node was declared down and rejoined")
+                }
+                ev => {
+                    if let Some(m) = ev.member() {
+                        tracing::info!(member = %m.id, state = ?m.state, gossip = %m.gossip_addr, "membership change");
+                    }
+                }
+            }
             // No subscriber is fine: events are also reflected in the view.
             let _ = self.events_tx.send(ev);
         }

@@ -108,7 +108,43 @@ impl CoreConfig {
 
 type SwimFoca = Foca<MemberIdentity, PostcardCodec, SmallRng, NoCustomBroadcast>;
 
-/// The membership state machine of one node (see the module docs for the driving contract).
+/// The membership state machine of one node.
+///
+/// Driving contract: after every call, drain [`Self::poll_transmit`], [`Self::poll_timer`]
+/// and [`Self::poll_event`]; hand every timer back through [`Self::handle_timer`] once its
+/// deadline (on the `mono` clock of [`Now`]) has passed; feed every received datagram to
+/// [`Self::handle_datagram`]. Nothing inside reads a clock or a global RNG.
+///
+/// # Examples
+/// Two cores wired back to back, no sockets:
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use cortex_node::membership::{CoreConfig, MemberIdentity, MemberMeta, MembershipCore, Now};
+/// use cortex_protocol::{NodeId, SUPPORTED_VERSIONS};
+///
+/// let ident = |name: &str, port: u16| MemberIdentity {
+///     id: NodeId::new(name, 1).unwrap(),
+///     gossip_addr: ([10, 0, 0, 1], port).into(),
+///     meta: MemberMeta {
+///         quic_addr: ([10, 0, 0, 1], 7400).into(),
+///         http_addr: ([10, 0, 0, 1], 7480).into(),
+///         roles: vec![],
+///         versions: SUPPORTED_VERSIONS,
+///     },
+/// };
+/// let now = Now { mono: Duration::ZERO, wall: UNIX_EPOCH + Duration::from_secs(1_700_000_000) };
+/// let secret = b"0123456789abcdef";
+/// let mut a = MembershipCore::new(CoreConfig::new(ident("a", 1), "demo", secret), 1, now).unwrap();
+/// let mut b = MembershipCore::new(CoreConfig::new(ident("b", 2), "demo", secret), 2, now).unwrap();
+///
+/// b.set_seed_addrs([a.identity().gossip_addr], now); // b asks a to let it in
+/// for _ in 0..4 {
+///     while let Some(t) = a.poll_transmit() { b.handle_datagram(a.identity().gossip_addr, &t.payload, now) }
+///     while let Some(t) = b.poll_transmit() { a.handle_datagram(b.identity().gossip_addr, &t.payload, now) }
+/// }
+/// assert_eq!(a.view().members.len(), 2);
+/// assert_eq!(b.view().members.len(), 2);
+/// ```
 pub struct MembershipCore {
     foca: SwimFoca,
     rt: AccumulatingRuntime<MemberIdentity>,

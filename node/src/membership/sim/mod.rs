@@ -1,8 +1,10 @@
-//! Deterministic simulation of many [`MembershipCore`]s on a seeded network and clock.
+//! Deterministic simulation of many [`MembershipCore`](super::MembershipCore)s on a seeded
+//! network and clock.
 //!
 //! One seeded RNG drives everything: latencies, loss, duplication, the fault schedule and
-//! each core's own seed. Time is virtual (a [`TimerQueue`] of events), nothing reads the
-//! wall clock or a global RNG, and maps are ordered, so a seed replays exactly.
+//! each core's own seed. Time is virtual (a [`TimerQueue`](super::TimerQueue) of events),
+//! nothing reads the wall clock or a global RNG, and maps are ordered, so a seed replays
+//! exactly.
 //!
 //! A run has two phases. During the *fault phase* random crashes, graceful leaves,
 //! restarts (same name, next incarnation), partitions, heals, loss and duplication happen.
