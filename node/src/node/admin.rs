@@ -181,6 +181,7 @@ impl AdminSource for Admin {
         let resp = match req.path.as_str() {
             "/metrics" => {
                 let accept = req.headers.get(ACCEPT).and_then(|v| v.to_str().ok());
+                super::scrape::sync(&inner);
                 let (ct, body) = inner.metrics.encode_for_accept(accept);
                 AdminResponse::new(200, ct, body)
             }

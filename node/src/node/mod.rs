@@ -37,6 +37,7 @@ mod entry;
 mod inbound;
 mod inner;
 mod pubsub;
+mod scrape;
 mod watch;
 
 use std::sync::Arc;
@@ -107,6 +108,7 @@ type KindReg = Box<
 pub struct NodeBuilder {
     config: NodeConfig,
     kinds: Vec<KindReg>,
+    kind_names: Vec<String>,
     virtuals: VirtualConfig,
 }
 
@@ -125,12 +127,14 @@ impl NodeBuilder {
         Self {
             config,
             kinds: Vec::new(),
+            kind_names: Vec::new(),
             virtuals: VirtualConfig::default().event_capacity(65_536),
         }
     }
 
     /// Registers a virtual actor kind. Every node of a cluster must register the same kinds.
     pub fn kind<A: Actor>(mut self, kind: Kind<A>) -> Self {
+        self.kind_names.push(kind.name().to_owned());
         self.kinds.push(Box::new(move |reg| reg.register(kind)));
         self
     }
@@ -190,6 +194,9 @@ impl NodeBuilder {
             .collect();
 
         let metrics = NodeMetrics::new(id.name());
+        for k in &self.kind_names {
+            metrics.register_kind(k);
+        }
         let placement = Placement::new(id.clone(), cfg.vnodes, cfg.settle_time);
         let cancel = CancellationToken::new();
         let inner = Arc::new(NodeInner::new(

@@ -1,0 +1,55 @@
+//! Counters owned by other layers (gossip datagrams, QUIC connections), copied into the
+//! node's registry when `/metrics` is scraped, so the hot paths carry no metrics calls.
+
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
+
+use super::inner::NodeInner;
+use crate::membership::RejectReason;
+
+/// Byte totals already reported per connection, so the counters grow by deltas.
+#[derive(Default)]
+pub(crate) struct PeerTotals(Mutex<HashMap<u64, (u64, u64)>>);
+
+pub(crate) fn sync(inner: &NodeInner) {
+    if let Some(m) = inner.membership() {
+        let c = m.counters();
+        let rejected = REASONS.iter().map(|(name, r)| (*name, c.rejected.get(*r)));
+        inner.metrics.sync_gossip_totals(c.accepted, rejected);
+    }
+    let Some(ep) = inner.endpoint() else { return };
+    let mut seen = inner.peer_totals.0.lock();
+    let mut live = Vec::new();
+    for conn in ep.connections() {
+        let Some(peer) = conn.peer_node() else {
+            continue;
+        };
+        let name = peer.name().to_owned();
+        let stats = conn.stats();
+        live.push(conn.id());
+        let last = seen.entry(conn.id()).or_insert((0, 0));
+        inner
+            .metrics
+            .peer_bytes_sent(&name, stats.bytes_sent.saturating_sub(last.0));
+        inner
+            .metrics
+            .peer_bytes_received(&name, stats.bytes_received.saturating_sub(last.1));
+        *last = (stats.bytes_sent, stats.bytes_received);
+        inner.metrics.set_peer_rtt(&name, conn.rtt());
+    }
+    seen.retain(|id, _| live.contains(id));
+}
+
+const REASONS: [(&str, RejectReason); 10] = [
+    ("truncated", RejectReason::Truncated),
+    ("too_large", RejectReason::TooLarge),
+    ("bad_magic", RejectReason::BadMagic),
+    ("unsupported_version", RejectReason::UnsupportedVersion),
+    ("bad_tag", RejectReason::BadTag),
+    ("unknown_kind", RejectReason::UnknownKind),
+    ("stale", RejectReason::Stale),
+    ("replayed", RejectReason::Replayed),
+    ("too_many_senders", RejectReason::TooManySenders),
+    ("malformed", RejectReason::Malformed),
+];
