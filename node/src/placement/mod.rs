@@ -221,6 +221,10 @@ mod tests {
         assert!(Instant::now() >= start + Duration::from_secs(3));
         // A deadline before settling gives None.
         p.update(vec![n("a", 1)]);
-        assert!(p.wait_settled(Instant::now() + Duration::from_millis(500)).await.is_none());
+        assert!(
+            p.wait_settled(Instant::now() + Duration::from_millis(500))
+                .await
+                .is_none()
+        );
     }
 }
