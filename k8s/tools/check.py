@@ -199,7 +199,8 @@ def check_target(name, docs, expect, facts, docker, secret_names):
 
     c.expect(spec.get("replicas") == expect["replicas"],
              f"replicas is {spec.get('replicas')}, expected {expect['replicas']}")
-    c.expect(spec.get("podManagementPolicy") == "Parallel", "podManagementPolicy should be Parallel")
+    c.expect(spec.get("podManagementPolicy") == "Parallel", "podManagementPolicy must be Parallel: a node becomes ready only after joining a peer, "
+             "so OrderedReady would leave cortex-0 waiting for a cortex-1 that is never created")
     c.expect(labels_match(spec["selector"].get("matchLabels"), pod_labels),
              "StatefulSet selector does not match its pod labels")
     c.expect(spec.get("updateStrategy", {}).get("type", "RollingUpdate") == "RollingUpdate",
