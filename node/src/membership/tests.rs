@@ -270,7 +270,43 @@ async fn three_nodes_on_loopback_form_a_cluster_and_one_leaves() {
             .await,
         Err(MembershipError::Stopped)
     ));
-    n0.shutdown().await;
+
+    // A silent stop (no farewell) is detected as a failure by the survivor.
+    let crashed = n1.local_id();
     n1.shutdown().await;
+    assert!(!n1.is_running());
+    eventually("n1 detected down", || {
+        let v = n0.view();
+        !v.is_live(&crashed)
+            && v.removed
+                .iter()
+                .any(|m| m.id == crashed && m.state == MemberState::Down)
+    })
+    .await;
+    assert_eq!(n0.view().live_ids(), vec![n0.local_id()]);
+    n0.shutdown().await;
     assert!(!n0.is_running());
+}
+
+#[tokio::test]
+async fn start_refuses_bad_settings() {
+    let taken = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut c = udp_config("x", vec![]);
+    c.bind = taken.local_addr().unwrap();
+    assert!(matches!(
+        Membership::start(c).await,
+        Err(MembershipError::Bind { .. })
+    ));
+    let mut c = udp_config("x", vec![]);
+    c.bind = "0.0.0.0:0".parse().unwrap();
+    assert!(matches!(
+        Membership::start(c).await,
+        Err(MembershipError::NoAdvertiseAddress(_))
+    ));
+    let mut c = udp_config("x", vec![]);
+    c.cluster_secret = b"short".to_vec();
+    assert!(matches!(
+        Membership::start(c).await,
+        Err(MembershipError::WeakSecret { .. })
+    ));
 }
