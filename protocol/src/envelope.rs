@@ -96,6 +96,27 @@ pub struct TraceStateTooLong {
 }
 
 impl TraceContext {
+    /// Brings `tracestate` within [`MAX_TRACESTATE_LEN`] the W3C way: drops list members
+    /// from the end (clearing it if even the first is too long). For state taken from an
+    /// incoming HTTP header, before it is put on the wire.
+    ///
+    /// ```
+    /// use cortex_protocol::{TraceContext, MAX_TRACESTATE_LEN};
+    /// let mut ctx = TraceContext::default();
+    /// ctx.tracestate = format!("a=1,b={}", "x".repeat(600));
+    /// ctx.trim_tracestate();
+    /// assert_eq!(ctx.tracestate, "a=1");
+    /// assert!(ctx.validate().is_ok());
+    /// ```
+    pub fn trim_tracestate(&mut self) {
+        while self.tracestate.len() > MAX_TRACESTATE_LEN {
+            match self.tracestate.rfind(',') {
+                Some(at) => self.tracestate.truncate(at),
+                None => self.tracestate.clear(),
+            }
+        }
+    }
+
     /// Checks the `tracestate` length, as the decoder will.
     ///
     /// # Errors
