@@ -39,7 +39,7 @@ pub struct Cli {
 #[non_exhaustive]
 pub enum CliCommand {
     /// Run a cluster node.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run a local cluster of N nodes on 127.0.0.1 (a dev CA is made once and reused).
     Dev(DevArgs),
     /// Make the cluster CA and node or client certificates.
@@ -160,9 +160,9 @@ fn clap_exit(args: &[OsString], e: &clap::Error) -> CliExit {
                 message: text.trim_end().to_string(),
             }
         }
-        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => CliExit::usage(
-            command().render_help().to_string().trim_end().to_string(),
-        ),
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            CliExit::usage(command().render_help().to_string().trim_end().to_string())
+        }
         _ => CliExit::usage(format!(
             "cortex-node: error: {}; see cortex-node --help",
             config::clap_one_line(e)
@@ -217,11 +217,12 @@ pub fn exit_when_stdin_closes() {
                     Ok(_) => {}
                 }
             }
-            tracing::warn!("parent process gone (stdin closed): stopping");
+            // Signal first: with the parent gone, stderr may be a closed pipe too.
             let _ = rustix::process::kill_process(
                 rustix::process::getpid(),
                 rustix::process::Signal::TERM,
             );
+            tracing::warn!("parent process gone (stdin closed): stopping");
         });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot watch the parent process");

@@ -146,7 +146,11 @@ impl NodeConfig {
     /// cfg.seeds = vec!["127.0.0.1:7401".into()];
     /// assert_eq!(cfg.quic.bind.port(), 0);
     /// ```
-    pub fn local(node_name: &str, tls: TlsFiles, cluster_secret: Secret) -> Result<Self, ConfigError> {
+    pub fn local(
+        node_name: &str,
+        tls: TlsFiles,
+        cluster_secret: Secret,
+    ) -> Result<Self, ConfigError> {
         let loopback = |port| Listen {
             bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
             advertise: None,
@@ -177,7 +181,8 @@ impl NodeConfig {
         };
         let cluster_name = check_name(
             "--cluster-name",
-            s.cluster_name.unwrap_or_else(|| DEFAULT_CLUSTER_NAME.into()),
+            s.cluster_name
+                .unwrap_or_else(|| DEFAULT_CLUSTER_NAME.into()),
         )?;
         let mut roles: Vec<String> = Vec::new();
         for r in s.roles.unwrap_or_default() {
@@ -188,15 +193,21 @@ impl NodeConfig {
         }
         let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
         let quic = Listen {
-            bind: s.quic_bind.unwrap_or(SocketAddr::new(any, DEFAULT_QUIC_PORT)),
+            bind: s
+                .quic_bind
+                .unwrap_or(SocketAddr::new(any, DEFAULT_QUIC_PORT)),
             advertise: s.quic_advertise,
         };
         let gossip = Listen {
-            bind: s.gossip_bind.unwrap_or(SocketAddr::new(any, DEFAULT_GOSSIP_PORT)),
+            bind: s
+                .gossip_bind
+                .unwrap_or(SocketAddr::new(any, DEFAULT_GOSSIP_PORT)),
             advertise: s.gossip_advertise,
         };
         let http = Listen {
-            bind: s.http_bind.unwrap_or(SocketAddr::new(any, DEFAULT_HTTP_PORT)),
+            bind: s
+                .http_bind
+                .unwrap_or(SocketAddr::new(any, DEFAULT_HTTP_PORT)),
             advertise: s.http_advertise,
         };
         if quic.bind.port() != 0 && quic.bind == gossip.bind {
@@ -287,14 +298,20 @@ impl NodeConfig {
             ));
         }
         let max_frame_size = usize::try_from(max_frame).map_err(|_| {
-            ConfigError::invalid("--max-frame-size", max_frame.to_string(), "too large for this machine")
+            ConfigError::invalid(
+                "--max-frame-size",
+                max_frame.to_string(),
+                "too large for this machine",
+            )
         })?;
         let log_level = s.log_level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.into());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
             return Err(ConfigError::invalid(
                 "--log-level",
                 log_level,
-                format!("{e}; use a level (error, warn, info, debug, trace) or directives like info,cortex_node=debug"),
+                format!(
+                    "{e}; use a level (error, warn, info, debug, trace) or directives like info,cortex_node=debug"
+                ),
             ));
         }
         if let Some(url) = &s.otlp_endpoint
@@ -338,7 +355,11 @@ impl NodeConfig {
     /// name does not resolve to a non-loopback address).
     pub fn advertised(&self, listen: &Listen, bound: SocketAddr) -> SocketAddr {
         if let Some(a) = listen.advertise {
-            let port = if a.port() == 0 { bound.port() } else { a.port() };
+            let port = if a.port() == 0 {
+                bound.port()
+            } else {
+                a.port()
+            };
             return SocketAddr::new(a.ip(), port);
         }
         if let Some(ip) = self.advertise_host {
@@ -395,7 +416,9 @@ fn default_node_name(env: &HashMap<String, String>) -> Result<String, ConfigErro
     }
     check_name("--node-name", label).map_err(|e| ConfigError::Missing {
         setting: "--node-name",
-        hint: format!("the host name is not usable as one ({e}); set --node-name or CORTEX_NODE_NAME"),
+        hint: format!(
+            "the host name is not usable as one ({e}); set --node-name or CORTEX_NODE_NAME"
+        ),
     })
 }
 
@@ -428,7 +451,9 @@ fn normalize_seed(seed: &str) -> Result<String, ConfigError> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
     if !host_ok {
-        return Err(bad("write host:port with a DNS name or an IP address ([v6]:port for IPv6)"));
+        return Err(bad(
+            "write host:port with a DNS name or an IP address ([v6]:port for IPv6)",
+        ));
     }
     Ok(format!("{host}:{port}"))
 }
@@ -441,7 +466,10 @@ fn resolve_tls(
     node_name: &str,
 ) -> Result<TlsFiles, ConfigError> {
     let from_dir = dir.as_ref().map(|d| TlsFiles::in_dir(d, node_name));
-    let pick = |given: Option<PathBuf>, part: fn(TlsFiles) -> PathBuf, setting: &'static str, env: &str| {
+    let pick = |given: Option<PathBuf>,
+                part: fn(TlsFiles) -> PathBuf,
+                setting: &'static str,
+                env: &str| {
         given
             .or_else(|| from_dir.clone().map(part))
             .ok_or_else(|| ConfigError::Missing {
@@ -485,7 +513,10 @@ fn resolve_secret(
         return Err(ConfigError::invalid(
             "--cluster-secret",
             "<redacted>",
-            format!("it is {} bytes; use at least {MIN_SECRET_LEN}", secret.len()),
+            format!(
+                "it is {} bytes; use at least {MIN_SECRET_LEN}",
+                secret.len()
+            ),
         ));
     }
     Ok(secret)
@@ -522,7 +553,10 @@ fn resolve_tokens(
         return Err(ConfigError::invalid(
             "--client-token",
             "<redacted>",
-            format!("a token is {} bytes; use at least {MIN_SECRET_LEN}", short.len()),
+            format!(
+                "a token is {} bytes; use at least {MIN_SECRET_LEN}",
+                short.len()
+            ),
         ));
     }
     Ok(tokens)
@@ -556,10 +590,13 @@ fn host_ip(v6: bool) -> IpAddr {
     let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") else {
         return loopback;
     };
-    let found = (host.trim(), 0u16).to_socket_addrs().ok().and_then(|mut it| {
-        it.find(|a| a.is_ipv6() == v6 && !a.ip().is_loopback())
-            .map(|a| a.ip())
-    });
+    let found = (host.trim(), 0u16)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut it| {
+            it.find(|a| a.is_ipv6() == v6 && !a.ip().is_loopback())
+                .map(|a| a.ip())
+        });
     found.unwrap_or(loopback)
 }
 

@@ -78,7 +78,9 @@ pub enum DevError {
     #[error("--nodes {0}: use 1 to {MAX_DEV_NODES}")]
     Nodes(u16),
     /// The port layout does not fit below 65536.
-    #[error("--base-port {0} leaves no room for the ports of {1} nodes; use a lower one, or 0 for free ports")]
+    #[error(
+        "--base-port {0} leaves no room for the ports of {1} nodes; use a lower one, or 0 for free ports"
+    )]
     Ports(u16, u16),
     /// Picking free ports or spawning failed.
     #[error("{what}: {source}")]
@@ -470,7 +472,10 @@ mod tests {
         assert_eq!(p[1].name, "dev-1");
         assert_eq!(p[1].data_dir, Path::new("/tmp/x/dev-1"));
         let p = plan(&args(40, 7400)).unwrap();
-        let mut all: Vec<u16> = p.iter().flat_map(|n| [n.quic.port(), n.gossip.port(), n.http.port()]).collect();
+        let mut all: Vec<u16> = p
+            .iter()
+            .flat_map(|n| [n.quic.port(), n.gossip.port(), n.http.port()])
+            .collect();
         all.sort_unstable();
         all.dedup();
         assert_eq!(all.len(), 120, "ports are distinct");
@@ -486,7 +491,10 @@ mod tests {
     #[test]
     fn free_ports_are_distinct() {
         let p = plan(&args(4, 0)).unwrap();
-        let mut udp: Vec<u16> = p.iter().flat_map(|n| [n.quic.port(), n.gossip.port()]).collect();
+        let mut udp: Vec<u16> = p
+            .iter()
+            .flat_map(|n| [n.quic.port(), n.gossip.port()])
+            .collect();
         udp.sort_unstable();
         udp.dedup();
         assert_eq!(udp.len(), 8);
@@ -499,10 +507,17 @@ mod tests {
         let names = vec!["dev-0".to_string(), "dev-1".to_string()];
         assert!(ensure_certs(dir.path(), &names).unwrap());
         let before = std::fs::read(dir.path().join("dev-1.crt")).unwrap();
-        assert!(!ensure_certs(dir.path(), &names).unwrap(), "second run reuses");
+        assert!(
+            !ensure_certs(dir.path(), &names).unwrap(),
+            "second run reuses"
+        );
         assert_eq!(std::fs::read(dir.path().join("dev-1.crt")).unwrap(), before);
         assert!(dir.path().join("cluster.secret").exists());
-        let more = vec!["dev-0".to_string(), "dev-1".to_string(), "dev-2".to_string()];
+        let more = vec![
+            "dev-0".to_string(),
+            "dev-1".to_string(),
+            "dev-2".to_string(),
+        ];
         assert!(ensure_certs(dir.path(), &more).unwrap());
         assert_eq!(std::fs::read(dir.path().join("dev-1.crt")).unwrap(), before);
     }
@@ -510,7 +525,12 @@ mod tests {
     #[test]
     fn run_args_seed_others_through_node_zero() {
         let p = plan(&args(2, 7400)).unwrap();
-        let a = run_args(&p[1], Some(p[0].gossip), Path::new("/ca"), &["--log-level".into(), "debug".into()]);
+        let a = run_args(
+            &p[1],
+            Some(p[0].gossip),
+            Path::new("/ca"),
+            &["--log-level".into(), "debug".into()],
+        );
         let a: Vec<String> = a.into_iter().map(|s| s.into_string().unwrap()).collect();
         let joined = a.join(" ");
         assert!(joined.starts_with("run --node-name dev-1 "), "{joined}");

@@ -10,7 +10,9 @@ use crate::config::LogFormat;
 #[non_exhaustive]
 pub enum TelemetryError {
     /// The filter does not parse.
-    #[error("invalid log filter {filter:?}: {reason}; use a level (error, warn, info, debug, trace) or directives like info,cortex_node=debug")]
+    #[error(
+        "invalid log filter {filter:?}: {reason}; use a level (error, warn, info, debug, trace) or directives like info,cortex_node=debug"
+    )]
     Filter {
         /// The filter as given.
         filter: String,
@@ -41,9 +43,12 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), TelemetryError> {
             filter: filter.to_string(),
             reason: e.to_string(),
         })?;
+    // Internal-error reporting uses eprintln!, which panics when stderr is a closed pipe
+    // (a `cortex-node dev` parent that died): losing log lines beats losing the thread.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     let result = match format {
         LogFormat::Human => {
             use std::io::IsTerminal;

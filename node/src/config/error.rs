@@ -95,5 +95,9 @@ impl ConfigError {
 pub(crate) fn clap_one_line(err: &clap::Error) -> String {
     let text = err.to_string();
     let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    first.strip_prefix("error: ").unwrap_or(first).trim().to_string()
+    first
+        .strip_prefix("error: ")
+        .unwrap_or(first)
+        .trim()
+        .to_string()
 }

@@ -75,15 +75,23 @@ pub fn next_incarnation(data_dir: &Path) -> Result<u64, IncarnationError> {
 pub fn next_incarnation_at(data_dir: &Path, now_ms: u64) -> Result<u64, IncarnationError> {
     let io = |action, path: &Path| {
         let path = path.to_path_buf();
-        move |source| IncarnationError::Io { action, path, source }
+        move |source| IncarnationError::Io {
+            action,
+            path,
+            source,
+        }
     };
     std::fs::create_dir_all(data_dir).map_err(io("create", data_dir))?;
     let path = data_dir.join(INCARNATION_FILE);
     let last = match std::fs::read_to_string(&path) {
-        Ok(text) => Some(text.trim().parse::<u64>().map_err(|_| IncarnationError::Corrupt {
-            path: path.clone(),
-            content: text.chars().take(40).collect(),
-        })?),
+        Ok(text) => Some(
+            text.trim()
+                .parse::<u64>()
+                .map_err(|_| IncarnationError::Corrupt {
+                    path: path.clone(),
+                    content: text.chars().take(40).collect(),
+                })?,
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(io("read", &path)(e)),
     };

@@ -96,7 +96,10 @@ pub fn env_layer(env: &HashMap<String, String>) -> Result<Settings, ConfigError>
             continue;
         };
         // `--flag=value` so that a value starting with '-' is not taken for a flag.
-        let argv = [OsString::from("cortex-node"), OsString::from(format!("--{long}={value}"))];
+        let argv = [
+            OsString::from("cortex-node"),
+            OsString::from(format!("--{long}={value}")),
+        ];
         let one = stripped
             .clone()
             .try_get_matches_from(argv)

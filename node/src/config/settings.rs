@@ -16,15 +16,30 @@ use super::values::{ByteSize, HumanDuration, LogFormat, Secret};
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// TOML file with any of the settings below (keys are the flag names with '_' for '-').
-    #[arg(long, env = "CORTEX_CONFIG", value_name = "PATH", help_heading = "Config file")]
+    #[arg(
+        long,
+        env = "CORTEX_CONFIG",
+        value_name = "PATH",
+        help_heading = "Config file"
+    )]
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
     /// Stable name of this node (a DNS label; the pod name on Kubernetes) [default: host name]
-    #[arg(long, env = "CORTEX_NODE_NAME", value_name = "NAME", help_heading = "Identity")]
+    #[arg(
+        long,
+        env = "CORTEX_NODE_NAME",
+        value_name = "NAME",
+        help_heading = "Identity"
+    )]
     pub node_name: Option<String>,
     /// Name of the cluster; nodes of other clusters are refused [default: cortex]
-    #[arg(long, env = "CORTEX_CLUSTER_NAME", value_name = "NAME", help_heading = "Identity")]
+    #[arg(
+        long,
+        env = "CORTEX_CLUSTER_NAME",
+        value_name = "NAME",
+        help_heading = "Identity"
+    )]
     pub cluster_name: Option<String>,
     /// Roles this node offers to placement, comma separated [default: none]
     #[arg(
@@ -38,30 +53,65 @@ pub struct Settings {
     pub roles: Option<Vec<String>>,
 
     /// UDP address the QUIC endpoint binds; port 0 lets the OS pick [default: 0.0.0.0:7400]
-    #[arg(long, env = "CORTEX_QUIC_BIND", value_name = "ADDR", help_heading = "Network")]
+    #[arg(
+        long,
+        env = "CORTEX_QUIC_BIND",
+        value_name = "ADDR",
+        help_heading = "Network"
+    )]
     pub quic_bind: Option<SocketAddr>,
     /// QUIC address other nodes dial, when it differs from the bound one (NAT, containers);
     /// port 0 means the bound port [default: --advertise-host with the bound port]
-    #[arg(long, env = "CORTEX_QUIC_ADVERTISE", value_name = "ADDR", help_heading = "Network")]
+    #[arg(
+        long,
+        env = "CORTEX_QUIC_ADVERTISE",
+        value_name = "ADDR",
+        help_heading = "Network"
+    )]
     pub quic_advertise: Option<SocketAddr>,
     /// UDP address the SWIM gossip socket binds; port 0 lets the OS pick [default: 0.0.0.0:7401]
-    #[arg(long, env = "CORTEX_GOSSIP_BIND", value_name = "ADDR", help_heading = "Network")]
+    #[arg(
+        long,
+        env = "CORTEX_GOSSIP_BIND",
+        value_name = "ADDR",
+        help_heading = "Network"
+    )]
     pub gossip_bind: Option<SocketAddr>,
     /// Gossip address other nodes send to, when it differs from the bound one; port 0 means
     /// the bound port [default: --advertise-host with the bound port]
-    #[arg(long, env = "CORTEX_GOSSIP_ADVERTISE", value_name = "ADDR", help_heading = "Network")]
+    #[arg(
+        long,
+        env = "CORTEX_GOSSIP_ADVERTISE",
+        value_name = "ADDR",
+        help_heading = "Network"
+    )]
     pub gossip_advertise: Option<SocketAddr>,
     /// TCP address of the admin HTTP server (health, readiness, members, metrics);
     /// port 0 lets the OS pick [default: 0.0.0.0:7480]
-    #[arg(long, env = "CORTEX_HTTP_BIND", value_name = "ADDR", help_heading = "Network")]
+    #[arg(
+        long,
+        env = "CORTEX_HTTP_BIND",
+        value_name = "ADDR",
+        help_heading = "Network"
+    )]
     pub http_bind: Option<SocketAddr>,
     /// HTTP address published to other nodes, when it differs from the bound one; port 0
     /// means the bound port [default: --advertise-host with the bound port]
-    #[arg(long, env = "CORTEX_HTTP_ADVERTISE", value_name = "ADDR", help_heading = "Network")]
+    #[arg(
+        long,
+        env = "CORTEX_HTTP_ADVERTISE",
+        value_name = "ADDR",
+        help_heading = "Network"
+    )]
     pub http_advertise: Option<SocketAddr>,
     /// IP address published for all three endpoints when a bind address is 0.0.0.0 / [::]
     /// (on Kubernetes: the pod IP) [default: the bound IP, else this host name's address]
-    #[arg(long, env = "CORTEX_ADVERTISE_HOST", value_name = "IP", help_heading = "Network")]
+    #[arg(
+        long,
+        env = "CORTEX_ADVERTISE_HOST",
+        value_name = "IP",
+        help_heading = "Network"
+    )]
     pub advertise_host: Option<IpAddr>,
 
     /// Gossip address of a node to join through: host:port, or a DNS name that resolves to
@@ -76,32 +126,72 @@ pub struct Settings {
     )]
     pub seeds: Option<Vec<String>>,
     /// How often seed DNS names are resolved again while looking for peers [default: 30s]
-    #[arg(long, env = "CORTEX_SEED_RESOLVE_INTERVAL", value_name = "DURATION", help_heading = "Cluster")]
+    #[arg(
+        long,
+        env = "CORTEX_SEED_RESOLVE_INTERVAL",
+        value_name = "DURATION",
+        help_heading = "Cluster"
+    )]
     pub seed_resolve_interval: Option<HumanDuration>,
     /// Virtual nodes per member on the placement hash ring [default: 160]
-    #[arg(long, env = "CORTEX_VNODES", value_name = "N", help_heading = "Cluster")]
+    #[arg(
+        long,
+        env = "CORTEX_VNODES",
+        value_name = "N",
+        help_heading = "Cluster"
+    )]
     pub vnodes: Option<u32>,
     /// How long membership must stay unchanged before the node counts as converged and
     /// ready (like Akka's stable-after) [default: 2s]
-    #[arg(long, env = "CORTEX_SETTLE_TIME", value_name = "DURATION", help_heading = "Cluster")]
+    #[arg(
+        long,
+        env = "CORTEX_SETTLE_TIME",
+        value_name = "DURATION",
+        help_heading = "Cluster"
+    )]
     pub settle_time: Option<HumanDuration>,
     /// Longest a graceful leave (hand-off, announcing departure) may take on shutdown [default: 10s]
-    #[arg(long, env = "CORTEX_LEAVE_TIMEOUT", value_name = "DURATION", help_heading = "Cluster")]
+    #[arg(
+        long,
+        env = "CORTEX_LEAVE_TIMEOUT",
+        value_name = "DURATION",
+        help_heading = "Cluster"
+    )]
     pub leave_timeout: Option<HumanDuration>,
 
     /// Directory with ca.crt, NODE.crt, NODE.key and cluster.secret, as written by
     /// `cortex-node certs`; the single files below override its parts [default: none]
-    #[arg(long, env = "CORTEX_TLS_DIR", value_name = "DIR", help_heading = "Security")]
+    #[arg(
+        long,
+        env = "CORTEX_TLS_DIR",
+        value_name = "DIR",
+        help_heading = "Security"
+    )]
     pub tls_dir: Option<PathBuf>,
     /// PEM file of the cluster CA that signs every node and client certificate
     /// [default: TLS_DIR/ca.crt]
-    #[arg(long, env = "CORTEX_TLS_CA", value_name = "PATH", help_heading = "Security")]
+    #[arg(
+        long,
+        env = "CORTEX_TLS_CA",
+        value_name = "PATH",
+        help_heading = "Security"
+    )]
     pub tls_ca: Option<PathBuf>,
     /// PEM certificate of this node [default: TLS_DIR/NODE_NAME.crt]
-    #[arg(long, env = "CORTEX_TLS_CERT", value_name = "PATH", help_heading = "Security")]
+    #[arg(
+        long,
+        env = "CORTEX_TLS_CERT",
+        value_name = "PATH",
+        help_heading = "Security"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of this node [default: TLS_DIR/NODE_NAME.key]
-    #[arg(long, env = "CORTEX_TLS_KEY", value_name = "PATH", help_heading = "Security")]
+    #[arg(
+        long,
+        env = "CORTEX_TLS_KEY",
+        value_name = "PATH",
+        help_heading = "Security"
+    )]
     pub tls_key: Option<PathBuf>,
     /// Shared secret that authenticates gossip datagrams, at least 16 bytes, the same on
     /// every node; prefer the file or the environment to the command line
@@ -115,7 +205,12 @@ pub struct Settings {
     )]
     pub cluster_secret: Option<Secret>,
     /// File holding the cluster secret (surrounding whitespace is ignored)
-    #[arg(long, env = "CORTEX_CLUSTER_SECRET_FILE", value_name = "PATH", help_heading = "Security")]
+    #[arg(
+        long,
+        env = "CORTEX_CLUSTER_SECRET_FILE",
+        value_name = "PATH",
+        help_heading = "Security"
+    )]
     pub cluster_secret_file: Option<PathBuf>,
     /// Bearer token accepted from SDK clients without a client certificate, at least 16
     /// bytes; repeat or comma separate [default: none]
@@ -130,31 +225,66 @@ pub struct Settings {
     )]
     pub client_tokens: Option<Vec<Secret>>,
     /// File of accepted client tokens, one per line ('#' starts a comment) [default: none]
-    #[arg(long, env = "CORTEX_CLIENT_TOKENS_FILE", value_name = "PATH", help_heading = "Security")]
+    #[arg(
+        long,
+        env = "CORTEX_CLIENT_TOKENS_FILE",
+        value_name = "PATH",
+        help_heading = "Security"
+    )]
     pub client_tokens_file: Option<PathBuf>,
 
     /// Directory for this node's state (incarnation counter, journals); a volume on
     /// Kubernetes [default: ./.cortex/NODE_NAME/]
-    #[arg(long, env = "CORTEX_DATA_DIR", value_name = "DIR", help_heading = "Storage")]
+    #[arg(
+        long,
+        env = "CORTEX_DATA_DIR",
+        value_name = "DIR",
+        help_heading = "Storage"
+    )]
     pub data_dir: Option<PathBuf>,
 
     /// Largest protocol frame accepted or sent, in bytes or with KiB/MiB/GiB [default: 16MiB]
-    #[arg(long, env = "CORTEX_MAX_FRAME_SIZE", value_name = "SIZE", help_heading = "Limits")]
+    #[arg(
+        long,
+        env = "CORTEX_MAX_FRAME_SIZE",
+        value_name = "SIZE",
+        help_heading = "Limits"
+    )]
     pub max_frame_size: Option<ByteSize>,
     /// How long a request's idempotency key is remembered to drop retried duplicates
     /// [default: 5m]
-    #[arg(long, env = "CORTEX_IDEMPOTENCY_WINDOW", value_name = "DURATION", help_heading = "Limits")]
+    #[arg(
+        long,
+        env = "CORTEX_IDEMPOTENCY_WINDOW",
+        value_name = "DURATION",
+        help_heading = "Limits"
+    )]
     pub idempotency_window: Option<HumanDuration>,
 
     /// Log line format on stderr [default: human]
-    #[arg(long, env = "CORTEX_LOG_FORMAT", value_name = "FORMAT", help_heading = "Observability")]
+    #[arg(
+        long,
+        env = "CORTEX_LOG_FORMAT",
+        value_name = "FORMAT",
+        help_heading = "Observability"
+    )]
     pub log_format: Option<LogFormat>,
     /// Log filter: a level or tracing directives, e.g. info or info,cortex_node=debug
     /// [default: info]
-    #[arg(long, env = "CORTEX_LOG_LEVEL", value_name = "FILTER", help_heading = "Observability")]
+    #[arg(
+        long,
+        env = "CORTEX_LOG_LEVEL",
+        value_name = "FILTER",
+        help_heading = "Observability"
+    )]
     pub log_level: Option<String>,
     /// OpenTelemetry OTLP endpoint for traces, e.g. http://collector:4317 [default: off]
-    #[arg(long, env = "CORTEX_OTLP_ENDPOINT", value_name = "URL", help_heading = "Observability")]
+    #[arg(
+        long,
+        env = "CORTEX_OTLP_ENDPOINT",
+        value_name = "URL",
+        help_heading = "Observability"
+    )]
     pub otlp_endpoint: Option<String>,
 }
 

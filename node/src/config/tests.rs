@@ -6,7 +6,10 @@ use super::*;
 const SECRET: &str = "0123456789abcdef-secret";
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn base_env(dir: &Path) -> HashMap<String, String> {
@@ -59,7 +62,13 @@ fn config_flag_beats_config_env() {
     let mut e = base_env(dir.path());
     e.insert("CORTEX_CONFIG".into(), a.display().to_string());
     let cfg = load_from(
-        ["cortex-node", "--node-name", "n", "--config", b.to_str().unwrap()],
+        [
+            "cortex-node",
+            "--node-name",
+            "n",
+            "--config",
+            b.to_str().unwrap(),
+        ],
         &e,
     )
     .unwrap();
@@ -76,7 +85,9 @@ fn every_setting_has_an_env_var_and_a_toml_key() {
             continue;
         }
         n += 1;
-        let var = arg.get_env().unwrap_or_else(|| panic!("--{long} has no env var"));
+        let var = arg
+            .get_env()
+            .unwrap_or_else(|| panic!("--{long} has no env var"));
         let var = var.to_str().unwrap();
         assert!(var.starts_with("CORTEX_"), "{var}");
         assert!(arg.get_help().is_some(), "--{long} has no help");
@@ -115,14 +126,23 @@ fn file_errors_give_line_and_column() {
     let file = dir.path().join("c.toml");
     std::fs::write(&file, "vnodes = 3\nquic_bnd = \"1.2.3.4:1\"\n").unwrap();
     let e = base_env(dir.path());
-    let err = load_from(["x", "--node-name", "n", "--config", file.to_str().unwrap()], &e)
-        .unwrap_err();
+    let err = load_from(
+        ["x", "--node-name", "n", "--config", file.to_str().unwrap()],
+        &e,
+    )
+    .unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, ConfigError::FileSyntax { line: Some(2), .. }), "{msg}");
+    assert!(
+        matches!(err, ConfigError::FileSyntax { line: Some(2), .. }),
+        "{msg}"
+    );
     assert!(msg.contains("quic_bnd"), "{msg}");
     assert!(!msg.contains('\n'), "{msg}");
-    let err = load_from(["x", "--node-name", "n", "--config", "/nonexistent/c.toml"], &e)
-        .unwrap_err();
+    let err = load_from(
+        ["x", "--node-name", "n", "--config", "/nonexistent/c.toml"],
+        &e,
+    )
+    .unwrap_err();
     assert!(matches!(err, ConfigError::FileRead { .. }), "{err}");
 }
 
@@ -157,7 +177,15 @@ fn invalid_values_are_refused_with_the_setting_named() {
         (&["--seed", "bad host:1"], "--seed"),
         (&["--log-level", "info,=[{"], "--log-level"),
         (&["--otlp-endpoint", "collector:4317"], "--otlp-endpoint"),
-        (&["--quic-bind", "0.0.0.0:9000", "--gossip-bind", "0.0.0.0:9000"], "--gossip-bind"),
+        (
+            &[
+                "--quic-bind",
+                "0.0.0.0:9000",
+                "--gossip-bind",
+                "0.0.0.0:9000",
+            ],
+            "--gossip-bind",
+        ),
         (&["--quic-advertise", "0.0.0.0:1"], "--quic-advertise"),
         (&["--client-token", "short"], "--client-token"),
         (&["--role", "a/b"], "--role"),
@@ -192,7 +220,10 @@ fn tokens_come_from_flags_and_file() {
     )
     .unwrap();
     let got: Vec<&[u8]> = cfg.client_tokens.iter().map(Secret::expose).collect();
-    assert_eq!(got, vec![&b"token-from-flag-0001"[..], b"token-from-file-0001"]);
+    assert_eq!(
+        got,
+        vec![&b"token-from-flag-0001"[..], b"token-from-file-0001"]
+    );
 }
 
 #[test]
@@ -213,17 +244,27 @@ fn advertised_addresses() {
     assert_eq!(cfg.advertised(&cfg.quic, bound), bound);
     cfg.advertise_host = Some("10.1.2.3".parse().unwrap());
     let any: SocketAddr = "0.0.0.0:6000".parse().unwrap();
-    assert_eq!(cfg.advertised(&cfg.quic, any), "10.1.2.3:6000".parse().unwrap());
+    assert_eq!(
+        cfg.advertised(&cfg.quic, any),
+        "10.1.2.3:6000".parse().unwrap()
+    );
     cfg.quic.advertise = Some("192.0.2.7:0".parse().unwrap());
-    assert_eq!(cfg.advertised(&cfg.quic, any), "192.0.2.7:6000".parse().unwrap());
+    assert_eq!(
+        cfg.advertised(&cfg.quic, any),
+        "192.0.2.7:6000".parse().unwrap()
+    );
     cfg.quic.advertise = Some("192.0.2.7:9".parse().unwrap());
-    assert_eq!(cfg.advertised(&cfg.quic, any), "192.0.2.7:9".parse().unwrap());
+    assert_eq!(
+        cfg.advertised(&cfg.quic, any),
+        "192.0.2.7:9".parse().unwrap()
+    );
 }
 
 #[test]
 fn local_config_binds_loopback_with_os_ports() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = NodeConfig::local("n", TlsFiles::in_dir(dir.path(), "n"), Secret::new(SECRET)).unwrap();
+    let cfg =
+        NodeConfig::local("n", TlsFiles::in_dir(dir.path(), "n"), Secret::new(SECRET)).unwrap();
     for l in [cfg.quic, cfg.gossip, cfg.http] {
         assert!(l.bind.ip().is_loopback());
         assert_eq!(l.bind.port(), 0);
@@ -233,9 +274,22 @@ fn local_config_binds_loopback_with_os_ports() {
 
 #[tokio::test]
 async fn seeds_resolve_and_unresolvable_ones_are_skipped() {
-    let seeds = vec!["127.0.0.1:7401".to_string(), "localhost:7402".to_string(), "127.0.0.1:99999".to_string()];
+    let seeds = vec![
+        "127.0.0.1:7401".to_string(),
+        "localhost:7402".to_string(),
+        "127.0.0.1:99999".to_string(),
+    ];
     let addrs = resolve_seeds(&seeds, Duration::from_secs(10)).await;
-    assert!(addrs.contains(&"127.0.0.1:7401".parse().unwrap()), "{addrs:?}");
+    assert!(
+        addrs.contains(&"127.0.0.1:7401".parse().unwrap()),
+        "{addrs:?}"
+    );
     assert!(addrs.iter().any(|a| a.port() == 7402), "{addrs:?}");
-    assert_eq!(addrs.len(), addrs.iter().filter(|a| a.port() == 7401 || a.port() == 7402).count());
+    assert_eq!(
+        addrs.len(),
+        addrs
+            .iter()
+            .filter(|a| a.port() == 7401 || a.port() == 7402)
+            .count()
+    );
 }

@@ -156,7 +156,11 @@ impl std::fmt::Debug for Routes {
             .field("exact", &self.exact.keys().collect::<Vec<_>>())
             .field(
                 "prefix",
-                &self.prefix.iter().map(|(m, p, _)| (m, p)).collect::<Vec<_>>(),
+                &self
+                    .prefix
+                    .iter()
+                    .map(|(m, p, _)| (m, p))
+                    .collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -180,7 +184,7 @@ impl Routes {
             Some(prefix) => {
                 self.prefix.push((method, prefix.to_string(), handler));
                 // Longest prefix first, so that the most specific route wins.
-                self.prefix.sort_by(|a, b| b.1.len().cmp(&a.1.len()));
+                self.prefix.sort_by_key(|r| std::cmp::Reverse(r.1.len()));
             }
             None => {
                 self.exact.insert((method, path.to_string()), handler);

@@ -21,8 +21,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::router::{AdminRequest, AdminResponse, handle};
 use super::AdminSource;
+use super::router::{AdminRequest, AdminResponse, handle};
 
 /// Resource limits of the admin server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +139,10 @@ pub async fn serve(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(left = conns.len(), "admin http connections cut after the shutdown grace");
+        tracing::warn!(
+            left = conns.len(),
+            "admin http connections cut after the shutdown grace"
+        );
     }
     conns.shutdown().await;
     Ok(())
@@ -272,7 +275,9 @@ impl AdminServer {
         self.shutdown.cancel();
         match (&mut self.task).await {
             Ok(r) => r,
-            Err(e) => Err(io::Error::other(format!("admin http server task failed: {e}"))),
+            Err(e) => Err(io::Error::other(format!(
+                "admin http server task failed: {e}"
+            ))),
         }
     }
 }

@@ -109,7 +109,10 @@ async fn health_ready_members_and_index() {
     *src.ready.lock() = Ok(());
     let (s, _, b) = request(addr, Method::GET, "/ready", b"").await;
     assert_eq!(s, 200);
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&b).unwrap()["ready"], true);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&b).unwrap()["ready"],
+        true
+    );
 
     let (s, _, b) = request(addr, Method::GET, "/cluster/members", b"").await;
     assert_eq!(s, 200);
@@ -131,7 +134,11 @@ async fn health_ready_members_and_index() {
 
     let (s, _, b) = request(addr, Method::GET, "/", b"").await;
     assert_eq!(s, 200);
-    assert!(std::str::from_utf8(&b).unwrap().contains("/cluster/members"));
+    assert!(
+        std::str::from_utf8(&b)
+            .unwrap()
+            .contains("/cluster/members")
+    );
 
     let (s, _, _) = request(addr, Method::GET, "/nope", b"").await;
     assert_eq!(s, 404);
@@ -159,7 +166,9 @@ async fn extension_routes_get_method_path_query_and_body() {
         .get("/actors/*", |req: AdminRequest| async move {
             AdminResponse::json(200, &serde_json::json!({ "path": req.path }))
         })
-        .get("/", |_| async { AdminResponse::new(200, "text/html", "<h1>dash</h1>") });
+        .get("/", |_| async {
+            AdminResponse::new(200, "text/html", "<h1>dash</h1>")
+        });
     let server = start(node(routes), HttpLimits::default()).await;
     let addr = server.local_addr();
     let (s, _, b) = request(addr, Method::POST, "/echo?x=1&y=2", b"hello").await;
@@ -177,7 +186,9 @@ async fn extension_routes_get_method_path_query_and_body() {
 
 #[tokio::test]
 async fn oversized_body_gets_413() {
-    let routes = Routes::new().route(Method::POST, "/in", |_| async { AdminResponse::text(200, "took it") });
+    let routes = Routes::new().route(Method::POST, "/in", |_| async {
+        AdminResponse::text(200, "took it")
+    });
     let limits = HttpLimits {
         max_body_bytes: 8,
         ..HttpLimits::default()
@@ -211,9 +222,15 @@ async fn slow_or_silent_clients_are_cut_off() {
     assert!(read_to_eof(&mut silent).await.is_empty());
     // Slow: sends half a request head and stops.
     let mut slow = TcpStream::connect(server.local_addr()).await.unwrap();
-    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let got = read_to_eof(&mut slow).await;
-    assert!(!got.windows(6).any(|w| w == b"200 OK"), "{}", String::from_utf8_lossy(&got));
+    assert!(
+        !got.windows(6).any(|w| w == b"200 OK"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -240,18 +257,28 @@ async fn connections_are_bounded() {
     let server = start(node(gated_routes(entered.clone(), release.clone())), limits).await;
     let addr = server.local_addr();
     let first = tokio::spawn(request(addr, Method::GET, "/slow", b""));
-    tokio::time::timeout(DEADLINE, entered.notified()).await.unwrap();
+    tokio::time::timeout(DEADLINE, entered.notified())
+        .await
+        .unwrap();
     let mut second = tokio::spawn(request(addr, Method::GET, "/health", b""));
     // While the only permit is held the second connection is not served. (A correct server
     // always passes this; a broken one fails it almost always.)
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), &mut second).await.is_err(),
+        tokio::time::timeout(Duration::from_millis(300), &mut second)
+            .await
+            .is_err(),
         "second connection was served beyond the limit"
     );
     release.notify_one();
-    let (s, _, b) = tokio::time::timeout(DEADLINE, first).await.unwrap().unwrap();
+    let (s, _, b) = tokio::time::timeout(DEADLINE, first)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((s, &b[..]), (200, &b"done"[..]));
-    let (s, _, _) = tokio::time::timeout(DEADLINE, second).await.unwrap().unwrap();
+    let (s, _, _) = tokio::time::timeout(DEADLINE, second)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(s, 200);
     server.shutdown().await.unwrap();
 }
@@ -266,13 +293,25 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_stops_accepting() {
     let stop = tokio_util::sync::CancellationToken::new();
     let server = tokio::spawn(serve(listener, src, HttpLimits::default(), stop.clone()));
     let in_flight = tokio::spawn(request(addr, Method::GET, "/slow", b""));
-    tokio::time::timeout(DEADLINE, entered.notified()).await.unwrap();
+    tokio::time::timeout(DEADLINE, entered.notified())
+        .await
+        .unwrap();
     stop.cancel();
     release.notify_one();
-    let (s, _, b) = tokio::time::timeout(DEADLINE, in_flight).await.unwrap().unwrap();
+    let (s, _, b) = tokio::time::timeout(DEADLINE, in_flight)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((s, &b[..]), (200, &b"done"[..]));
-    tokio::time::timeout(DEADLINE, server).await.unwrap().unwrap().unwrap();
-    assert!(TcpStream::connect(addr).await.is_err(), "listener closed after shutdown");
+    tokio::time::timeout(DEADLINE, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "listener closed after shutdown"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -286,7 +325,9 @@ async fn shutdown_cuts_requests_that_outlive_the_grace() {
     let server = start(node(gated_routes(entered.clone(), never)), limits).await;
     let addr = server.local_addr();
     let stuck = tokio::spawn(request(addr, Method::GET, "/slow", b""));
-    tokio::time::timeout(DEADLINE, entered.notified()).await.unwrap();
+    tokio::time::timeout(DEADLINE, entered.notified())
+        .await
+        .unwrap();
     let started = tokio::time::Instant::now();
     server.shutdown().await.unwrap();
     assert!(started.elapsed() >= Duration::from_secs(5));
