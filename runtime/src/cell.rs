@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -42,9 +43,6 @@ pub(crate) fn spawn_actor<A: Actor>(
     let mb = Arc::new(Mailbox::new(id, opts.mailbox));
     let weak: Weak<Mailbox<A>> = Arc::downgrade(&mb);
     let parent = make_parent(weak);
-    let stop_timeout = sys
-        .upgrade()
-        .map_or(DEFAULT_STOP_TIMEOUT, |s| s.config.stop_timeout);
     let cell = Cell {
         actor,
         factory,
@@ -56,7 +54,6 @@ pub(crate) fn spawn_actor<A: Actor>(
             stop_requested: false,
         },
         parent,
-        stop_timeout,
     };
     let task = TaskGuard::new(tokio::spawn(cell.run()));
     (ActorRef::from_mailbox(mb), task)
@@ -69,7 +66,6 @@ struct Cell<A: Actor> {
     factory: Option<Factory<A>>,
     ctx: Context<A>,
     parent: Arc<dyn Parent>,
-    stop_timeout: Duration,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -84,55 +80,73 @@ enum Exit {
     Drain(Instant),
 }
 
-/// Runs a hook behind the panic boundary. Boxed so the hook's state does not inflate every
-/// idle actor's task.
-async fn guarded<F: Future<Output = ()> + Send>(f: F) -> Result<(), Panic> {
-    AssertUnwindSafe(Box::pin(f)).catch_unwind().await
+/// Runs a hook behind the panic boundary. Boxed at once (not inside an async fn) so the
+/// hook's state never inflates every idle actor's task.
+fn guarded<'a, F>(f: F) -> impl Future<Output = Result<(), Panic>> + Send + 'a
+where
+    F: Future<Output = ()> + Send + 'a,
+{
+    let boxed: Pin<Box<dyn Future<Output = ()> + Send + 'a>> = Box::pin(f);
+    AssertUnwindSafe(boxed).catch_unwind()
 }
 
 impl<A: Actor> Cell<A> {
-    async fn run(mut self) {
-        let mb = self.ctx.myself.mb.clone();
-        let mut phase = Phase::Running;
-        if let Err(p) = guarded(self.actor.started(&mut self.ctx)).await {
-            self.report_failure(panic_message(&p));
-            phase = Phase::Suspended;
+    /// The actor's whole life. A plain fn around an `async move` block: an `async fn` would
+    /// keep a second copy of `self` in the task, which every idle actor would pay for.
+    #[allow(clippy::manual_async_fn)] // deliberately not `async fn`: see above
+    fn run(mut self) -> impl Future<Output = ()> + Send {
+        async move {
+            let mb = self.ctx.myself.mb.clone();
+            let mut phase = Phase::Running;
+            if let Err(p) = guarded(self.actor.started(&mut self.ctx)).await {
+                self.report_failure(panic_message(&p));
+                phase = Phase::Suspended;
+            }
+            let mut budget = BATCH;
+            let exit = loop {
+                if self.ctx.stop_requested {
+                    break Exit::Stop;
+                }
+                match mb.recv(phase == Phase::Running).await {
+                    Item::Msg(env) => {
+                        if let Err(p) = env.handle(&mut self.actor, &mut self.ctx).await {
+                            self.report_failure(panic_message(&p));
+                            phase = Phase::Suspended;
+                        }
+                        budget -= 1;
+                        if budget == 0 {
+                            budget = BATCH;
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                    Item::Control(Control::Stop) => break Exit::Stop,
+                    Item::Control(Control::Drain { deadline }) => break Exit::Drain(deadline),
+                    Item::Control(Control::Restart) => {
+                        // Boxed: rare paths must not inflate every idle actor's task.
+                        phase = if Box::pin(self.restart()).await {
+                            Phase::Running
+                        } else {
+                            Phase::Suspended
+                        };
+                    }
+                    Item::Control(Control::ChildFailed { id, reason }) => {
+                        if self.on_child_failed(id, reason) {
+                            phase = Phase::Suspended;
+                        }
+                    }
+                    Item::Control(Control::ChildTerminated { id }) => self.forget_child(id),
+                }
+            };
+            Box::pin(self.shutdown(exit, phase)).await;
         }
-        let mut budget = BATCH;
-        let exit = loop {
-            if self.ctx.stop_requested {
-                break Exit::Stop;
-            }
-            match mb.recv(phase == Phase::Running).await {
-                Item::Msg(env) => {
-                    if let Err(p) = env.handle(&mut self.actor, &mut self.ctx).await {
-                        self.report_failure(panic_message(&p));
-                        phase = Phase::Suspended;
-                    }
-                    budget -= 1;
-                    if budget == 0 {
-                        budget = BATCH;
-                        tokio::task::yield_now().await;
-                    }
-                }
-                Item::Control(Control::Stop) => break Exit::Stop,
-                Item::Control(Control::Drain { deadline }) => break Exit::Drain(deadline),
-                Item::Control(Control::Restart) => {
-                    phase = if self.restart().await {
-                        Phase::Running
-                    } else {
-                        Phase::Suspended
-                    };
-                }
-                Item::Control(Control::ChildFailed { id, reason }) => {
-                    if self.on_child_failed(id, reason) {
-                        phase = Phase::Suspended;
-                    }
-                }
-                Item::Control(Control::ChildTerminated { id }) => self.forget_child(id),
-            }
-        };
-        self.shutdown(exit, phase).await;
+    }
+
+    /// Read when needed rather than stored: every idle actor would carry it.
+    fn stop_timeout(&self) -> Duration {
+        self.ctx
+            .sys
+            .upgrade()
+            .map_or(DEFAULT_STOP_TIMEOUT, |s| s.config.stop_timeout)
     }
 
     fn report_failure(&self, reason: String) {
@@ -150,7 +164,7 @@ impl<A: Actor> Cell<A> {
 
     /// Returns true when the instance is running again.
     async fn restart(&mut self) -> bool {
-        let deadline = Instant::now() + self.stop_timeout;
+        let deadline = Instant::now() + self.stop_timeout();
         if let Some(e) = self.ctx.extras.as_mut() {
             e.children.stop_all(|| Control::Stop, deadline).await;
         }
@@ -189,7 +203,10 @@ impl<A: Actor> Cell<A> {
         };
         let allowed = match strategy.scope {
             RestartScope::AllForOne => children.group.allow(now, &strategy),
-            _ => entry.history.allow(now, &strategy),
+            _ => entry
+                .history
+                .get_or_insert_with(Default::default)
+                .allow(now, &strategy),
         };
         let directive = || {
             if allowed {
@@ -258,7 +275,7 @@ impl<A: Actor> Cell<A> {
                 }
                 deadline
             }
-            Exit::Stop => Instant::now() + self.stop_timeout,
+            Exit::Stop => Instant::now() + self.stop_timeout(),
         };
         if let Err(p) = guarded(self.actor.stopping(&mut self.ctx)).await {
             tracing::warn!(actor = mb.id(), reason = %panic_message(&p), "stopping hook failed");

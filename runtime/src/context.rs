@@ -11,7 +11,7 @@ use crate::actor::{Actor, Handler, Message};
 use crate::actor_ref::ActorRef;
 use crate::cell::{Factory, spawn_actor};
 use crate::mailbox::ControlSink;
-use crate::supervision::{ChildEntry, Children, Parent, RestartHistory};
+use crate::supervision::{ChildEntry, Children, Parent};
 use crate::system::{SpawnOptions, SystemInner};
 use crate::timer::TimerHandle;
 
@@ -108,7 +108,7 @@ impl<A: Actor> Context<A> {
             ChildEntry {
                 ctl,
                 task,
-                history: RestartHistory::default(),
+                history: None,
             },
         );
         r

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use parking_lot::Mutex;
@@ -52,6 +52,10 @@ struct State<A> {
     rx_waker: Option<Waker>,
     waiting_senders: u32,
     closed: bool,
+    terminated: bool,
+    /// Created by the first waiter for termination: most actors never have one, and an
+    /// inline `Notify` would cost every actor 32 bytes.
+    term_waiters: Option<Arc<Notify>>,
 }
 
 /// Why a push failed; the envelope comes back.
@@ -63,8 +67,6 @@ pub(crate) enum PushError<A> {
 pub(crate) struct Mailbox<A> {
     state: Mutex<State<A>>,
     room: Notify,
-    terminated_notify: Notify,
-    terminated: AtomicBool,
     capacity: u32,
     id: u64,
 }
@@ -78,10 +80,10 @@ impl<A> Mailbox<A> {
                 rx_waker: None,
                 waiting_senders: 0,
                 closed: false,
+                terminated: false,
+                term_waiters: None,
             }),
             room: Notify::new(),
-            terminated_notify: Notify::new(),
-            terminated: AtomicBool::new(false),
             capacity: capacity.clamp(1, u32::MAX as usize) as u32,
             id,
         }
@@ -215,26 +217,39 @@ impl<A> Mailbox<A> {
     pub(crate) fn mark_terminated(&self) {
         self.close();
         self.clear();
-        self.terminated.store(true, Ordering::Release);
-        self.terminated_notify.notify_waiters();
+        let waiters = {
+            let mut st = self.state.lock();
+            st.terminated = true;
+            st.term_waiters.take()
+        };
+        if let Some(n) = waiters {
+            n.notify_waiters();
+        }
     }
 
     pub(crate) fn is_terminated(&self) -> bool {
-        self.terminated.load(Ordering::Acquire)
+        self.state.lock().terminated
     }
 
     /// Resolves once the actor's task has finished (or the deadline passed: `false`).
     pub(crate) async fn wait_terminated(&self, deadline: Instant) -> bool {
-        loop {
-            let mut n = pin!(self.terminated_notify.notified());
-            n.as_mut().enable();
-            if self.is_terminated() {
+        let notify = {
+            let mut st = self.state.lock();
+            if st.terminated {
                 return true;
             }
-            if tokio::time::timeout_at(deadline, n).await.is_err() {
-                return self.is_terminated();
-            }
+            Arc::clone(st.term_waiters.get_or_insert_with(Default::default))
+        };
+        let mut n = pin!(notify.notified());
+        n.as_mut().enable();
+        // Checked again after registering: the end may have come in between.
+        if self.is_terminated() {
+            return true;
         }
+        if tokio::time::timeout_at(deadline, n).await.is_err() {
+            return self.is_terminated();
+        }
+        true
     }
 }
 

@@ -92,20 +92,21 @@ impl Drop for TaskGuard {
 /// A supervisor that decides inline, for actors without an actor parent: top-level actors
 /// of a [`System`](crate::System) and virtual activations. Past the limits the child is
 /// stopped, since there is no one to escalate to.
-pub(crate) struct InlineParent {
+pub(crate) struct InlineParent<F> {
     strategy: SupervisorStrategy,
     history: Mutex<RestartHistory>,
     child: Weak<dyn ControlSink>,
     gave_up: AtomicBool,
-    on_terminated: Box<dyn Fn(u64, bool) + Send + Sync>,
+    on_terminated: F,
 }
 
-impl InlineParent {
-    /// `on_terminated(child, gave_up)` runs on the child's task as it ends.
+impl<F: Fn(u64, bool) + Send + Sync> InlineParent<F> {
+    /// `on_terminated(child, gave_up)` runs on the child's task as it ends. Generic rather
+    /// than boxed: one allocation less per top-level or virtual actor.
     pub(crate) fn new(
         strategy: SupervisorStrategy,
         child: Weak<dyn ControlSink>,
-        on_terminated: Box<dyn Fn(u64, bool) + Send + Sync>,
+        on_terminated: F,
     ) -> Self {
         Self {
             strategy,
@@ -117,7 +118,7 @@ impl InlineParent {
     }
 }
 
-impl Parent for InlineParent {
+impl<F: Fn(u64, bool) + Send + Sync> Parent for InlineParent<F> {
     fn child_failed(&self, child: u64, reason: String) {
         let allowed = self.history.lock().allow(Instant::now(), &self.strategy);
         let Some(sink) = self.child.upgrade() else {
@@ -147,7 +148,8 @@ impl Parent for InlineParent {
 pub(crate) struct ChildEntry {
     pub(crate) ctl: Arc<dyn ControlSink>,
     pub(crate) task: TaskGuard,
-    pub(crate) history: RestartHistory,
+    /// Allocated at the first failure: most children never fail.
+    pub(crate) history: Option<Box<RestartHistory>>,
 }
 
 /// The children of one actor, plus the shared history used by all-for-one.

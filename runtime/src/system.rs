@@ -211,18 +211,14 @@ impl System {
         let strategy = self.inner.config.root_strategy;
         let make_parent = |child: Weak<dyn ControlSink>| -> Arc<dyn Parent> {
             let sys = weak_sys.clone();
-            Arc::new(InlineParent::new(
-                strategy,
-                child,
-                Box::new(move |id, _gave_up| {
-                    if let Some(s) = sys.upgrade() {
-                        if let Some(e) = s.top.lock().remove(&id) {
-                            e.task.detach();
-                        }
-                        s.locals.write().remove(&id);
+            Arc::new(InlineParent::new(strategy, child, move |id, _gave_up| {
+                if let Some(s) = sys.upgrade() {
+                    if let Some(e) = s.top.lock().remove(&id) {
+                        e.task.detach();
                     }
-                }),
-            ))
+                    s.locals.write().remove(&id);
+                }
+            }))
         };
         // Held across the spawn so a child that ends at once cannot try to remove its
         // entry before it exists.

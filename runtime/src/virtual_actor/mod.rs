@@ -558,11 +558,11 @@ impl Inner {
             Arc::new(InlineParent::new(
                 strategy,
                 child,
-                Box::new(move |_local, gave_up| {
+                move |_local, gave_up| {
                     if let Some(reg) = weak_reg.upgrade() {
                         reg.on_terminated(&term_id, number, gave_up);
                     }
-                }),
+                },
             ))
         });
         let (erased, task) = match kind.activate(&self.sys, Arc::clone(&id_arc), make_parent) {
