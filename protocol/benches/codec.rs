@@ -10,11 +10,11 @@ use std::hint::black_box;
 
 use bincode::config;
 use bytes::Bytes;
-use criterion::{Criterion, Throughput, criterion_main};
 use cortex_protocol::{
     ActorId, BatchWriter, Envelope, FrameDecoder, MessageName, RequestMeta, Target, Tell,
     TraceContext, encode,
 };
+use criterion::{Criterion, Throughput, criterion_main};
 
 const BATCH: usize = 1000;
 
@@ -82,8 +82,7 @@ fn bench(c: &mut Criterion) {
         g.bench_function("baseline_raw_bincode_decode_from_slice", |b| {
             b.iter(|| {
                 let (v, _): (Tell, usize) =
-                    bincode::serde::decode_from_slice(black_box(&raw), config::standard())
-                        .unwrap();
+                    bincode::serde::decode_from_slice(black_box(&raw), config::standard()).unwrap();
                 v
             })
         });
