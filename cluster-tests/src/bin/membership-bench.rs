@@ -1,0 +1,2 @@
+//! Membership bench (placeholder until written).
+fn main() {}
