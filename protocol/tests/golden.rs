@@ -28,7 +28,10 @@ fn check_vector(name: &str, what: &str, frame: &[u8], expected: &Frame) {
         return;
     }
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; run with CORTEX_BLESS=1 to create it", path.display())
+        panic!(
+            "{}: {e}; run with CORTEX_BLESS=1 to create it",
+            path.display()
+        )
     });
     let stored = from_hex_lines(&text);
     assert_eq!(
@@ -95,6 +98,9 @@ fn no_stray_vector_files() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
     for entry in std::fs::read_dir(dir).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
-        assert!(names.contains(&name), "tests/vectors/{name} is checked by no test");
+        assert!(
+            names.contains(&name),
+            "tests/vectors/{name} is checked by no test"
+        );
     }
 }

@@ -76,12 +76,29 @@ fn header(d: &mut Dump, len: usize, kind: u8, name: &str) {
 }
 
 fn node_fields(d: &mut Dump, path: &str, n: &NodeId) {
-    d.field(&n.name(), format!("{path}.name = {} (varint length, UTF-8)", quoted(n.name())));
-    d.field(&n.incarnation(), format!("{path}.incarnation = {} ({})", n.incarnation(), varint(n.incarnation())));
+    d.field(
+        &n.name(),
+        format!("{path}.name = {} (varint length, UTF-8)", quoted(n.name())),
+    );
+    d.field(
+        &n.incarnation(),
+        format!(
+            "{path}.incarnation = {} ({})",
+            n.incarnation(),
+            varint(n.incarnation())
+        ),
+    );
 }
 
 fn meta_fields(d: &mut Dump, path: &str, m: &RequestMeta) {
-    d.field(&m.budget_us, format!("{path}.budget_us = {} ({})", m.budget_us, varint(m.budget_us)));
+    d.field(
+        &m.budget_us,
+        format!(
+            "{path}.budget_us = {} ({})",
+            m.budget_us,
+            varint(m.budget_us)
+        ),
+    );
     match &m.trace.parent {
         None => d.raw(&[0], format!("{path}.trace.parent = None")),
         Some(p) => {
@@ -107,10 +124,19 @@ fn tell_fields(d: &mut Dump, t: &Tell) {
         }
         other => panic!("the examples use a virtual target, not {other:?}"),
     }
-    d.field(&t.message, format!("message = {}", quoted(t.message.as_str())));
-    d.field(&t.payload, format!("payload = {} bytes (varint length, raw)", t.payload.len()));
+    d.field(
+        &t.message,
+        format!("message = {}", quoted(t.message.as_str())),
+    );
+    d.field(
+        &t.payload,
+        format!("payload = {} bytes (varint length, raw)", t.payload.len()),
+    );
     meta_fields(d, "meta", &t.meta);
-    d.field(&t.epoch, format!("epoch = {} ({})", t.epoch, varint(t.epoch)));
+    d.field(
+        &t.epoch,
+        format!("epoch = {} ({})", t.epoch, varint(t.epoch)),
+    );
 }
 
 fn hello_example() -> String {
@@ -119,17 +145,33 @@ fn hello_example() -> String {
     let frame = frame_of(&env);
     let mut d = Dump::default();
     header(&mut d, frame.len() - 4, kind::HELLO, "Hello");
-    d.raw(&[h.versions.min], format!("versions.min = {} (u8, raw)", h.versions.min));
-    d.raw(&[h.versions.max], format!("versions.max = {} (u8, raw)", h.versions.max));
+    d.raw(
+        &[h.versions.min],
+        format!("versions.min = {} (u8, raw)", h.versions.min),
+    );
+    d.raw(
+        &[h.versions.max],
+        format!("versions.max = {} (u8, raw)", h.versions.max),
+    );
     d.field(&h.cluster, format!("cluster = {}", quoted(&h.cluster)));
     let PeerIdentity::Node(n) = &h.identity else {
         panic!("the example dials as a node")
     };
     d.raw(&[0], "identity = PeerIdentity::Node (variant 0)");
     node_fields(&mut d, "identity.0", n);
-    d.field(&h.features, format!("features = {} (FEATURE_BATCH | FEATURE_TOPOLOGY)", h.features));
+    d.field(
+        &h.features,
+        format!(
+            "features = {} (FEATURE_BATCH | FEATURE_TOPOLOGY)",
+            h.features
+        ),
+    );
     d.raw(&[0], "token = None");
-    assert_eq!(d.bytes(), frame, "hello annotation drifted from the encoding");
+    assert_eq!(
+        d.bytes(),
+        frame,
+        "hello annotation drifted from the encoding"
+    );
     d.render()
 }
 
@@ -140,8 +182,15 @@ fn welcome_example() -> String {
     header(&mut d, frame.len() - 4, kind::WELCOME, "Welcome");
     d.raw(&[w.version], format!("version = {} (u8, raw)", w.version));
     node_fields(&mut d, "node", &w.node);
-    d.field(&w.features, format!("features = {} (FEATURE_BATCH)", w.features));
-    assert_eq!(d.bytes(), frame, "welcome annotation drifted from the encoding");
+    d.field(
+        &w.features,
+        format!("features = {} (FEATURE_BATCH)", w.features),
+    );
+    assert_eq!(
+        d.bytes(),
+        frame,
+        "welcome annotation drifted from the encoding"
+    );
     d.render()
 }
 
@@ -151,7 +200,11 @@ fn tell_example() -> String {
     let mut d = Dump::default();
     header(&mut d, frame.len() - 4, kind::TELL, "Tell");
     tell_fields(&mut d, &t);
-    assert_eq!(d.bytes(), frame, "tell annotation drifted from the encoding");
+    assert_eq!(
+        d.bytes(),
+        frame,
+        "tell annotation drifted from the encoding"
+    );
     d.render()
 }
 
@@ -177,12 +230,19 @@ fn batch_example() -> String {
             }
             Envelope::Ping(p) => {
                 d.raw(&[kind::PING], format!("entry {i}: kind = 0x04 Ping"));
-                d.field(&p.nonce, format!("nonce = {} ({})", p.nonce, varint(p.nonce)));
+                d.field(
+                    &p.nonce,
+                    format!("nonce = {} ({})", p.nonce, varint(p.nonce)),
+                );
             }
             other => panic!("no annotation for {other:?}"),
         }
     }
-    assert_eq!(d.bytes(), frame, "batch annotation drifted from the encoding");
+    assert_eq!(
+        d.bytes(),
+        frame,
+        "batch annotation drifted from the encoding"
+    );
     d.render()
 }
 
@@ -237,10 +297,23 @@ fn spec_examples_are_exact() {
 #[test]
 fn error_code_indices_are_stable() {
     for (i, code) in ALL_CODES.iter().enumerate() {
-        assert_eq!(encode_payload(code).unwrap(), [u8::try_from(i).unwrap()], "{code:?}");
+        assert_eq!(
+            encode_payload(code).unwrap(),
+            [u8::try_from(i).unwrap()],
+            "{code:?}"
+        );
     }
-    let states = [MemberState::Up, MemberState::Suspect, MemberState::Down, MemberState::Left];
+    let states = [
+        MemberState::Up,
+        MemberState::Suspect,
+        MemberState::Down,
+        MemberState::Left,
+    ];
     for (i, s) in states.iter().enumerate() {
-        assert_eq!(encode_payload(s).unwrap(), [u8::try_from(i).unwrap()], "{s:?}");
+        assert_eq!(
+            encode_payload(s).unwrap(),
+            [u8::try_from(i).unwrap()],
+            "{s:?}"
+        );
     }
 }
