@@ -229,6 +229,41 @@ async fn cortex_ping_pong(conn: &Connection) -> Vec<Duration> {
     lat
 }
 
+/// The codec alone, single-threaded: BatchWriter encode plus FrameDecoder decode of the
+/// same tells. A floor for what a lane costs per message.
+/// Returns (encode-only rate, decode-only rate), both in envelopes per second.
+fn codec_only() -> (f64, f64) {
+    use cortex_protocol::{BatchWriter, Frame, FrameDecoder};
+    let target = Target::Virtual("bench/0".parse().unwrap());
+    let message = MessageName::new("bench.Tell").unwrap();
+    let payload = Bytes::from(vec![7u8; MSG]);
+    let dec = FrameDecoder::default();
+    let mut enc_time = Duration::ZERO;
+    let mut dec_time = Duration::ZERO;
+    let mut n = 0u64;
+    let mut out = Vec::new();
+    let mut b = BatchWriter::new();
+    while n < TELLS {
+        let t = Instant::now();
+        while b.encoded_len() < 64 * 1024 {
+            b.push(&tell(&target, &message, &payload)).unwrap();
+        }
+        out.clear();
+        b.finish(&mut out).unwrap();
+        enc_time += t.elapsed();
+        let t = Instant::now();
+        let (frame, _) = dec.decode(&out).unwrap().unwrap();
+        if let Frame::Batch(v) = frame {
+            n += v.len() as u64;
+        }
+        dec_time += t.elapsed();
+    }
+    (
+        n as f64 / enc_time.as_secs_f64(),
+        n as f64 / dec_time.as_secs_f64(),
+    )
+}
+
 fn pct(lat: &mut [Duration], p: f64) -> Duration {
     lat.sort_unstable();
     let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
@@ -242,6 +277,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let (enc_rate, dec_rate) = codec_only();
     rt.block_on(async {
         let p = pki();
         let (raw_rate, raw_took) = raw_throughput(&p).await;
@@ -273,6 +309,14 @@ fn main() {
         println!(
             "| cortex tell, 4 senders, 4 lanes, {TELLS} msgs | {:.0} | {:.1} | {:.2?} | {:.2} |",
             four_rate, mb(four_rate), four_took, four_rate / raw_rate
+        );
+        println!(
+            "| codec only: build + encode tells (1 thread, no I/O) | {:.0} | {:.1} | | {:.2} |",
+            enc_rate, mb(enc_rate), enc_rate / raw_rate
+        );
+        println!(
+            "| codec only: decode + drop tells (1 thread, no I/O) | {:.0} | {:.1} | | {:.2} |",
+            dec_rate, mb(dec_rate), dec_rate / raw_rate
         );
         println!(
             "\nwire bytes per tell (batched, incl. framing): {:.1} (1 lane), {:.1} (4 lanes)",

@@ -11,11 +11,12 @@ use cortex_protocol::{
     Ask, Envelope, Forward, ForwardBody, NodeId, PeerIdentity, ReplyResult, RequestId, Target,
 };
 use parking_lot::Mutex;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{TransportError, TrySendError};
 use crate::handshake::code;
+use crate::outbox::{Outbox, PushError};
 
 /// The lane key for a target: tells and asks to one actor share a lane, so they stay in
 /// order; distinct actors spread over lanes.
@@ -79,8 +80,9 @@ pub(crate) struct ConnInner {
     pub(crate) dialed_by_us: bool,
     pub(crate) version: u8,
     pub(crate) features: u64,
-    pub(crate) data_tx: Vec<mpsc::Sender<Envelope>>,
-    pub(crate) reply_tx: Vec<mpsc::Sender<Envelope>>,
+    pub(crate) outboxes: Vec<Outbox>,
+    /// Per lane, slots for replies to inbound asks (bounds a peer's outstanding asks).
+    pub(crate) reply_slots: Vec<Arc<Semaphore>>,
     pending: Mutex<Pending>,
     next_request: AtomicU64,
     max_pending: usize,
@@ -97,8 +99,8 @@ pub(crate) struct ConnInner {
 /// An established, handshaken connection to one peer. Cheap to clone; all clones share
 /// the connection.
 ///
-/// Sending goes through bounded per-lane queues drained by writer tasks that batch; QUIC
-/// flow control makes a slow peer fill the queue and `send` wait.
+/// Sending encodes into bounded per-lane buffers drained by writer tasks that batch; QUIC
+/// flow control makes a slow peer fill the buffer and `send` wait.
 #[derive(Clone)]
 pub struct Connection {
     pub(crate) inner: Arc<ConnInner>,
@@ -140,32 +142,24 @@ pub(crate) struct NewConn {
     pub(crate) seq: u64,
 }
 
-/// Receiving ends of one lane's queues, for its writer task.
-pub(crate) struct LaneQueues {
-    pub(crate) data: mpsc::Receiver<Envelope>,
-    pub(crate) replies: mpsc::Receiver<Envelope>,
+/// Lane sizing for a new connection.
+pub(crate) struct LaneSpec {
+    pub(crate) lanes: usize,
+    pub(crate) queue: usize,
+    pub(crate) reply_queue: usize,
+    pub(crate) batch_limit: usize,
+    pub(crate) max_frame: usize,
 }
 
 impl Connection {
-    pub(crate) fn new(
-        n: NewConn,
-        lanes: usize,
-        queue: usize,
-        reply_queue: usize,
-    ) -> (Self, Vec<LaneQueues>) {
-        let mut data_tx = Vec::with_capacity(lanes);
-        let mut reply_tx = Vec::with_capacity(lanes);
-        let mut queues = Vec::with_capacity(lanes);
-        for _ in 0..lanes {
-            let (dt, dr) = mpsc::channel(queue);
-            let (rt, rr) = mpsc::channel(reply_queue);
-            data_tx.push(dt);
-            reply_tx.push(rt);
-            queues.push(LaneQueues {
-                data: dr,
-                replies: rr,
-            });
-        }
+    pub(crate) fn new(n: NewConn, spec: &LaneSpec) -> Self {
+        let batching = n.features & cortex_protocol::FEATURE_BATCH != 0;
+        let outboxes = (0..spec.lanes)
+            .map(|_| Outbox::new(spec.queue, batching, spec.batch_limit, spec.max_frame))
+            .collect();
+        let reply_slots = (0..spec.lanes)
+            .map(|_| Arc::new(Semaphore::new(spec.reply_queue)))
+            .collect();
         let peer_label = describe_peer(&n.peer, n.quinn.remote_address());
         let inner = ConnInner {
             quinn: n.quinn,
@@ -174,8 +168,8 @@ impl Connection {
             dialed_by_us: n.dialed_by_us,
             version: n.version,
             features: n.features,
-            data_tx,
-            reply_tx,
+            outboxes,
+            reply_slots,
             pending: Mutex::new(Pending::default()),
             next_request: AtomicU64::new(1),
             max_pending: n.max_pending,
@@ -187,12 +181,9 @@ impl Connection {
             outstanding: AtomicUsize::new(0),
             seq: n.seq,
         };
-        (
-            Self {
-                inner: Arc::new(inner),
-            },
-            queues,
-        )
+        Self {
+            inner: Arc::new(inner),
+        }
     }
 
     /// Who is on the other end (checked during the handshake).
@@ -235,7 +226,7 @@ impl Connection {
 
     /// Lanes per direction.
     pub fn lanes(&self) -> usize {
-        self.inner.data_tx.len()
+        self.inner.outboxes.len()
     }
 
     /// Smoothed round-trip time as QUIC measures it.
@@ -289,7 +280,7 @@ impl Connection {
 
     fn lane(&self, lane_key: u64) -> usize {
         // lanes >= 1 is validated at bind; the cast is lossless because lanes <= 64.
-        (lane_key % self.inner.data_tx.len() as u64) as usize
+        (lane_key % self.inner.outboxes.len() as u64) as usize
     }
 
     fn lost(&self) -> TransportError {
@@ -320,11 +311,28 @@ impl Connection {
             return Box::pin(w.send(env, lane_key)).await;
         }
         check_sendable(&env)?;
-        let lane = self.lane(lane_key);
-        self.inner.data_tx[lane]
-            .send(env)
-            .await
-            .map_err(|_| self.lost())
+        let outbox = &self.inner.outboxes[self.lane(lane_key)];
+        let units = outbox.units(&env);
+        outbox.reserve(units).await.map_err(|_| self.lost())?;
+        self.push_reserved(outbox, &env, units)
+    }
+
+    fn push_reserved(
+        &self,
+        outbox: &Outbox,
+        env: &Envelope,
+        units: u32,
+    ) -> Result<(), TransportError> {
+        outbox.push(env, units, None).map_err(|e| {
+            outbox.unreserve(units);
+            match e {
+                PushError::Closed => self.lost(),
+                PushError::Encode(reason) => TransportError::Encode {
+                    peer: self.inner.peer_label.clone(),
+                    reason,
+                },
+            }
+        })
     }
 
     /// Queues `env` if its lane has room, without waiting.
@@ -339,11 +347,20 @@ impl Connection {
         if check_sendable(&env).is_err() {
             return Err(TrySendError::Closed(Box::new(env)));
         }
-        let lane = self.lane(lane_key);
-        self.inner.data_tx[lane].try_send(env).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(e) => TrySendError::Full(Box::new(e)),
-            mpsc::error::TrySendError::Closed(e) => TrySendError::Closed(Box::new(e)),
-        })
+        let outbox = &self.inner.outboxes[self.lane(lane_key)];
+        let units = outbox.units(&env);
+        match outbox.try_reserve(units) {
+            Ok(true) => {}
+            Ok(false) => return Err(TrySendError::Full(Box::new(env))),
+            Err(_) => return Err(TrySendError::Closed(Box::new(env))),
+        }
+        match outbox.push(&env, units, None) {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                outbox.unreserve(units);
+                Err(TrySendError::Closed(Box::new(env)))
+            }
+        }
     }
 
     /// Sends `ask` on the lane of its target and waits for the reply until `timeout`.
@@ -428,17 +445,19 @@ impl Connection {
             .unwrap_or(u64::MAX)
             .max(1);
         let env = build(RequestId(id), budget);
-        let lane = self.lane(lane_key);
+        let outbox = &self.inner.outboxes[self.lane(lane_key)];
+        let units = outbox.units(&env);
         let timed_out = || TransportError::AskTimeout {
             peer: self.inner.peer_label.clone(),
             request: id,
             after: timeout,
         };
-        match tokio::time::timeout_at(deadline, self.inner.data_tx[lane].send(env)).await {
+        match tokio::time::timeout_at(deadline, outbox.reserve(units)).await {
             Err(_) => return Err(timed_out()),
             Ok(Err(_)) => return Err(self.lost()),
             Ok(Ok(())) => {}
         }
+        self.push_reserved(outbox, &env, units)?;
         let out = match tokio::time::timeout_at(deadline, rx).await {
             Err(_) => Err(timed_out()),
             Ok(Err(_)) => Err(self.lost()),
@@ -500,6 +519,9 @@ impl Connection {
                 reason: reason.clone(),
             }));
         }
+        for o in &self.inner.outboxes {
+            o.close();
+        }
         self.inner.closed.cancel();
     }
 
@@ -514,21 +536,12 @@ impl Connection {
     pub(crate) fn quiescent(&self) -> bool {
         self.pending_count() == 0
             && self.inner.outstanding.load(Ordering::Relaxed) == 0
-            && self
-                .inner
-                .data_tx
-                .iter()
-                .chain(&self.inner.reply_tx)
-                .all(|t| t.capacity() == t.max_capacity())
+            && self.quiescent_queues()
     }
 
-    /// Every outbound data queue is empty (writers have taken everything). Reply queues are
-    /// left out: slots reserved by unanswered asks look the same as queued replies.
+    /// Every outbound buffer is empty (writers have taken everything).
     pub(crate) fn quiescent_queues(&self) -> bool {
-        self.inner
-            .data_tx
-            .iter()
-            .all(|t| t.capacity() == t.max_capacity())
+        self.inner.outboxes.iter().all(Outbox::is_idle)
     }
 
     pub(crate) fn same(&self, other: &Connection) -> bool {

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{EndpointConfig, MAX_LANES};
-use crate::connection::{Connection, NewConn};
+use crate::connection::{Connection, LaneSpec, NewConn};
 use crate::error::{TransportError, from_connection_error};
 use crate::handler::Handler;
 use crate::handshake::{self, Negotiated, code};
@@ -388,7 +388,7 @@ impl EndpointInner {
         dialed_by_us: bool,
     ) -> Result<Connection, TransportError> {
         let cfg = &self.cfg;
-        let (conn, queues) = Connection::new(
+        let conn = Connection::new(
             NewConn {
                 quinn: qc.clone(),
                 peer: neg.peer,
@@ -398,9 +398,13 @@ impl EndpointInner {
                 max_pending: cfg.max_pending_asks,
                 seq: self.seq.fetch_add(1, Ordering::Relaxed),
             },
-            cfg.lanes,
-            cfg.batch.queue,
-            cfg.batch.reply_queue,
+            &LaneSpec {
+                lanes: cfg.lanes,
+                queue: cfg.batch.queue,
+                reply_queue: cfg.batch.reply_queue,
+                batch_limit: cfg.batch_limit(),
+                max_frame: cfg.max_frame,
+            },
         );
         let mut streams = Vec::with_capacity(cfg.lanes);
         for _ in 0..cfg.lanes {
@@ -412,7 +416,7 @@ impl EndpointInner {
         }
         let (winner, announce) = self.register(&conn);
         self.tracker
-            .spawn(self.clone().drive(conn, streams, queues, announce));
+            .spawn(self.clone().drive(conn, streams, announce));
         Ok(winner)
     }
 
@@ -469,19 +473,15 @@ impl EndpointInner {
         self: Arc<Self>,
         conn: Connection,
         streams: Vec<quinn::SendStream>,
-        queues: Vec<crate::connection::LaneQueues>,
         announce: bool,
     ) {
         let mut tasks = tokio::task::JoinSet::new();
-        let batch_limit = self.cfg.batch_limit();
-        for (stream, q) in streams.into_iter().zip(queues) {
+        for (lane, stream) in streams.into_iter().enumerate() {
             tasks.spawn(
                 Writer {
                     stream,
-                    queues: q,
                     conn: conn.clone(),
-                    batch_limit,
-                    max_frame: self.cfg.max_frame,
+                    lane,
                 }
                 .run(),
             );

@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering;
 use cortex_protocol::{
     Ask, Envelope, ErrorCode, NodeId, RemoteError, Reply, ReplyResult, RequestId,
 };
-use tokio::sync::mpsc::OwnedPermit;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::connection::{ConnInner, Connection};
+use crate::outbox::PushError;
 
 /// What the transport calls for inbound traffic.
 ///
@@ -58,14 +59,15 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
-/// Answers one inbound ask. Holds a reserved slot in the lane's reply queue, so sending
-/// never waits and never fails locally.
+/// Answers one inbound ask. Holds a reply slot of the lane the ask came on, so sending
+/// never waits.
 ///
 /// Dropping it without [`Responder::send`] replies with [`ErrorCode::ActorStopped`], so no
 /// ask is ever silently lost.
 pub struct Responder {
-    slot: Option<OwnedPermit<Envelope>>,
+    slot: Option<OwnedSemaphorePermit>,
     request: RequestId,
+    lane: usize,
     conn: Arc<ConnInner>,
 }
 
@@ -79,14 +81,16 @@ impl std::fmt::Debug for Responder {
 
 impl Responder {
     pub(crate) fn new(
-        slot: OwnedPermit<Envelope>,
+        slot: OwnedSemaphorePermit,
         request: RequestId,
+        lane: usize,
         conn: Arc<ConnInner>,
     ) -> Self {
         conn.outstanding.fetch_add(1, Ordering::Relaxed);
         Self {
             slot: Some(slot),
             request,
+            lane,
             conn,
         }
     }
@@ -102,13 +106,25 @@ impl Responder {
     }
 
     fn deliver(&mut self, result: ReplyResult) {
-        if let Some(slot) = self.slot.take() {
-            slot.send(Envelope::Reply(Reply {
+        let Some(slot) = self.slot.take() else { return };
+        let outbox = &self.conn.outboxes[self.lane];
+        let reply = |result| {
+            Envelope::Reply(Reply {
                 request: self.request,
                 result,
-            }));
-            self.conn.outstanding.fetch_sub(1, Ordering::Relaxed);
+            })
+        };
+        if let Err(PushError::Encode(reason)) = outbox.push(&reply(result), 0, Some(slot)) {
+            // The asker must hear something: a short error always encodes.
+            let err = ReplyResult::Err(RemoteError {
+                code: ErrorCode::Rejected,
+                detail: format!("the reply could not be sent: {reason}"),
+            });
+            if let Err(e) = outbox.push(&reply(err), 0, None) {
+                tracing::debug!("reply to {} lost: {e:?}", self.request);
+            }
         }
+        self.conn.outstanding.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

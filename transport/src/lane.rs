@@ -5,176 +5,45 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Buf, BytesMut};
-use cortex_protocol::{
-    BatchWriter, Envelope, ForwardBody, Frame, FrameDecoder, Pong, ReplyResult, encode_with_limit,
-};
+use cortex_protocol::{Envelope, ForwardBody, Frame, FrameDecoder, Pong};
 use quinn::{RecvStream, SendStream};
 use tokio::task::JoinSet;
 
-use crate::connection::{Connection, LaneQueues};
-use crate::error::TransportError;
+use crate::connection::Connection;
 use crate::handler::{Handler, Responder};
 use crate::handshake::code;
 
-/// Envelopes whose encoding may be large go in a frame of their own, so that a batch of
-/// small entries can never grow past the frame limit.
-fn maybe_large(env: &Envelope) -> bool {
-    const SMALL: usize = 1024;
-    match env {
-        Envelope::Tell(t) => t.payload.len() > SMALL,
-        Envelope::Ask(a) => a.payload.len() > SMALL,
-        Envelope::Reply(r) => match &r.result {
-            ReplyResult::Ok { payload, .. } => payload.len() > SMALL,
-            ReplyResult::Err(e) => e.detail.len() > SMALL,
-        },
-        Envelope::Forward(f) => match &f.body {
-            ForwardBody::Tell(t) => t.payload.len() > SMALL,
-            ForwardBody::Ask(a) => a.payload.len() > SMALL,
-        },
-        Envelope::Publish(p) => p.payload.len() > SMALL,
-        Envelope::Delivery(d) => d.publish.payload.len() > SMALL,
-        Envelope::Ping(_)
-        | Envelope::Pong(_)
-        | Envelope::Subscribe(_)
-        | Envelope::Unsubscribe(_) => false,
-        _ => true,
-    }
-}
-
 pub(crate) struct Writer {
     pub(crate) stream: SendStream,
-    pub(crate) queues: LaneQueues,
     pub(crate) conn: Connection,
-    pub(crate) batch_limit: usize,
-    pub(crate) max_frame: usize,
-}
-
-struct Encoder<'a> {
-    conn: &'a Connection,
-    batch: BatchWriter,
-    batching: bool,
-    batch_limit: usize,
-    max_frame: usize,
-    out: Vec<u8>,
-    frames: u64,
-    envelopes: u64,
-}
-
-impl Encoder<'_> {
-    fn flush_batch(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let n = self.batch.len() as u64;
-        match self.batch.finish_with_limit(&mut self.out, self.max_frame) {
-            Ok(()) => {
-                self.frames += 1;
-                self.envelopes += n;
-            }
-            // Entries are small by construction (see maybe_large), so this means a bug.
-            Err(e) => {
-                tracing::error!(peer = %self.conn.inner.peer_label, "dropped a batch of {n}: {e}")
-            }
-        }
-    }
-
-    fn push(&mut self, env: Envelope) {
-        if self.batching && !maybe_large(&env) {
-            if let Err(e) = self.batch.push(&env) {
-                self.fail(env, e.to_string());
-            } else if self.batch.encoded_len() >= self.batch_limit {
-                self.flush_batch();
-            }
-            return;
-        }
-        self.flush_batch();
-        match encode_with_limit(&env, &mut self.out, self.max_frame) {
-            Ok(()) => {
-                self.frames += 1;
-                self.envelopes += 1;
-            }
-            Err(e) => self.fail(env, e.to_string()),
-        }
-    }
-
-    /// An envelope that cannot be encoded: fail its ask, or log the lost tell.
-    fn fail(&self, env: Envelope, reason: String) {
-        let request = match &env {
-            Envelope::Ask(a) => Some(a.request),
-            Envelope::Forward(f) => match &f.body {
-                ForwardBody::Ask(a) => Some(a.request),
-                ForwardBody::Tell(_) => None,
-            },
-            _ => None,
-        };
-        let peer = self.conn.inner.peer_label.clone();
-        match request {
-            Some(id) => {
-                self.conn
-                    .complete(id.0, Err(TransportError::Encode { peer, reason }));
-            }
-            None => tracing::warn!(%peer, "dropped an envelope that cannot be sent: {reason}"),
-        }
-    }
+    pub(crate) lane: usize,
 }
 
 impl Writer {
-    /// Runs until the queues close or the stream fails (the connection is going away).
+    /// Writes whatever the lane's outbox holds, one buffer at a time, until the outbox
+    /// closes or the stream fails (the connection is going away).
     pub(crate) async fn run(self) {
         let Writer {
             mut stream,
-            mut queues,
             conn,
-            batch_limit,
-            max_frame,
+            lane,
         } = self;
-        let mut enc = Encoder {
-            conn: &conn,
-            batch: BatchWriter::new(),
-            batching: conn.features() & cortex_protocol::FEATURE_BATCH != 0,
-            batch_limit,
-            max_frame,
-            out: Vec::with_capacity(batch_limit + 4096),
-            frames: 0,
-            envelopes: 0,
-        };
-        loop {
-            // Replies first: they unblock a peer's waiting ask.
-            let first = tokio::select! {
-                biased;
-                Some(r) = queues.replies.recv() => r,
-                Some(d) = queues.data.recv() => d,
-                else => break,
-            };
-            enc.push(first);
-            // Natural batching: take whatever is queued right now, up to the size limit;
-            // never wait for more.
-            while enc.out.len() < batch_limit {
-                let next = match queues.replies.try_recv() {
-                    Ok(r) => r,
-                    Err(_) => match queues.data.try_recv() {
-                        Ok(d) => d,
-                        Err(_) => break,
-                    },
-                };
-                enc.push(next);
-            }
-            enc.flush_batch();
-            if enc.out.is_empty() {
-                continue;
-            }
-            if stream.write_all(&enc.out).await.is_err() {
+        let outbox = &conn.inner.outboxes[lane];
+        let mut buf = Vec::new();
+        while let Some(taken) = outbox.take(&mut buf).await {
+            if stream.write_all(&buf).await.is_err() {
                 break;
             }
             let c = &conn.inner.counters;
-            c.bytes_sent
-                .fetch_add(enc.out.len() as u64, Ordering::Relaxed);
-            c.frames_sent.fetch_add(enc.frames, Ordering::Relaxed);
-            c.envelopes_sent.fetch_add(enc.envelopes, Ordering::Relaxed);
-            enc.out.clear();
-            enc.frames = 0;
-            enc.envelopes = 0;
+            c.bytes_sent.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            c.frames_sent.fetch_add(taken.frames, Ordering::Relaxed);
+            c.envelopes_sent
+                .fetch_add(taken.envelopes, Ordering::Relaxed);
+            buf.clear();
+            // Reply slots free up only now, so queued replies stay bounded.
+            drop(taken.reply_slots);
         }
+        outbox.close();
     }
 }
 
@@ -197,8 +66,9 @@ pub(crate) async fn accept_lanes(conn: Connection, handler: Arc<dyn Handler>, ma
             );
             break;
         }
-        // Lane numbers are below MAX_LANES, checked just above.
-        let lane = index as usize;
+        // Below MAX_LANES (checked above); the peer may run more lanes than we do, and
+        // replies go back on our lane of the same number.
+        let lane = index as usize % conn.lanes();
         readers.spawn(read_lane(
             conn.clone(),
             handler.clone(),
@@ -280,7 +150,7 @@ async fn dispatch(
             let Some(slot) = reserve_reply(conn, lane).await else {
                 return Ok(());
             };
-            let responder = Responder::new(slot, ask.request, conn.inner.clone());
+            let responder = Responder::new(slot, ask.request, lane, conn.inner.clone());
             handler.on_ask(conn, ask, responder);
         }
         Envelope::Forward(f) => match f.body {
@@ -288,7 +158,7 @@ async fn dispatch(
                 let Some(slot) = reserve_reply(conn, lane).await else {
                     return Ok(());
                 };
-                let responder = Responder::new(slot, ask.request, conn.inner.clone());
+                let responder = Responder::new(slot, ask.request, lane, conn.inner.clone());
                 handler.on_forward_ask(conn, f.hops, f.origin, ask, responder);
             }
             body => handler.on_envelope(
@@ -306,9 +176,14 @@ async fn dispatch(
             }
         }
         Envelope::Ping(p) => {
-            let tx = &conn.inner.reply_tx[lane % conn.lanes()];
-            // A pong is best effort: a full reply queue means the peer will ping again.
-            let _ = tx.try_send(Envelope::Pong(Pong { nonce: p.nonce }));
+            // A pong is best effort: with no reply slot free the peer will ping again.
+            if let Ok(slot) = conn.inner.reply_slots[lane].clone().try_acquire_owned() {
+                let _ = conn.inner.outboxes[lane].push(
+                    &Envelope::Pong(Pong { nonce: p.nonce }),
+                    0,
+                    Some(slot),
+                );
+            }
         }
         Envelope::Pong(_) => {}
         Envelope::Error(e) => {
@@ -322,11 +197,14 @@ async fn dispatch(
     Ok(())
 }
 
-/// Waits for room in the lane's reply queue; this is what bounds a peer's outstanding asks.
+/// Waits for a reply slot on the lane; this is what bounds a peer's outstanding asks.
 async fn reserve_reply(
     conn: &Connection,
     lane: usize,
-) -> Option<tokio::sync::mpsc::OwnedPermit<Envelope>> {
-    let tx = conn.inner.reply_tx[lane % conn.lanes()].clone();
-    tx.reserve_owned().await.ok()
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    conn.inner.reply_slots[lane]
+        .clone()
+        .acquire_owned()
+        .await
+        .ok()
 }

@@ -23,6 +23,7 @@ mod error;
 mod handler;
 mod handshake;
 mod lane;
+mod outbox;
 pub mod tls;
 
 pub use config::{BatchConfig, EndpointConfig, MAX_LANES, MIN_MAX_FRAME};
