@@ -54,7 +54,7 @@ pub(crate) fn start(inner: &Arc<NodeInner>, tasks: &TaskTracker) {
             };
             let view = inner.placement.view();
             match view.owner(id) {
-                Some(o) if o == &inner.id => {
+                Some(o) if o.name() == inner.id.name() => {
                     if view.is_settled(tokio::time::Instant::now()) {
                         Ok(())
                     } else {
@@ -193,8 +193,8 @@ fn record_membership_event(inner: &NodeInner, ev: &MembershipEvent) {
 pub(crate) async fn apply_view(i: &Arc<NodeInner>, view: &crate::membership::MembershipView) {
     let leaving = i.leaving.load(std::sync::atomic::Ordering::Acquire);
     let mut live = view.live_ids();
-    live.retain(|n| !(leaving && n == &i.id));
-    if !leaving && !live.contains(&i.id) {
+    live.retain(|n| !(leaving && n.name() == i.id.name()));
+    if !leaving && !live.iter().any(|n| n.name() == i.id.name()) {
         live.push(i.id.clone());
     }
     if let Some(ring) = i.placement.update(live) {
@@ -218,7 +218,7 @@ async fn handover(inner: &Arc<NodeInner>) {
     let moved: Vec<_> = reg
         .live_ids()
         .into_iter()
-        .filter(|id| view.owner(id) != Some(&inner.id))
+        .filter(|id| view.owner(id).map(|o| o.name()) != Some(inner.id.name()))
         .collect();
     if moved.is_empty() {
         return;

@@ -39,7 +39,9 @@ pub fn decide(
     let Some(owner) = view.owner(id) else {
         return Decision::Fail(ErrorCode::Unreachable, "no live members");
     };
-    if owner != me {
+    // By name: membership may renew this node's incarnation (after a false suspicion), and
+    // the ring keeps one incarnation per name.
+    if owner.name() != me.name() {
         if hops >= max_hops {
             return Decision::Fail(
                 ErrorCode::HopLimit,
