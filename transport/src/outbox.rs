@@ -240,3 +240,72 @@ impl Outbox {
         st.out.is_empty() && st.batch.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cortex_protocol::{Frame, FrameDecoder, MessageName, RequestMeta, Target, Tell};
+
+    fn tell(len: usize) -> Envelope {
+        Envelope::Tell(Tell {
+            target: Target::Virtual("k/1".parse().unwrap()),
+            message: MessageName::new("m").unwrap(),
+            payload: vec![1u8; len].into(),
+            meta: RequestMeta::default(),
+            epoch: 0,
+        })
+    }
+
+    fn frames(buf: &[u8]) -> Vec<Frame> {
+        let dec = FrameDecoder::default();
+        let mut at = 0;
+        let mut out = Vec::new();
+        while let Some((f, used)) = dec.decode(&buf[at..]).unwrap() {
+            out.push(f);
+            at += used;
+        }
+        assert_eq!(at, buf.len());
+        out
+    }
+
+    #[tokio::test]
+    async fn small_envelopes_share_a_batch_and_space_is_bounded() {
+        let o = Outbox::new(4, true, 64 * 1024, 1 << 20);
+        for _ in 0..4 {
+            assert!(o.try_reserve(1).unwrap());
+            o.push(&tell(10), 1, None).unwrap();
+        }
+        assert!(!o.try_reserve(1).unwrap(), "budget of 4 is used up");
+        let mut buf = Vec::new();
+        let taken = o.take(&mut buf).await.unwrap();
+        assert_eq!((taken.frames, taken.envelopes), (1, 4));
+        assert!(matches!(&frames(&buf)[..], [Frame::Batch(v)] if v.len() == 4));
+        assert!(o.try_reserve(4).unwrap(), "taking the bytes returns the budget");
+        assert!(o.is_idle());
+    }
+
+    #[tokio::test]
+    async fn large_envelopes_travel_alone_and_in_order() {
+        let o = Outbox::new(1024, true, 64 * 1024, 1 << 20);
+        o.push(&tell(10), 1, None).unwrap();
+        o.push(&tell(5000), 5, None).unwrap();
+        o.push(&tell(10), 1, None).unwrap();
+        let mut buf = Vec::new();
+        o.take(&mut buf).await.unwrap();
+        let f = frames(&buf);
+        assert!(matches!(&f[..], [Frame::Batch(a), Frame::Single(_), Frame::Batch(b)] if a.len() == 1 && b.len() == 1));
+    }
+
+    #[tokio::test]
+    async fn oversize_is_refused_and_close_fails_senders() {
+        let o = Outbox::new(8, true, 4096, 8192);
+        assert!(matches!(o.push(&tell(20_000), 1, None), Err(PushError::Encode(_))));
+        assert!(o.is_idle());
+        assert_eq!(o.units(&tell(20_000)), 8, "capped at the whole budget");
+        o.close();
+        assert!(matches!(o.reserve(1).await, Err(PushError::Closed)));
+        assert!(matches!(o.push(&tell(1), 0, None), Err(PushError::Closed)));
+        let mut buf = Vec::new();
+        assert!(o.take(&mut buf).await.is_none());
+    }
+}

@@ -240,4 +240,12 @@ async fn oversize_frame_closes_only_that_connection() {
     echo(&good, b"unaffected").await;
     // b still accepts new connections, including from the offender.
     echo(&a.connect(addr(&b), "b").await.unwrap(), b"again").await;
+    // A sender refuses what its own limit forbids, before anything goes on the wire.
+    let mut cfg = node_cfg(&pki, "d", "c");
+    cfg.max_frame = 8 * 1024;
+    let (d, _) = start(cfg);
+    let dc = d.connect(addr(&b), "b").await.unwrap();
+    let err = dc.send(tell_sized(32 * 1024), 0).await.unwrap_err();
+    assert!(matches!(err, TransportError::Encode { .. }), "{err}");
+    echo(&dc, b"connection unharmed").await;
 }
