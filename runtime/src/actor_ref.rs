@@ -216,6 +216,19 @@ impl<A: Actor> ActorRef<A> {
             }
             Err(PushError::Full(env)) => Some(env),
         };
+        let mut rx = rx;
+        if env.is_none() {
+            // Fast path: give the actor one scheduler turn before arming a timer. Most
+            // asks are answered within it, and a timer entry costs more than the ask.
+            YieldOnce(false).await;
+            match rx.try_recv() {
+                Ok(r) => return r.map_err(AskFail::Failed),
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err(AskFail::Failed(ActorError::Stopped));
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+        }
         let wait = async {
             if let Some(env) = env
                 && let Err(env) = self.mb.push(env).await
@@ -260,5 +273,25 @@ impl<A: Actor> ActorRef<A> {
         } else {
             Err(ActorError::Timeout)
         }
+    }
+}
+
+/// Reschedules the task once, behind whatever is already runnable (the actor just woken).
+/// Unlike `tokio::task::yield_now`, which defers the wake to the next driver turn (a
+/// syscall), waking ourselves puts us straight back in the run queue.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }
