@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
 
 # Cluster tests and the chaos harness drive the real binaries from outside, so build them
-# first; they find them under target/debug (or $CORTEX_BIN_DIR).
-cargo build --workspace --bins --locked
+# (and the example hosts, such as node/examples/bank.rs) first; they find them under
+# target/debug (or $CORTEX_BIN_DIR).
+cargo build --workspace --bins --examples --locked
 cargo test --workspace --locked "$@"
