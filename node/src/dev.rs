@@ -370,7 +370,8 @@ fn report_exit(name: &str, status: &std::io::Result<ExitStatus>) {
     }
 }
 
-/// SIGTERM to every live child, then SIGKILL past `deadline`; returns when all are reaped.
+/// SIGTERM to every live child, then SIGKILL past `deadline` (or on a second Ctrl-C);
+/// returns when all are reaped.
 async fn stop_all(
     running: &mut [Running],
     waits: &mut JoinSet<(usize, std::io::Result<ExitStatus>)>,
@@ -386,16 +387,20 @@ async fn stop_all(
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
     }
-    let graceful = tokio::time::timeout(deadline, async {
+    let graceful = async {
         while let Some(done) = waits.join_next().await {
             if let Ok((i, status)) = done {
                 running[i].exited = true;
                 report_exit(&running[i].name, &status);
             }
         }
-    })
-    .await;
-    if graceful.is_err() {
+    };
+    // A second Ctrl-C means "now": skip the rest of the grace period.
+    let finished = tokio::select! {
+        r = tokio::time::timeout(deadline, graceful) => r.is_ok(),
+        _ = tokio::signal::ctrl_c() => false,
+    };
+    if !finished {
         kill.cancel();
         while let Some(done) = waits.join_next().await {
             if let Ok((i, status)) = done {

@@ -160,3 +160,48 @@ fn bad_settings_exit_2_with_one_line() {
     let out = run(&["run", "--node-name", "n"], &[]);
     assert_usage_error(&out, "--tls-dir");
 }
+
+/// The Kubernetes ConfigMap's `cortex.toml` must stay a valid settings file: the node
+/// refuses unknown keys, so a renamed setting would crash-loop every pod.
+#[test]
+fn kubernetes_configmap_settings_file_is_accepted() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../k8s/base/configmap.yaml");
+    let yaml =
+        std::fs::read_to_string(&path).expect("k8s/base/configmap.yaml is in the repository");
+    let mut toml = String::new();
+    let mut inside = false;
+    for line in yaml.lines() {
+        if line.trim_start().starts_with("cortex.toml: |") {
+            inside = true;
+            continue;
+        }
+        if inside {
+            if !line.trim().is_empty() && !line.starts_with("    ") {
+                break;
+            }
+            toml.push_str(line.strip_prefix("    ").unwrap_or(""));
+            toml.push('\n');
+        }
+    }
+    assert!(
+        toml.contains("seeds"),
+        "no cortex.toml block found in {}",
+        path.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cortex.toml");
+    std::fs::write(&file, &toml).unwrap();
+    let settings = cortex_node::config::file_layer(&file).unwrap();
+    assert!(settings.seeds.is_some() && settings.tls_dir.is_some());
+    // With the pod's environment it resolves to a full config (TLS files need not exist).
+    let mut e = env(dir.path());
+    e.insert("CORTEX_CONFIG".into(), file.display().to_string());
+    e.insert("CORTEX_NODE_NAME".into(), "cortex-0".into());
+    e.insert("CORTEX_ADVERTISE_HOST".into(), "10.1.2.3".into());
+    let inv = cli::parse(["cortex-node", "run"], &e).unwrap();
+    let Invocation::Run { config, .. } = inv else {
+        panic!("expected run")
+    };
+    assert_eq!(config.node_name, "cortex-0");
+    assert_eq!(config.data_dir, std::path::Path::new("/data"));
+}
