@@ -162,3 +162,42 @@ async fn graceful_leave_hands_over_without_double_activation() {
         n.shutdown().await;
     }
 }
+
+async fn post_json(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, serde_json::Value) {
+    use http_body_util::{BodyExt, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let req = hyper::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from(body.to_owned())))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_at_the_edge_from_any_node() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let c = cluster(3).await;
+    for i in 0..30 {
+        let node = &c.nodes[i % 3];
+        let addr = node.http_addr().unwrap();
+        let (status, v) = post_json(addr, &format!("/actors/account/j{i}/bank.Deposit"), "7").await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["reply"], 7);
+        assert_eq!(v["message"], "bank.Deposit.Reply");
+    }
+    let addr = c.nodes[0].http_addr().unwrap();
+    let (status, v) = post_json(addr, "/actors/account/j1/bank.Deposit", "\"not a number\"").await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"], "Decode");
+    let (status, v) = post_json(addr, "/actors/nokind/x/a.B", "1").await;
+    assert_eq!(status, 404, "{v}");
+    let (status, _) = post_json(addr, "/actors/account/j1/bank.Withdraw", "100").await;
+    assert_eq!(status, 200);
+    for n in &c.nodes {
+        n.shutdown().await;
+    }
+}

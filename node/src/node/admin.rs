@@ -168,6 +168,10 @@ impl AdminSource for Admin {
 
     fn route(&self, req: &AdminRequest) -> Option<RouteFuture> {
         let inner = self.node.upgrade()?;
+        if req.method == Method::POST && req.path.starts_with("/actors/") {
+            let req = req.clone();
+            return Some(Box::pin(super::actors_http::handle(inner, req)));
+        }
         if req.method != Method::GET {
             return None;
         }

@@ -179,6 +179,15 @@ impl NodeInner {
         self.resolve_at(id, 0, deadline).await
     }
 
+    /// For edge protocols (HTTP JSON): `Ok(None)` when this node may deliver, else the owner.
+    pub(crate) async fn resolve_for_edge(
+        &self,
+        id: &ActorId,
+        deadline: Instant,
+    ) -> Result<Option<NodeId>, ReplyResult> {
+        self.resolve_at(id, 0, deadline).await
+    }
+
     /// [`Self::resolve`] for a request already forwarded `hops` times.
     async fn resolve_at(
         &self,

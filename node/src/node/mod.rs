@@ -32,6 +32,7 @@
 //! # Ok(()) }
 //! ```
 
+mod actors_http;
 mod admin;
 mod entry;
 mod inbound;
