@@ -54,9 +54,7 @@ pub use actor::{Actor, Handler, Message, RestartScope, SupervisorStrategy};
 pub use actor_ref::ActorRef;
 pub use context::Context;
 pub use error::{ActorError, SendError};
-pub use pubsub::{
-    PubSub, PubSubStats, SlowPolicy, SubscribeOptions, Subscription, SubscriptionId,
-};
+pub use pubsub::{PubSub, PubSubStats, SlowPolicy, SubscribeOptions, Subscription, SubscriptionId};
 pub use remote::{
     Codec, ErasedRef, MessageTable, RemoteMessage, decode_with, encode_with, valid_message_name,
 };

@@ -304,3 +304,50 @@ impl<A: Send + 'static> ControlSink for Mailbox<A> {
         Mailbox::push_control(self, c);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::TellEnvelope;
+    use crate::{Actor, Context, Handler, Message};
+
+    struct A;
+    impl Actor for A {}
+    struct M(#[allow(dead_code)] u8);
+    impl Message for M {
+        type Reply = ();
+    }
+    impl Handler<M> for A {
+        async fn handle(&mut self, _: M, _: &mut Context<Self>) {}
+    }
+
+    fn env(i: u8) -> BoxEnvelope<A> {
+        Box::new(TellEnvelope(M(i)))
+    }
+
+    #[test]
+    fn bounded_and_control_first() {
+        let mb = Mailbox::<A>::new(1, 2);
+        assert!(mb.try_push(env(1)).is_ok());
+        assert!(mb.try_push(env(2)).is_ok());
+        assert!(matches!(mb.try_push(env(3)), Err(PushError::Full(_))));
+        mb.push_control(Control::Restart);
+        assert!(matches!(
+            mb.try_recv(true),
+            Some(Item::Control(Control::Restart))
+        ));
+        assert!(mb.try_recv(false).is_none());
+        assert!(matches!(mb.try_recv(true), Some(Item::Msg(_))));
+        // A stop closes the mailbox at once, before the actor reads it.
+        mb.push_control(Control::Stop);
+        assert!(matches!(mb.try_push(env(4)), Err(PushError::Closed(_))));
+        assert!(matches!(
+            mb.try_recv(true),
+            Some(Item::Control(Control::Stop))
+        ));
+        assert_eq!(mb.len(), 1);
+        mb.mark_terminated();
+        assert_eq!(mb.len(), 0);
+        assert!(mb.is_terminated());
+    }
+}

@@ -511,3 +511,50 @@ impl ErasedRef {
         self.inner.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+    struct Probe {
+        a: u64,
+        b: String,
+        c: Vec<u32>,
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_message_name("bank.Deposit"));
+        assert!(valid_message_name("a:b-c_d.e"));
+        assert!(!valid_message_name(""));
+        assert!(!valid_message_name("no spaces"));
+        assert!(!valid_message_name(&"x".repeat(129)));
+    }
+
+    #[test]
+    fn round_trips() {
+        let p = Probe {
+            a: 7,
+            b: "x".into(),
+            c: vec![1, 2],
+        };
+        for codec in [Codec::Bincode, Codec::Json] {
+            let bytes = encode_with(&p, codec).unwrap();
+            assert_eq!(decode_with::<Probe>(&bytes, codec).unwrap(), p);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            for codec in [Codec::Bincode, Codec::Json] {
+                if let Err(e) = decode_with::<Probe>(&bytes, codec) {
+                    prop_assert_eq!(e.code(), cortex_protocol::ErrorCode::Decode);
+                }
+            }
+        }
+    }
+}

@@ -181,3 +181,23 @@ impl Children {
             .count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn restart_history_slides() {
+        let s = SupervisorStrategy::one_for_one(2, Duration::from_secs(10));
+        let mut h = RestartHistory::default();
+        let t0 = Instant::now();
+        assert!(h.allow(t0, &s));
+        assert!(h.allow(t0 + Duration::from_secs(1), &s));
+        assert!(!h.allow(t0 + Duration::from_secs(2), &s));
+        // The first failure leaves the window.
+        assert!(h.allow(t0 + Duration::from_secs(11), &s));
+        assert!(!RestartHistory::default().allow(t0, &SupervisorStrategy::never()));
+    }
+}

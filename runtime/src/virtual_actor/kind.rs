@@ -85,7 +85,10 @@ impl<A: Actor> std::fmt::Debug for Kind<A> {
 
 impl<A: Actor> Kind<A> {
     /// A kind named `name` (the `kind` part of its actor ids) whose activations `factory`
-    /// builds from their id.
+    /// builds from their id. The factory runs while the registry holds the id's shard
+    /// lock: keep it quick and do not call into the registry from it (load state in
+    /// [`Actor::started`] instead). A panicking factory fails the activation with
+    /// [`ActorError::Failed`].
     pub fn new(
         name: impl Into<String>,
         factory: impl Fn(&ActorId) -> A + Send + Sync + 'static,
