@@ -1,0 +1,62 @@
+//! Publish from one client, receive typed in another, across nodes.
+
+mod client_common;
+#[path = "../../node/examples/shared/messages.rs"]
+mod messages;
+
+use std::time::Duration;
+
+use client_common::Cluster;
+use cortex_client::ClientError;
+use cortex_protocol::TopicId;
+use futures::StreamExt;
+use messages::{Deposit, Incr};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_messages_reach_subscribers_on_other_nodes() {
+    let cluster = Cluster::start(2, &[]);
+    cluster.wait_converged(2, Duration::from_secs(60)).await;
+    let subscriber = cluster.client(0).await;
+    let publisher = cluster.client(1).await;
+    let topic: TopicId = "payments".parse().unwrap();
+    let mut sub = subscriber.subscribe::<Deposit>(&topic).await.unwrap();
+
+    // The subscription is registered asynchronously: publish until one arrives.
+    let got = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            publisher.publish(&topic, &Deposit(42)).await.unwrap();
+            tokio::select! {
+                m = sub.next() => return m,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    })
+    .await
+    .expect("a delivery within 20 s");
+    assert_eq!(got.unwrap().unwrap().0, 42);
+
+    // Another type on the topic is a typed decode error, and the stream goes on.
+    publisher.publish(&topic, &Incr).await.unwrap();
+    publisher.publish(&topic, &Deposit(7)).await.unwrap();
+    let mut saw_mismatch = false;
+    let seven = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(m) = sub.next().await {
+            match m {
+                Ok(Deposit(7)) => return true,
+                Ok(_) => {}
+                Err(ClientError::Decode { detail }) => {
+                    assert!(detail.contains("counter.Incr"), "{detail}");
+                    saw_mismatch = true;
+                }
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(seven && saw_mismatch);
+    drop(sub);
+    subscriber.shutdown().await;
+    publisher.shutdown().await;
+}
