@@ -8,9 +8,10 @@ use crate::{
     poll_until, views_agree,
 };
 
-/// How a [`TestCluster`] runs its nodes.
+/// How a [`TestCluster`] runs its nodes. Build it with struct-update syntax,
+/// `ClusterOptions { log_level: "debug".into(), ..ClusterOptions::default() }`: every field
+/// added later will have a default.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct ClusterOptions {
     /// Executable of every node.
     pub binary: Binary,

@@ -1,0 +1,190 @@
+//! Nodes that must not join, against real node processes:
+//! - a node with the wrong cluster secret: its gossip is refused (others never list it), the
+//!   refusing node counts the refusals as `bad_tag` and says why in one log line;
+//! - a certificate from another CA: QUIC connections presenting it are refused by a
+//!   cluster node, which logs why in one line; and a node whose CA and secret come from
+//!   another `certs init` never appears in any view;
+//! - no common protocol version: a QUIC peer offering only versions the node does not speak
+//!   is refused with a version error, and the node logs it in one line.
+//!
+//! "Never lists" is checked after the intruder's datagrams have demonstrably arrived and
+//! been refused (the seed's rejection counter grew), so no fixed wait is involved.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cortex_cluster_tests::{
+    ClusterOptions, NodeProcess, TestCluster, TlsSource, poll_until,
+};
+use cortex_protocol::{Ask, Envelope, NodeId, PeerIdentity, VersionRange};
+use cortex_transport::{
+    Connection, Endpoint, EndpointConfig, Handler, Responder, TlsMaterial, TransportError,
+};
+
+const CONVERGE: Duration = Duration::from_secs(30);
+/// Refused join attempts to observe before checking that nobody lists the intruder:
+/// the first join goes out at start-up, then one every couple of seconds.
+const REFUSALS: u64 = 2;
+/// Gossip refusals are logged at debug level by the membership state machine.
+const LOG_LEVEL: &str = "info,cortex_node::membership=debug";
+
+/// The value of `cortex_gossip_datagrams_rejected_total{reason="..."}` in `/metrics`.
+fn rejected(node: &NodeProcess, reason: &str) -> u64 {
+    let text = node.metrics().unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("gossip_datagrams_rejected") && l.contains(&format!("reason=\"{reason}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+fn nobody_lists(cluster: &TestCluster, of: &[usize], name: &str) {
+    for (observer, view) in cluster.views(of).unwrap() {
+        assert!(
+            view.iter().all(|m| m.name != name),
+            "{observer} lists the intruder {name}: {view:?}"
+        );
+    }
+}
+
+fn cluster_with_debug_gossip() -> TestCluster {
+    let opts = ClusterOptions {
+        log_level: LOG_LEVEL.into(),
+        ..ClusterOptions::default()
+    };
+    let mut cluster = TestCluster::start(2, opts).unwrap();
+    cluster.wait_converged(CONVERGE).unwrap();
+    cluster
+}
+
+/// Waits until `line_part` shows up in `node`'s log; returns that line.
+fn log_line(node: &NodeProcess, line_part: &str) -> String {
+    poll_until(CONVERGE, &format!("{} to log {line_part:?}", node.name()), || {
+        node.log()
+            .lines()
+            .find(|l| l.contains(line_part))
+            .map(str::to_owned)
+            .ok_or_else(|| "not logged yet".to_owned())
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_node_with_the_wrong_cluster_secret_never_joins() {
+    let mut cluster = cluster_with_debug_gossip();
+    let secret = cluster.dir().join("wrong.secret");
+    std::fs::write(&secret, "a different cluster secret, long enough").unwrap();
+    let mut spec = cluster.spec("intruder");
+    spec.secret_file = Some(secret);
+    let before = rejected(cluster.node(0), "bad_tag");
+    let intruder = cluster.add(spec).unwrap();
+
+    poll_until(CONVERGE, "n0 to refuse the intruder's joins", || {
+        let n = rejected(cluster.node(0), "bad_tag") - before;
+        if n >= REFUSALS { Ok(()) } else { Err(format!("{n} bad_tag refusals")) }
+    })
+    .unwrap();
+    nobody_lists(&cluster, &[0, 1], "intruder");
+    let own = cluster.members(intruder).unwrap();
+    assert_eq!(own.len(), 1, "the intruder knows only itself: {own:?}");
+    // The seed says why, in one line (at debug level; see the module docs).
+    let line = log_line(cluster.node(0), "gossip datagram refused");
+    assert!(line.contains("BadTag"), "{line}");
+    eprintln!("n0 logged: {line}");
+    cluster.wait_agree(&[0, 1], CONVERGE).unwrap();
+}
+
+#[test]
+fn a_node_of_another_ca_never_joins() {
+    let mut cluster = cluster_with_debug_gossip();
+    let other = cluster.foreign_ca("other").unwrap();
+    let mut spec = cluster.spec("intruder");
+    spec.tls = TlsSource::Authority(other);
+    let before = rejected(cluster.node(0), "bad_tag");
+    cluster.add(spec).unwrap();
+    poll_until(CONVERGE, "n0 to refuse the intruder's joins", || {
+        let n = rejected(cluster.node(0), "bad_tag") - before;
+        if n >= REFUSALS { Ok(()) } else { Err(format!("{n} bad_tag refusals")) }
+    })
+    .unwrap();
+    nobody_lists(&cluster, &[0, 1], "intruder");
+    cluster.wait_agree(&[0, 1], CONVERGE).unwrap();
+}
+
+/// A QUIC peer that accepts nothing: the tests only dial.
+struct Deaf;
+
+impl Handler for Deaf {
+    fn on_envelope(&self, _conn: &Connection, _env: Envelope) {}
+    fn on_ask(&self, _conn: &Connection, _ask: Ask, _reply: Responder) {}
+}
+
+/// Dials `node`'s QUIC endpoint as node `name` with `tls`, offering `versions`.
+fn dial(
+    node: &NodeProcess,
+    cluster_name: &str,
+    name: &str,
+    tls: TlsMaterial,
+    versions: Option<VersionRange>,
+) -> Result<(), TransportError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let id = PeerIdentity::Node(NodeId::new(name, 1).unwrap());
+        let mut cfg = EndpointConfig::new("127.0.0.1:0".parse().unwrap(), tls, id, cluster_name);
+        if let Some(v) = versions {
+            cfg.hello_versions = v;
+        }
+        let ep = Endpoint::bind(cfg, Arc::new(Deaf)).unwrap();
+        let r = ep.connect(node.quic_addr(), node.name()).await.map(|_| ());
+        ep.close().await;
+        r
+    })
+}
+
+#[test]
+fn quic_peers_with_a_foreign_certificate_or_no_common_version_are_refused() {
+    let cluster = TestCluster::start(1, ClusterOptions::default()).unwrap();
+    let n0 = cluster.node(0);
+    let cname = cluster.options().cluster_name.clone();
+    let ca = cluster.ca();
+
+    // Control: a certificate from the cluster CA is accepted.
+    ca.issue("probe").unwrap();
+    let good = || TlsMaterial::load(&ca.ca_cert(), &ca.cert("probe"), &ca.key("probe")).unwrap();
+    dial(n0, &cname, "probe", good(), None).unwrap();
+
+    // A certificate from another CA (trusting the cluster CA, so that it is the node that
+    // refuses): the handshake fails and the node logs one line saying why.
+    let other = cluster.foreign_ca("other").unwrap();
+    other.issue("intruder").unwrap();
+    let foreign =
+        TlsMaterial::load(&ca.ca_cert(), &other.cert("intruder"), &other.key("intruder")).unwrap();
+    let err = dial(n0, &cname, "intruder", foreign, None).unwrap_err();
+    assert!(matches!(err, TransportError::TlsHandshake { .. } | TransportError::Refused { .. }), "{err:?}");
+    let line = log_line(n0, "inbound connection refused");
+    eprintln!("dialer saw: {err}\nn0 logged: {line}");
+    assert!(line.to_lowercase().contains("cert") || line.contains("issuer"), "{line}");
+
+    // No common protocol version.
+    let future = VersionRange { min: 200, max: 200 };
+    let err = dial(n0, &cname, "probe", good(), Some(future)).unwrap_err();
+    eprintln!("dialer saw: {err}");
+    assert!(matches!(err, TransportError::VersionMismatch { .. } | TransportError::Refused { .. }), "{err:?}");
+    poll_until(CONVERGE, "n0 to log the version refusal", || {
+        let log = n0.log();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("inbound connection refused")).collect();
+        match lines.iter().find(|l| l.to_lowercase().contains("version")) {
+            Some(l) => {
+                eprintln!("n0 logged: {l}");
+                Ok(())
+            }
+            None => Err(format!("refusal lines: {lines:?}")),
+        }
+    })
+    .unwrap();
+    // The node is still up and serving.
+    assert_eq!(n0.get("/health").unwrap().status, 200);
+}
