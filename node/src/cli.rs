@@ -113,7 +113,8 @@ impl From<ConfigError> for CliExit {
 
 /// The full command with its `env = ...` annotations (for help output).
 pub fn command() -> clap::Command {
-    Cli::command()
+    // Help shows each variable's name, never its current value (it may be a secret).
+    Cli::command().mut_subcommand("run", |run| run.mut_args(|a| a.hide_env_values(true)))
 }
 
 /// Parses `args` (program name first) with `env` as the environment.

@@ -16,7 +16,7 @@ use super::{NodeConfig, Settings};
 
 /// The standalone command that parses only [`Settings`] (program name `cortex-node`).
 pub fn settings_command() -> Command {
-    Settings::augment_args(Command::new("cortex-node"))
+    Settings::augment_args(Command::new("cortex-node")).mut_args(|a| a.hide_env_values(true))
 }
 
 /// Removes every `env = ...` from `cmd` and its subcommands, so that parsing reads flags only.
