@@ -57,14 +57,46 @@ impl Drop for DropGuard {
 /// A QUIC endpoint speaking the Cortex protocol. Cheap to clone. Keep one alive for as long
 /// as its connections are used: dropping the last handle closes them all.
 ///
-/// ```no_run
-/// # async fn demo(cfg: cortex_transport::EndpointConfig, handler: std::sync::Arc<dyn cortex_transport::Handler>) -> Result<(), cortex_transport::TransportError> {
-/// use cortex_transport::Endpoint;
-/// let ep = Endpoint::bind(cfg, handler)?;
-/// let conn = ep.connect("127.0.0.1:7400".parse().unwrap(), "cortex-0").await?;
-/// println!("connected to {:?}, rtt {:?}", conn.peer(), conn.rtt());
-/// ep.close().await;
-/// # Ok(()) }
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use cortex_protocol::{Ask, Envelope, MessageName, NodeId, PeerIdentity, ReplyResult};
+/// use cortex_protocol::{RequestId, RequestMeta, Target};
+/// use cortex_transport::certs::{generate_ca, issue, CertRole};
+/// use cortex_transport::{Connection, Endpoint, EndpointConfig, Handler, Responder, TlsMaterial};
+///
+/// struct Echo;
+/// impl Handler for Echo {
+///     fn on_envelope(&self, _: &Connection, _: Envelope) {}
+///     fn on_ask(&self, _: &Connection, ask: Ask, reply: Responder) {
+///         reply.send(ReplyResult::Ok { message: ask.message, payload: ask.payload });
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let ca = generate_ca("demo").unwrap();
+/// let node = |name: &str| {
+///     let cert = issue(&ca, name, CertRole::Node, &[]).unwrap();
+///     let id = PeerIdentity::Node(NodeId::new(name, 1).unwrap());
+///     let tls = TlsMaterial::from_certified(&ca, &cert);
+///     Endpoint::bind(EndpointConfig::new("127.0.0.1:0".parse().unwrap(), tls, id, "demo"), Arc::new(Echo)).unwrap()
+/// };
+/// let (a, b) = (node("a"), node("b"));
+/// let conn = a.connect(b.local_addr().unwrap(), "b").await.unwrap();
+/// let ask = Ask {
+///     request: RequestId(0), // assigned by the connection
+///     target: Target::Virtual("echo/1".parse().unwrap()),
+///     message: MessageName::new("demo.Ping").unwrap(),
+///     payload: vec![1, 2, 3].into(),
+///     meta: RequestMeta::default(),
+///     epoch: 0,
+///     idempotency_key: None,
+/// };
+/// let reply = conn.ask(ask, Duration::from_secs(5)).await.unwrap();
+/// assert!(matches!(reply, ReplyResult::Ok { payload, .. } if payload[..] == [1, 2, 3]));
+/// a.close().await;
+/// b.close().await;
+/// # });
 /// ```
 #[derive(Clone)]
 pub struct Endpoint {

@@ -280,7 +280,10 @@ mod tests {
         let taken = o.take(&mut buf).await.unwrap();
         assert_eq!((taken.frames, taken.envelopes), (1, 4));
         assert!(matches!(&frames(&buf)[..], [Frame::Batch(v)] if v.len() == 4));
-        assert!(o.try_reserve(4).unwrap(), "taking the bytes returns the budget");
+        assert!(
+            o.try_reserve(4).unwrap(),
+            "taking the bytes returns the budget"
+        );
         assert!(o.is_idle());
     }
 
@@ -293,13 +296,18 @@ mod tests {
         let mut buf = Vec::new();
         o.take(&mut buf).await.unwrap();
         let f = frames(&buf);
-        assert!(matches!(&f[..], [Frame::Batch(a), Frame::Single(_), Frame::Batch(b)] if a.len() == 1 && b.len() == 1));
+        assert!(
+            matches!(&f[..], [Frame::Batch(a), Frame::Single(_), Frame::Batch(b)] if a.len() == 1 && b.len() == 1)
+        );
     }
 
     #[tokio::test]
     async fn oversize_is_refused_and_close_fails_senders() {
         let o = Outbox::new(8, true, 4096, 8192);
-        assert!(matches!(o.push(&tell(20_000), 1, None), Err(PushError::Encode(_))));
+        assert!(matches!(
+            o.push(&tell(20_000), 1, None),
+            Err(PushError::Encode(_))
+        ));
         assert!(o.is_idle());
         assert_eq!(o.units(&tell(20_000)), 8, "capped at the whole budget");
         o.close();
