@@ -11,6 +11,7 @@ pub mod node;
 pub mod placement;
 pub mod routing;
 pub mod telemetry;
+pub mod trace;
 
 pub use node::{
     MAX_HOPS, Node, NodeBuilder, NodeError, Published, main_with, run_builder, run_node,

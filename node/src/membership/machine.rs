@@ -380,11 +380,12 @@ impl MembershipCore {
             }
             Err(e) => tracing::warn!(error = %e, "cannot encode own identity for the leave notice"),
         }
+        // Set first: leaving makes foca report this node defunct, which is expected here.
+        self.left = true;
         if let Err(e) = self.foca.leave_cluster(&mut self.rt) {
             tracing::warn!(error = %e, "foca refused to leave");
         }
         self.drain_runtime(now);
-        self.left = true;
         self.timers.clear();
     }
 

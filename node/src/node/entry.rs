@@ -26,10 +26,18 @@ pub fn main_with(customize: impl FnOnce(NodeBuilder) -> NodeBuilder) -> ExitCode
         Ok(other) => return cli::execute(other),
         Err(exit) => return exit.report(),
     };
-    if let Err(e) = crate::telemetry::init(config.log_format, &config.log_level) {
-        eprintln!("cortex-node: error: {e}");
-        return ExitCode::from(EXIT_USAGE);
-    }
+    let tracer = match crate::trace::init(
+        config.log_format,
+        &config.log_level,
+        config.otlp_endpoint.as_deref(),
+        &config.node_name,
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cortex-node: error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     cortex_transport::tls::install_crypto_provider();
     if exit_with_parent {
         cli::exit_when_stdin_closes();
@@ -46,7 +54,12 @@ pub fn main_with(customize: impl FnOnce(NodeBuilder) -> NodeBuilder) -> ExitCode
     };
     let node = config.node_name.clone();
     let builder = customize(NodeBuilder::new(config));
-    match rt.block_on(super::run_builder(builder)) {
+    let result = rt.block_on(super::run_builder(builder));
+    if let Some(t) = tracer {
+        // Flush spans still in the batch queue.
+        let _ = t.shutdown();
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(node = %node, error = format!("{e:#}"), "node failed");
