@@ -10,16 +10,16 @@
 //! "Never lists" is checked after the intruder's datagrams have demonstrably arrived and
 //! been refused (the seed's rejection counter grew), so no fixed wait is involved.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use cortex_cluster_tests::{
     ClusterOptions, NodeProcess, TestCluster, TlsSource, poll_until,
 };
-use cortex_protocol::{Ask, Envelope, NodeId, PeerIdentity, VersionRange};
-use cortex_transport::{
-    Connection, Endpoint, EndpointConfig, Handler, Responder, TlsMaterial, TransportError,
-};
+use cortex_protocol::VersionRange;
+use cortex_transport::{TlsMaterial, TransportError};
+use membership_common::dial;
+
+mod membership_common;
 
 const CONVERGE: Duration = Duration::from_secs(30);
 /// Refused join attempts to observe before checking that nobody lists the intruder:
@@ -109,39 +109,6 @@ fn a_node_of_another_ca_never_joins() {
     .unwrap();
     nobody_lists(&cluster, &[0, 1], "intruder");
     cluster.wait_agree(&[0, 1], CONVERGE).unwrap();
-}
-
-/// A QUIC peer that accepts nothing: the tests only dial.
-struct Deaf;
-
-impl Handler for Deaf {
-    fn on_envelope(&self, _conn: &Connection, _env: Envelope) {}
-    fn on_ask(&self, _conn: &Connection, _ask: Ask, _reply: Responder) {}
-}
-
-/// Dials `node`'s QUIC endpoint as node `name` with `tls`, offering `versions`.
-fn dial(
-    node: &NodeProcess,
-    cluster_name: &str,
-    name: &str,
-    tls: TlsMaterial,
-    versions: Option<VersionRange>,
-) -> Result<(), TransportError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let id = PeerIdentity::Node(NodeId::new(name, 1).unwrap());
-        let mut cfg = EndpointConfig::new("127.0.0.1:0".parse().unwrap(), tls, id, cluster_name);
-        if let Some(v) = versions {
-            cfg.hello_versions = v;
-        }
-        let ep = Endpoint::bind(cfg, Arc::new(Deaf)).unwrap();
-        let r = ep.connect(node.quic_addr(), node.name()).await.map(|_| ());
-        ep.close().await;
-        r
-    })
 }
 
 #[test]
