@@ -1,0 +1,119 @@
+//! An open-loop request generator: requests start on a fixed schedule whatever the replies
+//! do, and each latency is measured from the request's scheduled start, so a stall shows
+//! up in the percentiles instead of silently lowering the rate (no coordinated omission).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+
+/// What an open-loop run measured.
+#[derive(Debug, Default)]
+pub(crate) struct OpenLoop {
+    /// Latencies of successful requests after the warm-up, microseconds.
+    pub(crate) latencies: Vec<u64>,
+    /// Failed requests after the warm-up, by error text.
+    pub(crate) errors: BTreeMap<String, u64>,
+    /// Requests not started because `max_inflight` were outstanding.
+    pub(crate) shed: u64,
+    /// Requests scheduled after the warm-up.
+    pub(crate) scheduled: u64,
+    /// Seconds the measured part took, from its first scheduled start to the last reply.
+    pub(crate) elapsed_s: f64,
+}
+
+impl OpenLoop {
+    /// The result as JSON, with latency percentiles.
+    pub(crate) fn json(self, rate: u64) -> serde_json::Value {
+        let done = self.latencies.len() as u64;
+        serde_json::json!({
+            "target_rate": rate,
+            "scheduled": self.scheduled,
+            "ok": done,
+            "errors": self.errors,
+            "shed": self.shed,
+            "achieved_rate": (done as f64 / self.elapsed_s.max(1e-9)).round(),
+            "latency": crate::stats::summary(self.latencies),
+        })
+    }
+}
+
+/// Starts `rate` requests per second for `warm + secs`, at most `max_inflight` at once;
+/// `request(i)` makes the i-th. Requests of the first `warm` are not measured. Waits for
+/// the stragglers at most `drain` after the schedule ends.
+pub(crate) async fn run<F, Fut>(
+    rate: u64,
+    warm: Duration,
+    secs: Duration,
+    max_inflight: usize,
+    drain: Duration,
+    request: F,
+) -> OpenLoop
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    const TICK: Duration = Duration::from_millis(1);
+    let per_tick = (rate / 1000).max(1);
+    let warm_ticks = warm.as_millis() as u64;
+    let ticks = warm_ticks + secs.as_millis() as u64;
+    let mut out = OpenLoop::default();
+    // Each task returns (measured, latency or error).
+    let mut tasks: JoinSet<(bool, Result<u64, String>)> = JoinSet::new();
+    let start = Instant::now();
+    let mut interval = tokio::time::interval_at(start, TICK);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let mut n = 0u64;
+    let collect = |out: &mut OpenLoop, r: Result<(bool, Result<u64, String>), _>| match r {
+        Ok((true, Ok(us))) => out.latencies.push(us),
+        Ok((true, Err(e))) => *out.errors.entry(e).or_default() += 1,
+        Ok((false, _)) => {}
+        Err(e) => *out.errors.entry(format!("task: {e}")).or_default() += 1,
+    };
+    for tick in 0..ticks {
+        interval.tick().await;
+        let scheduled = start + TICK * tick as u32;
+        let measured = tick >= warm_ticks;
+        for _ in 0..per_tick {
+            if measured {
+                out.scheduled += 1;
+            }
+            if tasks.len() >= max_inflight {
+                if measured {
+                    out.shed += 1;
+                }
+                continue;
+            }
+            let fut = request(n);
+            n += 1;
+            tasks.spawn(async move {
+                let r = fut.await;
+                let us = Instant::now().saturating_duration_since(scheduled).as_micros() as u64;
+                (measured, r.map(|()| us))
+            });
+        }
+        while let Some(r) = tasks.try_join_next() {
+            collect(&mut out, r);
+        }
+    }
+    let deadline = Instant::now() + drain;
+    while !tasks.is_empty() {
+        match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+            Ok(Some(r)) => collect(&mut out, r),
+            Ok(None) => break,
+            Err(_) => {
+                let left = tasks.len() as u64;
+                *out.errors.entry("no reply before the drain deadline".into()).or_default() +=
+                    left;
+                tasks.abort_all();
+                break;
+            }
+        }
+    }
+    out.elapsed_s = Instant::now()
+        .saturating_duration_since(start + warm)
+        .as_secs_f64();
+    out
+}
