@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cortex_protocol::{
-    ActorId, Ask, Envelope, MessageName, ReplyResult, RequestId, RequestMeta, Target, Tell,
+    ActorId, Ask, Envelope, ErrorCode, MessageName, ReplyResult, RequestId, RequestMeta, Target,
+    Tell,
 };
 use cortex_runtime::{Codec, RemoteMessage, decode_with, encode_with};
 use tokio::time::Instant;
@@ -20,6 +21,9 @@ use tokio::time::Instant;
 use crate::client::{Client, budget_us};
 use crate::config::AskOptions;
 use crate::error::ClientError;
+
+/// A remote timeout this long before the caller's own deadline cannot be that deadline.
+const EARLY_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// A reply by name and encoded bytes, as [`Client::ask_raw`] returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,7 +160,18 @@ impl Client {
                 }
                 Ok(ReplyResult::Err(e)) => {
                     route.success();
-                    ClientError::from_remote(e, opts.timeout)
+                    let early = deadline.saturating_duration_since(Instant::now());
+                    if e.code == ErrorCode::Timeout && early > EARLY_TIMEOUT {
+                        // The node gave up long before the budget it was sent: a timeout
+                        // on its way to the owner (a dial to a dead node), not the
+                        // caller's deadline. Like a lost connection, it may have run.
+                        ClientError::Unreachable {
+                            detail: format!("{node}: {}", e.detail),
+                            maybe_ran: true,
+                        }
+                    } else {
+                        ClientError::from_remote(e, opts.timeout)
+                    }
                 }
                 Err(e) => {
                     route.failure();
