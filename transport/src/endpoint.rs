@@ -363,22 +363,17 @@ impl Endpoint {
         self.inner.conns.lock().values().cloned().collect()
     }
 
-    /// Closes gracefully: stops accepting, lets lane queues drain, closes every connection
-    /// with the shutdown code and waits up to `drain_timeout` for the peers to acknowledge.
+    /// Closes gracefully: stops accepting, lets every lane write what callers queued and
+    /// waits (up to `drain_timeout`) for the peers to acknowledge it, then closes every
+    /// connection with the shutdown code.
     pub async fn close(&self) {
         let inner = &self.inner;
-        let deadline = Instant::now() + inner.cfg.drain_timeout;
         inner.quinn.set_server_config(None);
-        // Let writers flush what callers already queued.
-        loop {
-            let busy = inner.conns.lock().values().any(|c| !c.quiescent_queues());
-            if !busy || Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
         inner.cancel.cancel();
         inner.tracker.close();
+        // Drivers bound their own drain by drain_timeout; allow a little beyond for the
+        // close itself.
+        let deadline = Instant::now() + inner.cfg.drain_timeout + Duration::from_secs(1);
         let _ = tokio::time::timeout_at(deadline, inner.tracker.wait()).await;
         inner.quinn.close(code::SHUTDOWN, b"endpoint shutting down");
         let _ = tokio::time::timeout_at(deadline, inner.quinn.wait_idle()).await;
@@ -508,8 +503,9 @@ impl EndpointInner {
         announce: bool,
     ) {
         let mut tasks = tokio::task::JoinSet::new();
+        let mut writers = tokio::task::JoinSet::new();
         for (lane, stream) in streams.into_iter().enumerate() {
-            tasks.spawn(
+            writers.spawn(
                 Writer {
                     stream,
                     conn: conn.clone(),
@@ -530,6 +526,13 @@ impl EndpointInner {
         let reason = tokio::select! {
             e = qc.closed() => describe_close(&e),
             _ = self.cancel.cancelled() => {
+                // Flush what callers queued and wait for the peer to acknowledge it, then
+                // close; bounded by drain_timeout.
+                for o in &conn.inner.outboxes {
+                    o.finish();
+                }
+                let drained = async { while writers.join_next().await.is_some() {} };
+                let _ = tokio::time::timeout(self.cfg.drain_timeout, drained).await;
                 qc.close(code::SHUTDOWN, b"endpoint shutting down");
                 "this endpoint shut down".to_string()
             }
@@ -550,6 +553,7 @@ impl EndpointInner {
             self.handler.on_disconnect(&conn);
         }
         tasks.shutdown().await;
+        writers.shutdown().await;
     }
 
     /// Once `conn` is superseded, lets in-flight traffic finish (linger, then until nothing

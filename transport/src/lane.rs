@@ -43,6 +43,13 @@ impl Writer {
             // Reply slots free up only now, so queued replies stay bounded.
             drop(taken.reply_slots);
         }
+        if !outbox.is_closed() {
+            // Graceful shutdown: everything queued is written; tell the peer the lane is
+            // done and wait until it has acknowledged every byte (the caller bounds this).
+            if stream.finish().is_ok() {
+                let _ = stream.stopped().await;
+            }
+        }
         outbox.close();
     }
 }

@@ -60,6 +60,8 @@ struct State {
     /// Reply slots to release once the writer takes the buffer.
     reply_slots: Vec<OwnedSemaphorePermit>,
     closed: bool,
+    /// Graceful shutdown: no new pushes; the writer drains what is queued, then stops.
+    finishing: bool,
 }
 
 /// What the writer took from the outbox.
@@ -148,7 +150,7 @@ impl Outbox {
     ) -> Result<(), PushError> {
         {
             let mut st = self.state.lock();
-            if st.closed {
+            if st.closed || st.finishing {
                 return Err(PushError::Closed);
             }
             let small = payload_len(env).is_some_and(|l| l <= SMALL);
@@ -215,11 +217,27 @@ impl Outbox {
                     self.space.add_permits(units as usize);
                     return Some(taken);
                 }
+                if st.finishing {
+                    return None;
+                }
             }
             // notify_one stores a permit when nobody waits, so a push between the check
             // above and this await is not missed.
             self.ready.notified().await;
         }
+    }
+
+    /// Starts a graceful shutdown: new pushes fail, the writer drains what is queued and
+    /// then finishes its stream.
+    pub(crate) fn finish(&self) {
+        self.state.lock().finishing = true;
+        self.space.close();
+        self.ready.notify_one();
+    }
+
+    /// True once [`Outbox::close`] ran (as opposed to a graceful [`Outbox::finish`]).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.lock().closed
     }
 
     /// Closes the outbox: waiting and future senders fail, queued bytes are dropped.

@@ -32,6 +32,27 @@ async fn tells_keep_order_per_lane() {
 }
 
 #[tokio::test]
+async fn close_delivers_what_was_queued() {
+    let pki = Pki::new("c");
+    let (b, bh) = start(node_cfg(&pki, "b", "c"));
+    let (a, _) = start(node_cfg(&pki, "a", "c"));
+    let conn = a.connect(addr(&b), "b").await.unwrap();
+    for seq in 0..5_000u64 {
+        conn.send(tell(seq), seq).await.unwrap();
+    }
+    a.close().await;
+    eventually("all queued tells arrive", LONG, || {
+        bh.tells.lock().len() == 5_000
+    })
+    .await;
+    let err = conn.send(tell(0), 0).await.unwrap_err();
+    assert!(
+        matches!(err, TransportError::ConnectionLost { .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn concurrent_asks_correlate() {
     let pki = Pki::new("c");
     let (b, bh) = start(node_cfg(&pki, "b", "c"));
