@@ -35,7 +35,11 @@ pub struct TraceError {
 ///
 /// # Errors
 /// [`TraceError`] if the exporter cannot be built (a malformed endpoint).
-pub fn provider(endpoint: &str, service: &str, node: &str) -> Result<SdkTracerProvider, TraceError> {
+pub fn provider(
+    endpoint: &str,
+    service: &str,
+    node: &str,
+) -> Result<SdkTracerProvider, TraceError> {
     use opentelemetry_otlp::WithExportConfig;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
@@ -56,7 +60,9 @@ pub fn provider(endpoint: &str, service: &str, node: &str) -> Result<SdkTracerPr
         .build();
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))))
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            ratio,
+        ))))
         .with_resource(resource)
         .build())
 }

@@ -26,18 +26,6 @@ pub fn main_with(customize: impl FnOnce(NodeBuilder) -> NodeBuilder) -> ExitCode
         Ok(other) => return cli::execute(other),
         Err(exit) => return exit.report(),
     };
-    let tracer = match crate::trace::init(
-        config.log_format,
-        &config.log_level,
-        config.otlp_endpoint.as_deref(),
-        &config.node_name,
-    ) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("cortex-node: error: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
     cortex_transport::tls::install_crypto_provider();
     if exit_with_parent {
         cli::exit_when_stdin_closes();
@@ -50,6 +38,20 @@ pub fn main_with(customize: impl FnOnce(NodeBuilder) -> NodeBuilder) -> ExitCode
         Err(e) => {
             eprintln!("cortex-node: error: cannot start the async runtime: {e}");
             return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    // The OTLP exporter's gRPC channel lives on this runtime.
+    let _guard = rt.enter();
+    let tracer = match crate::trace::init(
+        config.log_format,
+        &config.log_level,
+        config.otlp_endpoint.as_deref(),
+        &config.node_name,
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cortex-node: error: {e}");
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     let node = config.node_name.clone();

@@ -101,7 +101,7 @@ impl Handler for Inbound {
 fn spawn_ask(inner: &Arc<NodeInner>, ask: Ask, hops: u8, origin: NodeId, reply: Responder) {
     let i = inner.clone();
     inner.spawn(async move {
-        let r = i.route_ask(ask, hops, origin).await;
+        let r = i.route_ask(ask, hops, origin, true).await;
         reply.send(r);
     });
 }
@@ -113,7 +113,7 @@ fn spawn_tell(inner: &Arc<NodeInner>, tell: cortex_protocol::Tell, hops: u8, ori
             cortex_protocol::Target::Virtual(id) => id.kind().to_owned(),
             _ => "system".to_owned(),
         };
-        if let Err(e) = i.route_tell(tell, hops, origin).await {
+        if let Err(e) = i.route_tell(tell, hops, origin, true).await {
             i.metrics.message_dropped(&kind, true);
             tracing::debug!(error = ?e, "tell dropped");
         }

@@ -13,6 +13,7 @@ use cortex_runtime::{ActorError, Codec, Handler, PubSub, RemoteMessage, System};
 use cortex_transport::{Connection, Endpoint, TransportError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::pubsub::Published;
 use crate::config::NodeConfig;
@@ -216,7 +217,38 @@ impl NodeInner {
 
     /// Routes an ask whose payload is already encoded. Answers with a typed error, never
     /// silence, by the deadline in `ask.meta`.
-    pub(crate) async fn route_ask(&self, ask: Ask, hops: u8, origin: NodeId) -> ReplyResult {
+    pub(crate) async fn route_ask(
+        &self,
+        ask: Ask,
+        hops: u8,
+        origin: NodeId,
+        received: bool,
+    ) -> ReplyResult {
+        let span = tracing::info_span!(
+            target: crate::trace::TARGET,
+            "cortex.route",
+            otel.kind = "server",
+            node = %self.id.name(),
+            message = %ask.message,
+            hops,
+            trace_id = tracing::field::Empty,
+        );
+        if !span.is_disabled() {
+            crate::trace::extract(&span, &ask.meta.trace);
+            span.record("trace_id", crate::trace::trace_id(&span));
+        }
+        self.route_ask_in(ask, hops, origin, received)
+            .instrument(span)
+            .await
+    }
+
+    async fn route_ask_in(
+        &self,
+        ask: Ask,
+        hops: u8,
+        origin: NodeId,
+        received: bool,
+    ) -> ReplyResult {
         let budget = budget_of(&ask.meta);
         let deadline = Instant::now() + budget;
         match &ask.target {
@@ -227,7 +259,8 @@ impl NodeInner {
                     Ok(None) => self.local_ask(&id, ask, deadline).await,
                     Ok(Some(owner)) => {
                         self.metrics.message_forwarded(id.kind(), true);
-                        self.forward_ask(&owner, ask, hops, origin, deadline).await
+                        self.forward_ask(&owner, ask, hops, origin, deadline, received)
+                            .await
                     }
                 }
             }
@@ -250,13 +283,16 @@ impl NodeInner {
                     )
                 } else {
                     let node = node.clone();
-                    self.forward_ask(&node, ask, hops, origin, deadline).await
+                    self.forward_ask(&node, ask, hops, origin, deadline, received)
+                        .await
                 }
             }
             Target::System { node, name } => {
                 if node.name() != self.id.name() {
                     let node = node.clone();
-                    return self.forward_ask(&node, ask, hops, origin, deadline).await;
+                    return self
+                        .forward_ask(&node, ask, hops, origin, deadline, received)
+                        .await;
                 }
                 match self.system.lookup(name) {
                     Some(r) => reply_of(
@@ -319,6 +355,9 @@ impl NodeInner {
         r
     }
 
+    /// Sends `ask` to `owner`: as a plain ask when it starts here (`received` false), else
+    /// as a `Forward` one hop further, so a loop between disagreeing views ends at the hop
+    /// limit.
     async fn forward_ask(
         &self,
         owner: &NodeId,
@@ -326,8 +365,9 @@ impl NodeInner {
         hops: u8,
         origin: NodeId,
         deadline: Instant,
+        received: bool,
     ) -> ReplyResult {
-        if hops >= MAX_HOPS {
+        if received && hops >= MAX_HOPS {
             return err(
                 ErrorCode::HopLimit,
                 format!(
@@ -342,10 +382,24 @@ impl NodeInner {
         let left = deadline.saturating_duration_since(Instant::now());
         ask.meta.budget_us = left.as_micros() as u64;
         ask.epoch = self.placement.view().digest;
-        let result = if hops == 0 {
-            conn.ask(ask, left).await
+        let span = tracing::info_span!(
+            target: crate::trace::TARGET,
+            "cortex.forward",
+            otel.kind = "client",
+            node = %self.id.name(),
+            to = %owner.name(),
+            message = %ask.message,
+            hops,
+        );
+        if !span.is_disabled() {
+            ask.meta.trace = crate::trace::inject(&span);
+        }
+        let result = if received {
+            conn.forward_ask(hops + 1, origin, ask, left)
+                .instrument(span)
+                .await
         } else {
-            conn.forward_ask(hops, origin, ask, left).await
+            conn.ask(ask, left).instrument(span).await
         };
         match result {
             Ok(r) => r,
@@ -359,6 +413,7 @@ impl NodeInner {
         tell: Tell,
         hops: u8,
         origin: NodeId,
+        received: bool,
     ) -> Result<(), ReplyResult> {
         let budget = budget_of(&tell.meta);
         let deadline = Instant::now() + budget;
@@ -373,7 +428,7 @@ impl NodeInner {
                 epoch: tell.epoch,
                 idempotency_key: None,
             };
-            return match self.route_ask(ask, hops, origin).await {
+            return match self.route_ask(ask, hops, origin, received).await {
                 ReplyResult::Ok { .. } => Ok(()),
                 e => Err(e),
             };
@@ -401,7 +456,10 @@ impl NodeInner {
                 tell.meta.budget_us = deadline
                     .saturating_duration_since(Instant::now())
                     .as_micros() as u64;
-                let env = if hops == 0 && origin == self.id {
+                if !tell.meta.trace.parent.is_some() {
+                    tell.meta.trace = crate::trace::inject(&tracing::Span::current());
+                }
+                let env = if !received {
                     cortex_protocol::Envelope::Tell(tell)
                 } else {
                     cortex_protocol::Envelope::Forward(cortex_protocol::Forward {
@@ -451,7 +509,7 @@ impl NodeInner {
                 })?;
                 let ask = new_ask(id, name, payload.into(), deadline);
                 match self
-                    .forward_ask(&owner, ask, 0, self.id.clone(), deadline)
+                    .forward_ask(&owner, ask, 0, self.id.clone(), deadline, false)
                     .await
                 {
                     ReplyResult::Ok { payload, .. } => {
@@ -505,7 +563,7 @@ impl NodeInner {
                     },
                     epoch: 0,
                 };
-                self.route_tell(tell, 0, self.id.clone())
+                self.route_tell(tell, 0, self.id.clone(), false)
                     .await
                     .map_err(|e| match e {
                         ReplyResult::Err(e) => to_actor_error(e),
@@ -542,7 +600,7 @@ impl NodeInner {
                 }
                 let ask = new_ask(id, name.clone(), payload.into(), deadline);
                 match self
-                    .forward_ask(&owner, ask, 0, self.id.clone(), deadline)
+                    .forward_ask(&owner, ask, 0, self.id.clone(), deadline, false)
                     .await
                 {
                     ReplyResult::Ok { message, payload } => Ok((message, payload.to_vec())),
