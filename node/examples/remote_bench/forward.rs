@@ -38,7 +38,9 @@ fn peer(o: &DriverOpts, key: &str) -> Result<Peer, String> {
         .ok_or_else(|| format!("--bench-{key}=NAME,QUIC,HTTP is required"))?;
     let parts: Vec<&str> = v.split(',').collect();
     let [name, quic, http] = parts[..] else {
-        return Err(format!("--bench-{key}={v}: expected NAME,QUIC_ADDR,HTTP_ADDR"));
+        return Err(format!(
+            "--bench-{key}={v}: expected NAME,QUIC_ADDR,HTTP_ADDR"
+        ));
     };
     let addr = |s: &str| {
         s.parse::<SocketAddr>()
@@ -56,8 +58,11 @@ pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
     let t = Duration::from_secs(5);
     let mut s = TcpStream::connect_timeout(&addr, t).map_err(|e| format!("{addr}: {e}"))?;
     s.set_read_timeout(Some(t)).map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&raw);
@@ -65,8 +70,13 @@ pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
     if !head.starts_with("HTTP/1.1 200") {
         return Err(format!("GET {path}: {head}"));
     }
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        return Err(format!("GET {path}: chunked answers are not supported here"));
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Err(format!(
+            "GET {path}: chunked answers are not supported here"
+        ));
     }
     Ok(body.to_owned())
 }
@@ -168,7 +178,12 @@ pub(crate) fn main(o: &DriverOpts) -> Result<(), String> {
     Ok(())
 }
 
-async fn measure(conn: &Connection, ids: &Arc<Vec<ActorId>>, rate: u64, secs: u64) -> serde_json::Value {
+async fn measure(
+    conn: &Connection,
+    ids: &Arc<Vec<ActorId>>,
+    rate: u64,
+    secs: u64,
+) -> serde_json::Value {
     let payload: Bytes = cortex_runtime::encode_with(&Echo(vec![7u8; 64]), Codec::Bincode)
         .map(Bytes::from)
         .unwrap_or_default();

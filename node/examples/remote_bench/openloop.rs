@@ -90,7 +90,9 @@ where
             n += 1;
             tasks.spawn(async move {
                 let r = fut.await;
-                let us = Instant::now().saturating_duration_since(scheduled).as_micros() as u64;
+                let us = Instant::now()
+                    .saturating_duration_since(scheduled)
+                    .as_micros() as u64;
                 (measured, r.map(|()| us))
             });
         }
@@ -105,8 +107,9 @@ where
             Ok(None) => break,
             Err(_) => {
                 let left = tasks.len() as u64;
-                *out.errors.entry("no reply before the drain deadline".into()).or_default() +=
-                    left;
+                *out.errors
+                    .entry("no reply before the drain deadline".into())
+                    .or_default() += left;
                 tasks.abort_all();
                 break;
             }

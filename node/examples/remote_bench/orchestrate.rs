@@ -201,13 +201,21 @@ fn pair(env: &Env, o: &DriverOpts, out: &mut serde_json::Map<String, Value>) -> 
     Ok(())
 }
 
-fn forward(env: &Env, o: &DriverOpts, out: &mut serde_json::Map<String, Value>) -> Result<(), String> {
+fn forward(
+    env: &Env,
+    o: &DriverOpts,
+    out: &mut serde_json::Map<String, Value>,
+) -> Result<(), String> {
     let ports: Vec<NodePorts> = (0..3).map(|_| free_ports()).collect::<Result<_, _>>()?;
     let mut nodes = Vec::new();
     for (i, p) in ports.iter().enumerate() {
         let name = format!("n{i}");
         let seed = (i > 0).then_some(ports[0].gossip);
-        nodes.push(Proc::spawn(&name, &env.node_args(&name, p, seed), &env.log(&format!("fwd-{name}")))?);
+        nodes.push(Proc::spawn(
+            &name,
+            &env.node_args(&name, p, seed),
+            &env.log(&format!("fwd-{name}")),
+        )?);
     }
     for p in &ports {
         wait_ready(p.http, Duration::from_secs(60))?;
@@ -223,7 +231,10 @@ fn forward(env: &Env, o: &DriverOpts, out: &mut serde_json::Map<String, Value>) 
     ];
     args.extend(pass_on(o, &["rate", "secs"]));
     let client = Proc::spawn("forward-client", &args, &env.log("forward-client"))?;
-    out.insert("forward".into(), client.wait_for("forward", Duration::from_secs(600))?);
+    out.insert(
+        "forward".into(),
+        client.wait_for("forward", Duration::from_secs(600))?,
+    );
     drop(nodes);
     Ok(())
 }
@@ -247,13 +258,18 @@ pub(crate) fn main(o: &DriverOpts) -> Result<(), String> {
     cortex_node::certs_cmd::issue_to(&env.certs, "bench-client", CertRole::Client, &[])
         .map_err(|e| e.to_string())?;
     let mut out = serde_json::Map::new();
-    let stages: [(&str, fn(&Env, &DriverOpts, &mut serde_json::Map<String, Value>) -> Result<(), String>); 3] =
-        [("raw", raw), ("pair", pair), ("forward", forward)];
+    let stages: [(
+        &str,
+        fn(&Env, &DriverOpts, &mut serde_json::Map<String, Value>) -> Result<(), String>,
+    ); 3] = [("raw", raw), ("pair", pair), ("forward", forward)];
     for (name, stage) in stages {
         if only.split(',').any(|s| s == name) {
             eprintln!("remote_bench: stage {name} ...");
             if let Err(e) = stage(&env, o, &mut out) {
-                eprintln!("remote_bench: stage {name} failed: {e} (logs in {})", env.dir.display());
+                eprintln!(
+                    "remote_bench: stage {name} failed: {e} (logs in {})",
+                    env.dir.display()
+                );
                 if o.text("keep").is_some() {
                     let _ = tmp.keep();
                 }

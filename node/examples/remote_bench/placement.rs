@@ -5,7 +5,8 @@
 //! Flags: `--bench-nodes` (members to wait for, 3), `--bench-ids` (10000),
 //! `--bench-concurrency` (requests in flight, 64), `--bench-timeout-ms` (per request,
 //! 30000), `--bench-stop-file` (stop after the pass during which it appears),
-//! `--bench-max-passes` (1000).
+//! `--bench-max-passes` (1000), `--bench-result-dir` (also write the result to
+//! `DIR/NODE_NAME.json`, whole: a long stdout line can interleave with log lines).
 //!
 //! Events: `ready`, `warm` (the first pass, before any fault), `pass` after each further
 //! pass, and `result` at the end with every failed request aggregated per id, the slowest
@@ -183,9 +184,7 @@ pub(crate) async fn run(node: &Node, o: &DriverOpts) -> Result<(), String> {
         emit("pass", json!(p));
         passes = number;
     }
-    emit(
-        "result",
-        json!({
+    let result = json!({
             "node": node.id().to_string(),
             "passes": passes,
             "max_ok_us": totals.max_ok_us,
@@ -193,7 +192,14 @@ pub(crate) async fn run(node: &Node, o: &DriverOpts) -> Result<(), String> {
             "ask_failures": totals.ask_failures,
             "tell_failures": totals.tell_failures,
             "slow": totals.slow,
-        }),
-    );
+    });
+    if let Some(dir) = o.text("result-dir") {
+        let dir = PathBuf::from(dir);
+        let tmp = dir.join(format!("{}.json.tmp", node.id().name()));
+        std::fs::write(&tmp, result.to_string())
+            .and_then(|()| std::fs::rename(&tmp, dir.join(format!("{}.json", node.id().name()))))
+            .map_err(|e| format!("writing the result to {}: {e}", dir.display()))?;
+    }
+    emit("result", result);
     Ok(())
 }

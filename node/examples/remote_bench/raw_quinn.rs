@@ -52,7 +52,8 @@ pub(crate) fn server_main(o: &DriverOpts) -> Result<(), String> {
     let m = material(o)?;
     runtime()?.block_on(async move {
         let sc = tls::server_config(&m, false).map_err(|e| e.to_string())?;
-        let sc = quinn::crypto::rustls::QuicServerConfig::try_from(sc).map_err(|e| e.to_string())?;
+        let sc =
+            quinn::crypto::rustls::QuicServerConfig::try_from(sc).map_err(|e| e.to_string())?;
         let ep = quinn::Endpoint::server(
             quinn::ServerConfig::with_crypto(Arc::new(sc)),
             SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -127,7 +128,9 @@ async fn bidi(
     }
     if mode[0] == b'R' {
         let _ = tokio::time::timeout(Duration::from_secs(120), done.wait_for(|d| *d)).await;
-        let _ = tx.write_all(&count.load(Ordering::Relaxed).to_be_bytes()).await;
+        let _ = tx
+            .write_all(&count.load(Ordering::Relaxed).to_be_bytes())
+            .await;
         let _ = tx.finish();
         return;
     }
@@ -154,7 +157,8 @@ pub(crate) fn client_main(o: &DriverOpts) -> Result<(), String> {
     let secs: u64 = o.get("secs", 10)?;
     runtime()?.block_on(async move {
         let cc = tls::client_config(&m).map_err(|e| e.to_string())?;
-        let cc = quinn::crypto::rustls::QuicClientConfig::try_from(cc).map_err(|e| e.to_string())?;
+        let cc =
+            quinn::crypto::rustls::QuicClientConfig::try_from(cc).map_err(|e| e.to_string())?;
         let mut ep = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))
             .map_err(|e| e.to_string())?;
         ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(cc)));

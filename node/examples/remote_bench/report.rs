@@ -59,7 +59,9 @@ pub(crate) fn markdown(s: &Value) -> String {
             ratio(a, b),
         ]);
     }
-    let mut t = String::from("| Measurement | Cortex | Baseline | Cortex / baseline |\n|---|---|---|---|\n");
+    let mut t = String::from(
+        "| Measurement | Cortex | Baseline | Cortex / baseline |\n|---|---|---|---|\n",
+    );
     for r in rows {
         t.push_str(&format!("| {} | {} | {} | {} |\n", r[0], r[1], r[2], r[3]));
     }

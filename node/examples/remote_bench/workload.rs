@@ -23,9 +23,7 @@ pub(crate) async fn run(name: &str, node: &Node, opts: &DriverOpts) -> Result<()
     match name {
         "placement" => crate::placement::run(node, opts).await,
         "pair" => pair(node, opts).await,
-        other => Err(format!(
-            "unknown workload {other:?}: use placement or pair"
-        )),
+        other => Err(format!("unknown workload {other:?}: use placement or pair")),
     }
 }
 
@@ -112,7 +110,11 @@ async fn pair(node: &Node, o: &DriverOpts) -> Result<(), String> {
             for _ in 0..per {
                 let id = &ids[j % ids.len()];
                 j += senders;
-                if node.tell::<Sink, Blob>(id, Blob(p.clone()), timeout).await.is_err() {
+                if node
+                    .tell::<Sink, Blob>(id, Blob(p.clone()), timeout)
+                    .await
+                    .is_err()
+                {
                     errors += 1;
                 }
             }
@@ -157,7 +159,9 @@ async fn pair(node: &Node, o: &DriverOpts) -> Result<(), String> {
     for i in 0..round_trips + 1_000 {
         let id = &ids[i % ids.len()];
         let t = Instant::now();
-        let r = node.ask::<Sink, Echo>(id, Echo(payload.clone()), timeout).await;
+        let r = node
+            .ask::<Sink, Echo>(id, Echo(payload.clone()), timeout)
+            .await;
         if i >= 1_000 {
             match r {
                 Ok(_) => lat.push(t.elapsed().as_micros() as u64),
