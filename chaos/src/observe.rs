@@ -1,0 +1,140 @@
+//! Watches the nodes through their admin HTTP endpoints: every node's membership view a few
+//! times a second, and its activation log (incrementally, so records of a node that is
+//! later killed are kept).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cortex_client::admin::AdminClient;
+use tokio_util::sync::CancellationToken;
+
+use crate::history::{ActivationRec, History, MemberSample, now_us};
+
+/// One node to watch: its name and admin URL.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Node name.
+    pub name: String,
+    /// `http://ip:port`.
+    pub url: String,
+}
+
+/// Polls every target until `stop`; `period` between rounds.
+pub async fn run(
+    targets: Vec<Target>,
+    history: Arc<History>,
+    period: Duration,
+    stop: CancellationToken,
+) {
+    let admins: Vec<(String, Option<AdminClient>)> = targets
+        .iter()
+        .map(|t| {
+            let a = AdminClient::new(&t.url)
+                .ok()
+                .map(|a| a.with_timeout(Duration::from_millis(800)));
+            (t.name.clone(), a)
+        })
+        .collect();
+    // Per node: the highest seq seen and the incarnation it belongs to.
+    let mut cursors: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut round = 0u64;
+    loop {
+        let polls = admins.iter().map(|(name, a)| async move {
+            let Some(a) = a else {
+                return (name.clone(), None, None);
+            };
+            let t_us = now_us();
+            let members = a.members().await.ok().map(|ms| {
+                let local = ms.iter().find(|m| m.local).map(|m| m.incarnation);
+                let mut v: Vec<String> = ms
+                    .into_iter()
+                    .filter(|m| m.state == "alive" || m.state == "suspect")
+                    .map(|m| format!("{}#{}", m.name, m.incarnation))
+                    .collect();
+                v.sort();
+                v.dedup();
+                (t_us, v, local)
+            });
+            (name.clone(), members, Some(a))
+        });
+        let results = futures::future::join_all(polls).await;
+        for (name, members, _) in &results {
+            let (t_us, view) = match members {
+                Some((t, v, _)) => (*t, Some(v.clone())),
+                None => (now_us(), None),
+            };
+            history.members.lock().push(MemberSample {
+                round,
+                t_us,
+                node: name.clone(),
+                view,
+            });
+        }
+        if round % 2 == 0 {
+            for (name, members, a) in results {
+                let (Some(a), Some((_, _, Some(local)))) = (a, members) else {
+                    continue;
+                };
+                if cursors.get(&name).is_some_and(|c| c.1 != local) {
+                    // A new incarnation restarted its seq at 1: read it from the start.
+                    cursors.insert(name.clone(), (0, local));
+                }
+                poll_activations(&name, a, &mut cursors, &history).await;
+            }
+        }
+        round += 1;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
+/// Fetches every activation record once more (after the load stopped).
+pub async fn final_activations(targets: &[Target], history: &History) {
+    let mut cursors = HashMap::new();
+    for t in targets {
+        if let Ok(a) = AdminClient::new(&t.url) {
+            let a = a.with_timeout(Duration::from_secs(2));
+            poll_activations(&t.name, &a, &mut cursors, history).await;
+        }
+    }
+}
+
+async fn poll_activations(
+    name: &str,
+    a: &AdminClient,
+    cursors: &mut HashMap<String, (u64, u64)>,
+    history: &History,
+) {
+    // Open records change (they get passivated), so re-read from the oldest open one.
+    let since = cursors.get(name).map(|c| c.0).unwrap_or(0);
+    let Ok(recs) = a.activations(since).await else {
+        return;
+    };
+    let inc = recs.iter().map(|r| r.incarnation).max();
+    let oldest_open = recs
+        .iter()
+        .filter(|r| r.passivated_us.is_none())
+        .map(|r| r.seq.saturating_sub(1))
+        .min();
+    let newest = recs.iter().map(|r| r.seq).max().unwrap_or(since);
+    let next = oldest_open.unwrap_or(newest).max(since);
+    if let Some(inc) = inc {
+        cursors.insert(name.to_owned(), (next, inc));
+    }
+    history.merge_activations(recs.into_iter().map(conv));
+}
+
+fn conv(r: cortex_client::admin::Activation) -> ActivationRec {
+    ActivationRec {
+        id: r.id,
+        node: r.node,
+        incarnation: r.incarnation,
+        seq: r.seq,
+        epoch: r.epoch,
+        activated_us: r.activated_us,
+        passivated_us: r.passivated_us,
+    }
+}
