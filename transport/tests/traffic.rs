@@ -53,6 +53,55 @@ async fn close_delivers_what_was_queued() {
 }
 
 #[tokio::test]
+async fn a_stalled_peer_backpressures_the_sender() {
+    let pki = Pki::new("c");
+    let mut cfg = node_cfg(&pki, "b", "c");
+    cfg.lanes = 1;
+    cfg.batch.reply_queue = 1;
+    let (b, bh) = start(cfg);
+    let mut cfg = node_cfg(&pki, "a", "c");
+    cfg.lanes = 1;
+    cfg.batch.queue = 4;
+    let (a, _) = start(cfg);
+    let conn = a.connect(addr(&b), "b").await.unwrap();
+    // The first held ask takes b's only reply slot; the second stalls b's lane reader.
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let conn = conn.clone();
+            tokio::spawn(async move { conn.ask(ask("test.Hold", b"x"), LONG).await })
+        })
+        .collect();
+    eventually("b holds the first ask", LONG, || bh.held.lock().len() == 1).await;
+    // Fill QUIC flow control, then the lane buffer: try_send must eventually refuse.
+    let mut sent = 0u64;
+    loop {
+        match conn.try_send(tell_sized(1000), 0) {
+            Ok(()) => sent += 1,
+            Err(cortex_transport::TrySendError::Full(_)) => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(sent < 1_000_000, "never backpressured");
+        tokio::task::yield_now().await;
+    }
+    assert!(bh.tells.lock().is_empty(), "b's lane is stalled");
+    // Releasing the held ask lets everything through, in order.
+    bh.held.lock().clear();
+    eventually("queued tells arrive", LONG, || {
+        bh.tells.lock().len() as u64 == sent
+    })
+    .await;
+    eventually("b holds the second ask", LONG, || bh.held.lock().len() == 1).await;
+    bh.held.lock().clear();
+    for h in held {
+        // Dropped responders answer ActorStopped.
+        assert!(matches!(
+            h.await.unwrap(),
+            Ok(cortex_protocol::ReplyResult::Err(_))
+        ));
+    }
+}
+
+#[tokio::test]
 async fn concurrent_asks_correlate() {
     let pki = Pki::new("c");
     let (b, bh) = start(node_cfg(&pki, "b", "c"));
