@@ -2,3 +2,5 @@
 pub mod activations;
 pub mod decide;
 pub mod dedupe;
+#[doc(hidden)]
+pub mod sim;

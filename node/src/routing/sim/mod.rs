@@ -1,0 +1,253 @@
+//! Deterministic simulation of placement, routing and activation on top of simulated SWIM
+//! membership.
+//!
+//! Every simulated node runs the node's real, IO-free decision code: a
+//! [`MembershipCore`](crate::membership::MembershipCore) (the same cores the membership
+//! simulation drives), a [`PlacementState`](crate::placement::PlacementState) fed with the
+//! core's live members the way the node's watch task feeds it, and
+//! [`decide`](crate::routing::decide::decide) for every request. Around them the simulation
+//! models what the async node does (`node/inner.rs`, `node/watch.rs`): the activation gate,
+//! handover (passivation of ids a node no longer owns, taking a random time during which the
+//! activation still counts as live), forwarding over a lossy network with per-hop deadlines,
+//! waiting for the view to settle, and graceful leaves (hand over first, then leave).
+//!
+//! One seeded RNG drives everything and time is virtual: a seed replays exactly. `tokio`'s
+//! `Instant` is only built as `base + virtual time` from one `Instant` taken at start and used
+//! as an opaque value, so no decision depends on the wall clock.
+//!
+//! # What is checked
+//! *Agreement* holds when every running node's membership view has the same live set and
+//! that set contains every running node's current id (it may still hold a crashed member not
+//! yet detected). Then:
+//! 1. once agreement has held continuously for [`SimConfig::grace`] (the node's default
+//!    settle time), no id has two live activations;
+//! 2. in a *stable* state (agreement, every node's ring installed from the agreed set, no
+//!    leave, handover or passivation in progress) every activation sits at its id's owner;
+//! 3. every ask gets exactly one answer, a success or a typed error, no later than its
+//!    deadline; once the faults have stopped and the cluster is stable, every ask succeeds.
+//!
+//! Double activations created outside those windows are counted, not failed (an AP system
+//! cannot avoid them across a partition): see [`DoubleCounts`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use crate::config::{DEFAULT_SETTLE_TIME, DEFAULT_VNODES};
+use crate::membership::SwimTuning;
+
+mod checks;
+mod node;
+mod world;
+
+/// How the simulated nodes behave. [`NodeModel::as_built`] mirrors the node's code; the
+/// other knobs exist to show that the checks catch a broken build.
+#[derive(Debug, Clone)]
+pub struct NodeModel {
+    /// Settle time of every node's placement.
+    pub settle: Duration,
+    /// Virtual nodes per member on the ring.
+    pub vnodes: u32,
+    /// Whether the activation gate requires a settled view (it does in the node).
+    pub gate_requires_settled: bool,
+    /// Whether a ring change passivates the ids a node no longer owns (it does).
+    pub handover: bool,
+    /// Range of the time one passivation takes (its stop hooks).
+    pub passivation: (Duration, Duration),
+    /// Whether a forwarded ask carries `hops + 1`. The node as built forwards asks with the
+    /// count it received (0 from the first hop on), so the hop limit never trips for asks.
+    pub ask_hops_increment: bool,
+}
+
+impl NodeModel {
+    /// The node as built: default settle time and vnodes, gate on settledness, handover on,
+    /// passivations of 0 to 50 ms, asks forwarded without incrementing their hop count.
+    pub fn as_built() -> Self {
+        Self {
+            settle: DEFAULT_SETTLE_TIME,
+            vnodes: DEFAULT_VNODES,
+            gate_requires_settled: true,
+            handover: true,
+            passivation: (Duration::ZERO, Duration::from_millis(50)),
+            ask_hops_increment: false,
+        }
+    }
+}
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The seed everything derives from.
+    pub seed: u64,
+    /// Node names `n0..`.
+    pub slots: usize,
+    /// Nodes running at the start.
+    pub initial: usize,
+    /// Length of the fault phase.
+    pub fault_phase: Duration,
+    /// Mean time between two fault actions.
+    pub fault_interval: Duration,
+    /// Asks keep coming this long after the faults stop.
+    pub quiet_phase: Duration,
+    /// Membership must converge this soon after the faults stop.
+    pub convergence_limit: Duration,
+    /// Gossip datagram loss during the fault phase.
+    pub loss: f64,
+    /// Loss of routing messages (asks, replies) during the fault phase: a broken connection.
+    pub msg_loss: f64,
+    /// One-way latency range of every message.
+    pub latency: (Duration, Duration),
+    /// Largest wall-clock offset of a node, either way.
+    pub max_clock_offset: Duration,
+    /// How often each node re-resolves its seeds (every running node's address).
+    pub dns_interval: Duration,
+    /// Distinct actor ids asked.
+    pub ids: u32,
+    /// Mean time between two asks (each from a random running node).
+    pub ask_interval: Duration,
+    /// Range of an ask's budget (deadline minus issue time).
+    pub ask_budget: (Duration, Duration),
+    /// How long agreement must hold before a double activation fails the run.
+    pub grace: Duration,
+    /// SWIM timing.
+    pub tuning: SwimTuning,
+    /// Node behaviour.
+    pub model: NodeModel,
+}
+
+impl SimConfig {
+    /// Defaults: 7 names, 5 running, 40 s of faults then 15 s of quiet, 1,000 ids asked
+    /// every 20 ms on average with budgets of 1 to 4 s, the node as built.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            slots: 7,
+            initial: 5,
+            fault_phase: Duration::from_secs(40),
+            fault_interval: Duration::from_millis(800),
+            quiet_phase: Duration::from_secs(15),
+            convergence_limit: Duration::from_secs(10),
+            loss: 0.03,
+            msg_loss: 0.01,
+            latency: (Duration::from_millis(1), Duration::from_millis(25)),
+            max_clock_offset: Duration::from_secs(2),
+            dns_interval: Duration::from_secs(5),
+            ids: 1000,
+            ask_interval: Duration::from_millis(20),
+            ask_budget: (Duration::from_secs(1), Duration::from_secs(4)),
+            grace: DEFAULT_SETTLE_TIME,
+            tuning: SwimTuning::default(),
+            model: NodeModel::as_built(),
+        }
+    }
+}
+
+/// Double activations (an activation starting while another of the same id is live,
+/// passivating included) that were counted rather than failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DoubleCounts {
+    /// Outside agreement, the two holders on opposite sides of a partition.
+    pub partitioned: u64,
+    /// Outside agreement, the two holders able to talk: disagreement outlasted the settle
+    /// time (a join not yet seen, a slow failure detection).
+    pub unpartitioned: u64,
+    /// While agreement held, but for less than the grace period (the tail of an earlier
+    /// disagreement).
+    pub young_agreement: u64,
+}
+
+impl DoubleCounts {
+    /// All counted double activations.
+    pub fn total(&self) -> u64 {
+        self.partitioned + self.unpartitioned + self.young_agreement
+    }
+}
+
+/// Fault actions taken.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Processes killed without a farewell.
+    pub crashes: u64,
+    /// Graceful leaves (hand over, then leave).
+    pub leaves: u64,
+    /// Starts after the initial ones.
+    pub restarts: u64,
+    /// Partitions made.
+    pub partitions: u64,
+    /// Partitions healed.
+    pub heals: u64,
+}
+
+/// What a successful run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Events processed.
+    pub steps: u64,
+    /// Asks issued.
+    pub asks: u64,
+    /// Asks answered with success.
+    pub ok: u64,
+    /// Asks answered with an error, by error code.
+    pub errors: BTreeMap<String, u64>,
+    /// Asks issued in the stable quiet phase (all of them succeeded).
+    pub quiet_asks: u64,
+    /// Most network hops one ask took.
+    pub max_hops: u64,
+    /// Longest time from issue to answer.
+    pub worst_latency: Duration,
+    /// Activations started.
+    pub activations: u64,
+    /// Passivations by handover.
+    pub handovers: u64,
+    /// Ring view changes over all nodes.
+    pub ring_changes: u64,
+    /// Double activations counted outside the checked windows.
+    pub doubles: DoubleCounts,
+    /// Virtual time agreement held with the grace period over (the checked window).
+    pub checked_agreement: Duration,
+    /// Fault actions taken.
+    pub faults: FaultCounts,
+    /// Time from the end of the faults to membership convergence.
+    pub converged_after: Duration,
+    /// A digest of the run (for replay checks).
+    pub digest: u64,
+}
+
+/// A failed run: the seed, what went wrong and the end of the trace.
+#[derive(Debug, Clone)]
+pub struct SimFailure {
+    /// The seed (replay with `CORTEX_SIM_SEED=<seed>`).
+    pub seed: u64,
+    /// What went wrong.
+    pub reason: String,
+    /// The last trace lines.
+    pub trace: Vec<String>,
+}
+
+impl fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "routing simulation seed {} failed: {}",
+            self.seed, self.reason
+        )?;
+        writeln!(f, "replay with CORTEX_SIM_SEED={}", self.seed)?;
+        writeln!(f, "--- last {} trace lines ---", self.trace.len())?;
+        for line in &self.trace {
+            writeln!(f, "{line}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SimFailure {}
+
+/// Runs one simulation.
+///
+/// # Errors
+/// [`SimFailure`] when an invariant fails or membership does not converge.
+pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
+    world::World::new(cfg.clone()).run()
+}
