@@ -20,7 +20,10 @@ impl CertAuthority {
     /// [`HarnessError::Command`] if the command fails.
     pub fn init(binary: &Path, dir: &Path, cluster: &str) -> Result<Self, HarnessError> {
         let dir_s = dir.display().to_string();
-        run(binary, &["certs", "init", "--dir", &dir_s, "--cluster", cluster])?;
+        run(
+            binary,
+            &["certs", "init", "--dir", &dir_s, "--cluster", cluster],
+        )?;
         Ok(CertAuthority {
             dir: dir.to_path_buf(),
             binary: binary.to_path_buf(),

@@ -24,7 +24,11 @@ pub struct HttpResponse {
 ///
 /// # Errors
 /// [`HarnessError::Http`] for connection failures, timeouts and malformed responses.
-pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<HttpResponse, HarnessError> {
+pub fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<HttpResponse, HarnessError> {
     let fail = |detail: String| HarnessError::Http {
         addr,
         path: path.to_owned(),

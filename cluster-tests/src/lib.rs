@@ -22,7 +22,7 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use cortex_cluster_tests::{ClusterOptions, TestCluster};
-//! let cluster = TestCluster::start(3, ClusterOptions::default()).unwrap();
+//! let mut cluster = TestCluster::start(3, ClusterOptions::default()).unwrap();
 //! let took = cluster.wait_converged(Duration::from_secs(30)).unwrap();
 //! assert_eq!(cluster.node(1).members().unwrap().len(), 3);
 //! # let _ = took;
@@ -44,7 +44,7 @@ pub use bins::{Binary, bin_dir, binary_path};
 pub use certs::CertAuthority;
 pub use cluster::{ClusterOptions, TestCluster};
 pub use error::HarnessError;
-pub use hosts::{HostsEntry, HOSTS_FILE};
+pub use hosts::{HOSTS_FILE, HostsEntry};
 pub use http::{HttpResponse, http_get};
 pub use members::{Member, MemberState, views_agree};
 pub use meter::{GossipMeter, MeterReading};

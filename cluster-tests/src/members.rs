@@ -113,7 +113,11 @@ mod tests {
         assert_eq!(a[2].state, MemberState::Unknown);
         assert_eq!(a[1].id(), "n1#6");
         let mut b = a.clone();
-        views_agree(&[("a".into(), a.clone()), ("b".into(), b.clone())], &["n0", "n1"]).unwrap();
+        views_agree(
+            &[("a".into(), a.clone()), ("b".into(), b.clone())],
+            &["n0", "n1"],
+        )
+        .unwrap();
         b[1].incarnation = 9;
         let e = views_agree(&[("a".into(), a.clone()), ("b".into(), b)], &["n0", "n1"]);
         assert!(e.unwrap_err().contains("n1#9"));

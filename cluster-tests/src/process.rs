@@ -214,9 +214,9 @@ impl NodeProcess {
             }
         }
         cmd.envs(self.spec.env.iter().map(|(k, v)| (k, v)));
-        let mut child = cmd.spawn().map_err(|e| {
-            HarnessError::io(format!("starting {}", self.binary.display()), e)
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| HarnessError::io(format!("starting {}", self.binary.display()), e))?;
         self.stdin = child.stdin.take();
         self.child = Some(child);
         self.logs.push(log_path);
@@ -255,7 +255,9 @@ impl NodeProcess {
             self.ports = free_ports_on(&[self.spec.ip])?;
             self.launch()?;
         }
-        Err(HarnessError::State("unreachable: launch attempts exhausted".into()))
+        Err(HarnessError::State(
+            "unreachable: launch attempts exhausted".into(),
+        ))
     }
 
     /// Kills the process (if running) with SIGKILL and starts it again under the same name,
@@ -405,7 +407,10 @@ impl NodeProcess {
     /// if no run is current.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, HarnessError> {
         if self.child.is_none() {
-            return Err(HarnessError::State(format!("{} is not running", self.spec.name)));
+            return Err(HarnessError::State(format!(
+                "{} is not running",
+                self.spec.name
+            )));
         }
         let what = format!("{} to exit", self.spec.name);
         poll_until(timeout, &what, || {
@@ -488,7 +493,11 @@ impl NodeProcess {
     pub fn all_logs(&self) -> String {
         let mut out = String::new();
         for (i, p) in self.logs.iter().enumerate() {
-            out.push_str(&format!("==== {} run {i} ({}) ====\n", self.spec.name, p.display()));
+            out.push_str(&format!(
+                "==== {} run {i} ({}) ====\n",
+                self.spec.name,
+                p.display()
+            ));
             out.push_str(&std::fs::read_to_string(p).unwrap_or_default());
         }
         out

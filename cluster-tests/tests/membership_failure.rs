@@ -7,6 +7,7 @@
 //!   the process exits with status 0;
 //! - SIGSTOP past the detection time, then SIGCONT: the frozen node is declared down and
 //!   comes back under a new incarnation.
+#![allow(clippy::print_stderr)] // the tests print what they measured
 
 use std::time::{Duration, Instant};
 
@@ -55,7 +56,10 @@ fn crash_is_detected_restart_is_a_new_incarnation_and_sigterm_leaves() {
         Ok(())
     })
     .unwrap();
-    eprintln!("kill -9 of n3 detected by all 3 others in {:?}", killed.elapsed());
+    eprintln!(
+        "kill -9 of n3 detected by all 3 others in {:?}",
+        killed.elapsed()
+    );
 
     // Restart under the same name: a higher incarnation, alive everywhere; the old one
     // stays down.
@@ -74,7 +78,10 @@ fn crash_is_detected_restart_is_a_new_incarnation_and_sigterm_leaves() {
         cortex_cluster_tests::views_agree(&views, &["n0", "n1", "n2", "n3"])?;
         for (observer, view) in &views {
             if state_of(view, "n3", new.incarnation) != Some(MemberState::Alive) {
-                return Err(format!("{observer} does not list n3#{} alive", new.incarnation));
+                return Err(format!(
+                    "{observer} does not list n3#{} alive",
+                    new.incarnation
+                ));
             }
         }
         Ok(())
@@ -101,7 +108,10 @@ fn crash_is_detected_restart_is_a_new_incarnation_and_sigterm_leaves() {
         Ok(())
     })
     .unwrap();
-    eprintln!("SIGTERM of n2 seen as left by all 3 others in {:?}", termed.elapsed());
+    eprintln!(
+        "SIGTERM of n2 seen as left by all 3 others in {:?}",
+        termed.elapsed()
+    );
     let status = cluster.node_mut(2).wait_exit(DETECT).unwrap();
     assert!(status.success(), "n2 exited with {status} after SIGTERM");
     // The remaining three still agree, with n3 at its new incarnation.

@@ -1,5 +1,6 @@
 //! Clusters of 3 and 5 real node processes formed from one seed: every node's
 //! `/cluster/members` lists every node as alive, with the same incarnations everywhere.
+#![allow(clippy::print_stderr)] // the tests print what they measured
 
 use std::time::Duration;
 

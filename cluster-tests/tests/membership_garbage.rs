@@ -6,6 +6,7 @@
 //! The bytes come from a seeded generator (the seed is printed). A share of the datagrams
 //! start like real ones (the gossip magic and version; a QUIC long header with version 1)
 //! so that they get past the first checks and reach the deeper parsers.
+#![allow(clippy::print_stderr)] // the tests print what they measured
 
 use std::collections::BTreeSet;
 use std::net::UdpSocket;
@@ -57,7 +58,11 @@ fn gossip_junk(rng: &mut Rng) -> Vec<u8> {
 /// A random QUIC-like packet: noise, or a long header (Initial/Handshake, version 1) with
 /// random connection ids and payload, often padded to the 1200-byte Initial minimum.
 fn quic_junk(rng: &mut Rng) -> Vec<u8> {
-    let len = if rng.below(2) == 0 { 1200 } else { rng.below(1500) as usize };
+    let len = if rng.below(2) == 0 {
+        1200
+    } else {
+        rng.below(1500) as usize
+    };
     let mut d = vec![0u8; len];
     rng.fill(&mut d);
     if len >= 7 && rng.below(2) == 0 {
@@ -80,12 +85,18 @@ fn flood_gossip(target: &NodeProcess, rng: &mut Rng) -> u64 {
     let mut sent = 0u64;
     for _ in 0..DATAGRAMS / BATCH {
         for _ in 0..BATCH {
-            socket.send_to(&gossip_junk(rng), target.gossip_addr()).unwrap();
+            socket
+                .send_to(&gossip_junk(rng), target.gossip_addr())
+                .unwrap();
             sent += 1;
         }
         poll_until(CONVERGE, "the node to count the junk", || {
             let n = gossip_rejected_total(target) - base;
-            if n >= sent { Ok(()) } else { Err(format!("{n} of {sent} refused")) }
+            if n >= sent {
+                Ok(())
+            } else {
+                Err(format!("{n} of {sent} refused"))
+            }
         })
         .unwrap();
     }
@@ -132,23 +143,40 @@ fn random_datagrams_leave_every_node_up_and_membership_unchanged() {
     let mut rng = Rng(seed);
     let refused = flood_gossip(cluster.node(0), &mut rng);
     eprintln!("n0 refused {refused} of {DATAGRAMS} junk gossip datagrams");
-    assert_eq!(refused, DATAGRAMS as u64, "every junk datagram is counted as refused");
+    assert_eq!(
+        refused, DATAGRAMS as u64,
+        "every junk datagram is counted as refused"
+    );
     flood_quic(cluster.node(1), &mut rng);
 
     for i in 0..3 {
-        assert!(cluster.node_mut(i).is_running(), "n{i} died:\n{}", cluster.node(i).log_tail(30));
+        assert!(
+            cluster.node_mut(i).is_running(),
+            "n{i} died:\n{}",
+            cluster.node(i).log_tail(30)
+        );
         assert_eq!(cluster.node(i).get("/health").unwrap().status, 200);
     }
     cluster.wait_agree(&[0, 1, 2], CONVERGE).unwrap();
     assert_eq!(ids(&cluster), before, "membership changed");
     for (observer, view) in cluster.views(&[0, 1, 2]).unwrap() {
-        assert!(view.iter().all(|m| m.state == MemberState::Alive), "{observer}: {view:?}");
+        assert!(
+            view.iter().all(|m| m.state == MemberState::Alive),
+            "{observer}: {view:?}"
+        );
     }
     // n1's QUIC endpoint still completes a real handshake after its junk.
     let ca = cluster.ca();
     ca.issue("probe").unwrap();
     let tls = TlsMaterial::load(&ca.ca_cert(), &ca.cert("probe"), &ca.key("probe")).unwrap();
-    dial(cluster.node(1), &cluster.options().cluster_name, "probe", tls, None).unwrap();
+    dial(
+        cluster.node(1),
+        &cluster.options().cluster_name,
+        "probe",
+        tls,
+        None,
+    )
+    .unwrap();
     // No task died on the junk either.
     for i in 0..3 {
         assert!(!cluster.node(i).log().contains("panicked"), "n{i} panicked");

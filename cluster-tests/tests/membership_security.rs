@@ -9,12 +9,11 @@
 //!
 //! "Never lists" is checked after the intruder's datagrams have demonstrably arrived and
 //! been refused (the seed's rejection counter grew), so no fixed wait is involved.
+#![allow(clippy::print_stderr)] // the tests print what they measured
 
 use std::time::Duration;
 
-use cortex_cluster_tests::{
-    ClusterOptions, NodeProcess, TestCluster, TlsSource, poll_until,
-};
+use cortex_cluster_tests::{ClusterOptions, NodeProcess, TestCluster, TlsSource, poll_until};
 use cortex_protocol::VersionRange;
 use cortex_transport::{TlsMaterial, TransportError};
 use membership_common::dial;
@@ -32,7 +31,9 @@ const LOG_LEVEL: &str = "info,cortex_node::membership=debug";
 fn rejected(node: &NodeProcess, reason: &str) -> u64 {
     let text = node.metrics().unwrap_or_default();
     text.lines()
-        .filter(|l| l.contains("gossip_datagrams_rejected") && l.contains(&format!("reason=\"{reason}\"")))
+        .filter(|l| {
+            l.contains("gossip_datagrams_rejected") && l.contains(&format!("reason=\"{reason}\""))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .map(|v| v as u64)
         .sum()
@@ -59,13 +60,17 @@ fn cluster_with_debug_gossip() -> TestCluster {
 
 /// Waits until `line_part` shows up in `node`'s log; returns that line.
 fn log_line(node: &NodeProcess, line_part: &str) -> String {
-    poll_until(CONVERGE, &format!("{} to log {line_part:?}", node.name()), || {
-        node.log()
-            .lines()
-            .find(|l| l.contains(line_part))
-            .map(str::to_owned)
-            .ok_or_else(|| "not logged yet".to_owned())
-    })
+    poll_until(
+        CONVERGE,
+        &format!("{} to log {line_part:?}", node.name()),
+        || {
+            node.log()
+                .lines()
+                .find(|l| l.contains(line_part))
+                .map(str::to_owned)
+                .ok_or_else(|| "not logged yet".to_owned())
+        },
+    )
     .unwrap()
 }
 
@@ -81,7 +86,11 @@ fn a_node_with_the_wrong_cluster_secret_never_joins() {
 
     poll_until(CONVERGE, "n0 to refuse the intruder's joins", || {
         let n = rejected(cluster.node(0), "bad_tag") - before;
-        if n >= REFUSALS { Ok(()) } else { Err(format!("{n} bad_tag refusals")) }
+        if n >= REFUSALS {
+            Ok(())
+        } else {
+            Err(format!("{n} bad_tag refusals"))
+        }
     })
     .unwrap();
     nobody_lists(&cluster, &[0, 1], "intruder");
@@ -104,7 +113,11 @@ fn a_node_of_another_ca_never_joins() {
     cluster.add(spec).unwrap();
     poll_until(CONVERGE, "n0 to refuse the intruder's joins", || {
         let n = rejected(cluster.node(0), "bad_tag") - before;
-        if n >= REFUSALS { Ok(()) } else { Err(format!("{n} bad_tag refusals")) }
+        if n >= REFUSALS {
+            Ok(())
+        } else {
+            Err(format!("{n} bad_tag refusals"))
+        }
     })
     .unwrap();
     nobody_lists(&cluster, &[0, 1], "intruder");
@@ -127,22 +140,44 @@ fn quic_peers_with_a_foreign_certificate_or_no_common_version_are_refused() {
     // refuses): the handshake fails and the node logs one line saying why.
     let other = cluster.foreign_ca("other").unwrap();
     other.issue("intruder").unwrap();
-    let foreign =
-        TlsMaterial::load(&ca.ca_cert(), &other.cert("intruder"), &other.key("intruder")).unwrap();
+    let foreign = TlsMaterial::load(
+        &ca.ca_cert(),
+        &other.cert("intruder"),
+        &other.key("intruder"),
+    )
+    .unwrap();
     let err = dial(n0, &cname, "intruder", foreign, None).unwrap_err();
-    assert!(matches!(err, TransportError::TlsHandshake { .. } | TransportError::Refused { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            TransportError::TlsHandshake { .. } | TransportError::Refused { .. }
+        ),
+        "{err:?}"
+    );
     let line = log_line(n0, "inbound connection refused");
     eprintln!("dialer saw: {err}\nn0 logged: {line}");
-    assert!(line.to_lowercase().contains("cert") || line.contains("issuer"), "{line}");
+    assert!(
+        line.to_lowercase().contains("cert") || line.contains("issuer"),
+        "{line}"
+    );
 
     // No common protocol version.
     let future = VersionRange { min: 200, max: 200 };
     let err = dial(n0, &cname, "probe", good(), Some(future)).unwrap_err();
     eprintln!("dialer saw: {err}");
-    assert!(matches!(err, TransportError::VersionMismatch { .. } | TransportError::Refused { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            TransportError::VersionMismatch { .. } | TransportError::Refused { .. }
+        ),
+        "{err:?}"
+    );
     poll_until(CONVERGE, "n0 to log the version refusal", || {
         let log = n0.log();
-        let lines: Vec<&str> = log.lines().filter(|l| l.contains("inbound connection refused")).collect();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("inbound connection refused"))
+            .collect();
         match lines.iter().find(|l| l.to_lowercase().contains("version")) {
             Some(l) => {
                 eprintln!("n0 logged: {l}");

@@ -10,6 +10,7 @@
 //! Then: a pod restart (`kill -9`, started again under the same name and address) that the
 //! others see as a new incarnation, and a scale-down (SIGTERM of cortex-2) that leaves
 //! gracefully.
+#![allow(clippy::print_stderr)] // the tests print what they measured
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -22,7 +23,9 @@ const CONVERGE: Duration = Duration::from_secs(30);
 
 #[test]
 fn statefulset_pods_find_each_other_through_one_name_restart_and_scale_down() {
-    let ips: Vec<IpAddr> = (1..=3).map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i))).collect();
+    let ips: Vec<IpAddr> = (1..=3)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+        .collect();
     let service = format!("cortex-headless-{}.test", std::process::id());
     let _hosts = HostsEntry::add(&service, &ips).unwrap();
     // One set of ports free on all three addresses: every pod uses the same ones.
@@ -77,8 +80,16 @@ fn statefulset_pods_find_each_other_through_one_name_restart_and_scale_down() {
             );
         }
         views_agree(&views, &names)?;
-        let inc = views[0].1.iter().find(|m| m.name == "cortex-1").map(|m| m.incarnation);
-        if inc == Some(new.incarnation) { Ok(()) } else { Err(format!("cortex-0 sees cortex-1 at {inc:?}")) }
+        let inc = views[0]
+            .1
+            .iter()
+            .find(|m| m.name == "cortex-1")
+            .map(|m| m.incarnation);
+        if inc == Some(new.incarnation) {
+            Ok(())
+        } else {
+            Err(format!("cortex-0 sees cortex-1 at {inc:?}"))
+        }
     })
     .unwrap();
 
@@ -92,7 +103,11 @@ fn statefulset_pods_find_each_other_through_one_name_restart_and_scale_down() {
                 .iter()
                 .find(|m| m.name == "cortex-2" && m.incarnation == leaver.incarnation)
                 .map(|m| m.state);
-            assert_ne!(s, Some(MemberState::Down), "{observer} marked the leaving pod down");
+            assert_ne!(
+                s,
+                Some(MemberState::Down),
+                "{observer} marked the leaving pod down"
+            );
             if s != Some(MemberState::Left) {
                 return Err(format!("{observer} sees cortex-2 as {s:?}"));
             }
@@ -100,7 +115,10 @@ fn statefulset_pods_find_each_other_through_one_name_restart_and_scale_down() {
         Ok(())
     })
     .unwrap();
-    eprintln!("scale-down of cortex-2 seen as left in {:?}", termed.elapsed());
+    eprintln!(
+        "scale-down of cortex-2 seen as left in {:?}",
+        termed.elapsed()
+    );
     let status = cluster.node_mut(2).wait_exit(CONVERGE).unwrap();
     assert!(status.success(), "cortex-2 exited with {status}");
     cluster.wait_agree(&[0, 1], CONVERGE).unwrap();

@@ -40,4 +40,3 @@ pub(crate) fn dial(
         r
     })
 }
-
