@@ -302,6 +302,8 @@ fn kill_nine_under_load_keeps_single_activation_and_bounded_asks() {
 
     // Requests: bounded, typed, only to the dead node's ids, none after the ring settled.
     let bound = detection + SETTLE + SLACK;
+    // Checked last, so that a run shows every other finding first.
+    let mut late = Vec::new();
     for (&i, r) in survivors.iter().zip(&results) {
         let name = c.node(i).name();
         let max_ok = Duration::from_micros(r["max_ok_us"].as_u64().unwrap());
@@ -313,14 +315,12 @@ fn kill_nine_under_load_keeps_single_activation_and_bounded_asks() {
             r["ask_failures"].as_object().unwrap().len(),
             r["tell_failures"].as_object().unwrap().len(),
         );
-        assert!(
-            max_ok <= bound,
-            "{name}: an ask took {max_ok:?} (bound {bound:?})"
-        );
-        assert!(
-            max_failed <= bound,
-            "{name}: a failed ask took {max_failed:?} (bound {bound:?})"
-        );
+        if max_ok > bound {
+            late.push(format!("{name}: an ask succeeded after {max_ok:?}"));
+        }
+        if max_failed > bound {
+            late.push(format!("{name}: an ask failed only after {max_failed:?}"));
+        }
         for kind in ["ask_failures", "tell_failures"] {
             for (id, f) in r[kind].as_object().unwrap() {
                 assert!(
@@ -398,6 +398,13 @@ fn kill_nine_under_load_keeps_single_activation_and_bounded_asks() {
         moved,
         dead_ids.len(),
         "n2's ids not reactivated on a survivor"
+    );
+    assert!(
+        late.is_empty(),
+        "requests to the killed node's ids did not end within detection ({detection:?}) + \
+         settle ({SETTLE:?}) + slack ({SLACK:?}): {late:?}. In-flight asks to a member that \
+         membership has declared down must fail at once (close its connection when it leaves \
+         the ring) instead of waiting for the QUIC idle timeout"
     );
     drop(c);
 }
