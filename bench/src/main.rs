@@ -2,7 +2,9 @@
 //! ractor 0.16 and actix 0.13 in one run, each row on a fresh runtime, printed as a
 //! Markdown table with Cortex/peer ratios.
 //!
-//! Run with `cd bench && cargo run --release` (`-- --scale 0.1` for a quick smoke run).
+//! Run with `cd bench && cargo run --release` (`-- --scale 0.1` for a quick smoke
+//! run, `-- --only tell1|tellmany|ask|spawn|memory` for one section, `-- --runtimes
+//! cortex,actix` for some runtimes).
 //! Its own workspace, so the project's `cargo test --workspace` never builds the peers.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a CLI: the table is its output
 
@@ -68,30 +70,74 @@ fn rate(n: u64, d: Duration) -> f64 {
 /// One figure per runtime, in the order Cortex, kameo, ractor, actix.
 type Four = [Option<f64>; 4];
 
-fn main() {
-    let scale = std::env::args()
-        .skip_while(|a| a != "--scale")
-        .nth(1)
-        .map(|s| {
+/// Command-line choices.
+struct Args {
+    scale: f64,
+    /// Run only this section.
+    only: Option<String>,
+    /// Run only these runtimes (indices into Cortex, kameo, ractor, actix).
+    runtimes: [bool; 4],
+}
+
+const NAMES: [&str; 4] = ["cortex", "kameo", "ractor", "actix"];
+
+impl Args {
+    fn parse() -> Self {
+        let value = |flag: &str| std::env::args().skip_while(|a| a != flag).nth(1);
+        let scale = value("--scale").map_or(1.0, |s| {
             s.parse::<f64>()
                 .expect("--scale takes a number such as 0.1")
+        });
+        let runtimes = value("--runtimes").map_or([true; 4], |list| {
+            let names: Vec<&str> = list.split(',').collect();
+            for n in &names {
+                assert!(NAMES.contains(n), "--runtimes takes a list of {NAMES:?}");
+            }
+            NAMES.map(|n| names.contains(&n))
+        });
+        Self {
+            scale,
+            only: value("--only"),
+            runtimes,
+        }
+    }
+
+    fn section(&self, name: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| o == name)
+    }
+
+    /// Runs the chosen runtimes' closures, in order; `None` for the others.
+    fn each<T>(&self, fs: [&mut dyn FnMut() -> Option<T>; 4]) -> [Option<T>; 4] {
+        let mut i = 0;
+        fs.map(|f| {
+            let on = self.runtimes[i];
+            i += 1;
+            if on { f() } else { None }
         })
-        .unwrap_or(1.0);
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    let scale = args.scale;
     let z = Sizes::scaled(scale);
     let mut table = Table::default();
 
-    // 1. Tell throughput, one actor.
+    // 1. Tell throughput, one actor (actix only on its own one-thread arbiter).
     for flavor in [Flavor::One, Flavor::Two] {
+        if !args.section("tell1") {
+            break;
+        }
+        let n = z.tells;
         let mut runs: Vec<Four> = Vec::new();
         for rep in 0..REPS {
             eprintln!("tell, 1 actor, {} (rep {})", flavor.label(), rep + 1);
-            let actix = (flavor == Flavor::One).then(|| rate(z.tells, actix_rt::tell_one(z.tells)));
-            runs.push([
-                Some(rate(z.tells, cortex::tell_one(flavor, z.tells))),
-                Some(rate(z.tells, kameo_rt::tell_one(flavor, z.tells))),
-                Some(rate(z.tells, ractor_rt::tell_one(flavor, z.tells))),
-                actix,
-            ]);
+            runs.push(args.each([
+                &mut || Some(rate(n, cortex::tell_one(flavor, n))),
+                &mut || Some(rate(n, kameo_rt::tell_one(flavor, n))),
+                &mut || Some(rate(n, ractor_rt::tell_one(flavor, n))),
+                &mut || (flavor == Flavor::One).then(|| rate(n, actix_rt::tell_one(n))),
+            ]));
         }
         table.push(Row::new(
             format!("tell, 1 actor, {} (msgs/s)", flavor.label()),
@@ -102,45 +148,42 @@ fn main() {
     }
 
     // 2. Tell throughput, 1,000 actors on 2 workers (actix: 2 arbiters).
-    let total = z.many_actors as u64 * z.per_actor;
-    let mut runs: Vec<Four> = Vec::new();
-    for rep in 0..REPS {
-        eprintln!(
-            "tell, {} actors, 2 workers (rep {})",
-            z.many_actors,
-            rep + 1
-        );
-        runs.push([
-            Some(rate(total, cortex::tell_many(z.many_actors, z.per_actor))),
-            Some(rate(total, kameo_rt::tell_many(z.many_actors, z.per_actor))),
-            Some(rate(
-                total,
-                ractor_rt::tell_many(z.many_actors, z.per_actor),
-            )),
-            Some(rate(total, actix_rt::tell_many(z.many_actors, z.per_actor))),
-        ]);
+    if args.section("tellmany") {
+        let (actors, per) = (z.many_actors, z.per_actor);
+        let total = actors as u64 * per;
+        let mut runs: Vec<Four> = Vec::new();
+        for rep in 0..REPS {
+            eprintln!("tell, {actors} actors, 2 workers (rep {})", rep + 1);
+            runs.push(args.each([
+                &mut || Some(rate(total, cortex::tell_many(actors, per))),
+                &mut || Some(rate(total, kameo_rt::tell_many(actors, per))),
+                &mut || Some(rate(total, ractor_rt::tell_many(actors, per))),
+                &mut || Some(rate(total, actix_rt::tell_many(actors, per))),
+            ]));
+        }
+        table.push(Row::new(
+            format!("tell, {actors} actors, 2 workers, 2 senders (msgs/s)"),
+            Better::Higher,
+            medians(&runs),
+            report::rate,
+        ));
     }
-    table.push(Row::new(
-        format!(
-            "tell, {} actors, 2 workers, 2 senders (msgs/s)",
-            z.many_actors
-        ),
-        Better::Higher,
-        medians(&runs),
-        report::rate,
-    ));
 
     // 3. Ask round trips.
     for flavor in [Flavor::One, Flavor::Two] {
+        if !args.section("ask") {
+            break;
+        }
+        let (warm, n) = (z.ask_warm, z.asks);
         let mut runs: Vec<[Option<AskStats>; 4]> = Vec::new();
         for rep in 0..REPS {
             eprintln!("ask, {} (rep {})", flavor.label(), rep + 1);
-            runs.push([
-                Some(cortex::ask(flavor, z.ask_warm, z.asks)),
-                Some(kameo_rt::ask(flavor, z.ask_warm, z.asks)),
-                Some(ractor_rt::ask(flavor, z.ask_warm, z.asks)),
-                (flavor == Flavor::One).then(|| actix_rt::ask(z.ask_warm, z.asks)),
-            ]);
+            runs.push(args.each([
+                &mut || Some(cortex::ask(flavor, warm, n)),
+                &mut || Some(kameo_rt::ask(flavor, warm, n)),
+                &mut || Some(ractor_rt::ask(flavor, warm, n)),
+                &mut || (flavor == Flavor::One).then(|| actix_rt::ask(warm, n)),
+            ]));
         }
         let pick = |f: fn(&AskStats) -> f64| -> Vec<Four> {
             runs.iter().map(|r| r.map(|s| s.as_ref().map(f))).collect()
@@ -167,67 +210,75 @@ fn main() {
     }
 
     // 4. Spawn rate.
-    let mut runs: Vec<Four> = Vec::new();
-    for rep in 0..REPS {
-        eprintln!("spawn {} (rep {})", z.spawns, rep + 1);
-        let n = z.spawns as u64;
-        runs.push([
-            Some(rate(n, cortex::spawn(z.spawns))),
-            Some(rate(n, kameo_rt::spawn(z.spawns))),
-            Some(rate(n, ractor_rt::spawn(z.spawns))),
-            Some(rate(n, actix_rt::spawn(z.spawns))),
-        ]);
+    if args.section("spawn") {
+        let n = z.spawns;
+        let mut runs: Vec<Four> = Vec::new();
+        for rep in 0..REPS {
+            eprintln!("spawn {n} (rep {})", rep + 1);
+            runs.push(args.each([
+                &mut || Some(rate(n as u64, cortex::spawn(n))),
+                &mut || Some(rate(n as u64, kameo_rt::spawn(n))),
+                &mut || Some(rate(n as u64, ractor_rt::spawn(n))),
+                &mut || Some(rate(n as u64, actix_rt::spawn(n))),
+            ]));
+        }
+        table.push(Row::new(
+            "spawn + start, 1 thread (actors/s)".into(),
+            Better::Higher,
+            medians(&runs),
+            report::rate,
+        ));
     }
-    table.push(Row::new(
-        "spawn + start, 1 thread (actors/s)".into(),
-        Better::Higher,
-        medians(&runs),
-        report::rate,
-    ));
 
-    // 5. Memory per idle actor (counted, not timed: one pass).
-    eprintln!("memory, {} idle actors", z.idle);
-    let mem: [PerActor; 4] = [
-        cortex::idle_memory(z.idle),
-        kameo_rt::idle_memory(z.idle),
-        ractor_rt::idle_memory(z.idle),
-        actix_rt::idle_memory(z.idle),
-    ];
-    table.push(Row::new(
-        "heap per idle actor (bytes)".into(),
-        Better::Lower,
-        mem.map(|m| Some(m.bytes)),
-        report::bytes,
-    ));
-    table.push(Row::new(
-        "heap blocks held per idle actor".into(),
-        Better::Lower,
-        mem.map(|m| Some(m.blocks)),
-        report::plain,
-    ));
+    // 5. Memory per idle actor and allocations per message (counted, not timed: one pass).
+    let mut virtuals = None;
+    if args.section("memory") {
+        let n = z.idle;
+        eprintln!("memory, {n} idle actors");
+        let mem: [Option<PerActor>; 4] = args.each([
+            &mut || Some(cortex::idle_memory(n)),
+            &mut || Some(kameo_rt::idle_memory(n)),
+            &mut || Some(ractor_rt::idle_memory(n)),
+            &mut || Some(actix_rt::idle_memory(n)),
+        ]);
+        table.push(Row::new(
+            "heap per idle actor (bytes)".into(),
+            Better::Lower,
+            mem.map(|m| m.map(|m| m.bytes)),
+            report::bytes,
+        ));
+        table.push(Row::new(
+            "heap blocks held per idle actor".into(),
+            Better::Lower,
+            mem.map(|m| m.map(|m| m.blocks)),
+            report::plain,
+        ));
 
-    eprintln!("allocations per message");
-    let per_msg = [
-        cortex::allocs_per_message(z.alloc_msgs),
-        kameo_rt::allocs_per_message(z.alloc_msgs),
-        ractor_rt::allocs_per_message(z.alloc_msgs),
-        actix_rt::allocs_per_message(z.alloc_msgs),
-    ];
-    table.push(Row::new(
-        "allocation calls per tell".into(),
-        Better::Lower,
-        per_msg.map(|m| Some(m.0)),
-        report::plain,
-    ));
-    table.push(Row::new(
-        "allocation calls per ask".into(),
-        Better::Lower,
-        per_msg.map(|m| Some(m.1)),
-        report::plain,
-    ));
-
-    eprintln!("virtual actors, {}", z.idle);
-    let v = cortex::virtual_memory(z.idle);
+        eprintln!("allocations per message");
+        let m = z.alloc_msgs;
+        let per_msg = args.each([
+            &mut || Some(cortex::allocs_per_message(m)),
+            &mut || Some(kameo_rt::allocs_per_message(m)),
+            &mut || Some(ractor_rt::allocs_per_message(m)),
+            &mut || Some(actix_rt::allocs_per_message(m)),
+        ]);
+        table.push(Row::new(
+            "allocation calls per tell".into(),
+            Better::Lower,
+            per_msg.map(|m| m.map(|m| m.0)),
+            report::plain,
+        ));
+        table.push(Row::new(
+            "allocation calls per ask".into(),
+            Better::Lower,
+            per_msg.map(|m| m.map(|m| m.1)),
+            report::plain,
+        ));
+        if args.runtimes[0] {
+            eprintln!("virtual actors, {n}");
+            virtuals = Some(cortex::virtual_memory(n));
+        }
+    }
 
     println!(
         "scale {scale}: {} tells to 1 actor; {} actors x {} tells; {} asks after {} warm-up; \
@@ -235,18 +286,20 @@ fn main() {
         z.tells, z.many_actors, z.per_actor, z.asks, z.ask_warm, z.spawns, z.idle
     );
     println!("{}", table.render());
-    println!(
-        "Cortex virtual actors ({} ids per round): a live activation holds {:.0} B in {:.1} \
-         blocks; after passivating all, round 1 keeps {:.1} B ({:.2} blocks) per id, round 2 \
-         (fresh ids, registry tables already grown) keeps {:.1} B ({:.2} blocks) per id",
-        z.idle,
-        v.live.bytes,
-        v.live.blocks,
-        v.passivated_first.bytes,
-        v.passivated_first.blocks,
-        v.passivated_second.bytes,
-        v.passivated_second.blocks,
-    );
+    if let Some(v) = virtuals {
+        println!(
+            "Cortex virtual actors ({} ids per round): a live activation holds {:.0} B in {:.1} \
+             blocks; after passivating all, round 1 keeps {:.1} B ({:.2} blocks) per id, round 2 \
+             (fresh ids, registry tables already grown) keeps {:.1} B ({:.2} blocks) per id",
+            z.idle,
+            v.live.bytes,
+            v.live.blocks,
+            v.passivated_first.bytes,
+            v.passivated_first.blocks,
+            v.passivated_second.bytes,
+            v.passivated_second.blocks,
+        );
+    }
 }
 
 fn medians(runs: &[Four]) -> Four {
