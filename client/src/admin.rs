@@ -9,11 +9,13 @@
 //!   JSON (`content-type: application/json`).
 //! - ask: `200 {"message": "<reply name>", "reply": <reply as JSON>}`;
 //!   tell: `202 {"accepted": true}`.
-//! - failure: a non-2xx status with `{"error": "<detail>", "code": "<ErrorCode>"}` where
-//!   `code` is the wire error code's name (`Timeout`, `UnknownKind`, ...); status 504 for
-//!   `Timeout`, 502/503 for `Unreachable`, 404 for `UnknownKind`/`UnknownMessage`, 400 for
-//!   `Decode`, 409 for `Rejected`, 500 otherwise.
-//! - `POST /topics/{topic}/{message}` with a JSON body publishes: `202 {"accepted": true}`.
+//! - failure: a non-2xx status with `{"error": "<ErrorCode>", "detail": "<detail>"}` where
+//!   `error` is the wire error code's name (`Timeout`, `UnknownKind`, ...): 504 for
+//!   `Timeout`, 503 for `Unreachable` and `ActorStopped`, 404 for `UnknownKind` and
+//!   `UnknownMessage`, 400 for `Decode`, 429 for `Rejected`, 500 for `ActorFailed`, 508 for
+//!   `HopLimit`. A node that does not own the id proxies the request to the owner.
+//! - `POST /topics/{topic}/{message}` with a JSON body publishes: `202 {"accepted": true}`
+//!   (proposed; not served by the node yet, so JSON publishes answer 404 until it is).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -352,14 +354,23 @@ impl AdminClient {
         if (200..300).contains(&status) {
             return Ok(bytes);
         }
+        // Two shapes: `{"error": CODE, "detail": ...}` from the actor endpoint, and
+        // `{"error": detail}` from the rest of the admin API.
         #[derive(Deserialize)]
         struct ErrBody {
             error: String,
             #[serde(default)]
-            code: Option<String>,
+            detail: Option<String>,
         }
         let (detail, code) = match serde_json::from_slice::<ErrBody>(&bytes) {
-            Ok(b) => (b.error, b.code),
+            Ok(ErrBody {
+                error,
+                detail: Some(detail),
+            }) => (detail, Some(error)),
+            Ok(ErrBody {
+                error,
+                detail: None,
+            }) => (error, None),
             Err(_) => (String::from_utf8_lossy(&bytes).trim().to_string(), None),
         };
         Err(AdminError::Status {

@@ -85,7 +85,7 @@ async fn execute(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Members => members(cli).await,
         Command::Ring { id } => ring(cli, id.as_deref()).await,
-        Command::Activations { node, since } => activations(cli, node, *since).await,
+        Command::Activations { member, since } => activations(cli, member, *since).await,
         Command::Tell {
             id,
             message,
@@ -134,7 +134,7 @@ enum Body {
 }
 
 fn body(p: &Payload) -> Result<Body, Failure> {
-    match (&p.json, &p.payload_hex) {
+    match (&p.body, &p.payload_hex) {
         (Some(j), None) => serde_json::from_str(j)
             .map(Body::Json)
             .map_err(|e| Failure::usage(format!("the payload is not valid JSON: {e}"))),
@@ -180,7 +180,7 @@ async fn quic_client(cli: &Cli) -> Result<Client, Failure> {
         .tls(tls(cli)?)
         .name("cortex-cli")
         .default_timeout(cli.timeout)
-        .connect_timeout(cli.timeout);
+        .connect_timeout(cli.connect_timeout);
     if let Some(t) = &cli.token {
         b = b.token(t.clone());
     }

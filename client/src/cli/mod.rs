@@ -97,6 +97,9 @@ pub struct Cli {
     /// Deadline of each operation (e.g. 500ms, 5s, 1m).
     #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Deadline for dialing a node over QUIC.
+    #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -109,9 +112,10 @@ pub struct Cli {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Payload {
     /// The message as JSON (sent to --node, which converts it with the message's type).
-    pub json: Option<String>,
+    #[arg(value_name = "JSON")]
+    pub body: Option<String>,
     /// The message already encoded with the wire codec (bincode), as hex; sent over QUIC.
-    #[arg(long, value_name = "HEX", conflicts_with = "json")]
+    #[arg(long, value_name = "HEX", conflicts_with = "body")]
     pub payload_hex: Option<String>,
 }
 
@@ -173,7 +177,8 @@ pub enum Command {
     /// List the activations recorded by one node (by name, or an http:// URL).
     Activations {
         /// Node name (looked up through --node) or its admin URL.
-        node: String,
+        #[arg(value_name = "NODE")]
+        member: String,
         /// Only records after this sequence number.
         #[arg(long, default_value_t = 0)]
         since: u64,
@@ -242,5 +247,18 @@ mod tests {
         let cli = parse(["cortex", "--json", "ring", "account/alice"]).unwrap();
         assert!(cli.json);
         assert!(matches!(cli.command, Command::Ring { id: Some(_) }));
+        let cli = parse(["cortex", "--json", "ask", "a/b", "m.N", "{\"x\": 1}"]).unwrap();
+        let Command::Ask { payload, .. } = cli.command else {
+            panic!("not an ask")
+        };
+        assert_eq!(payload.body.as_deref(), Some("{\"x\": 1}"));
+        let cli = parse(["cortex", "tell", "a/b", "m.N", "--payload-hex="]).unwrap();
+        let Command::Tell { payload, .. } = cli.command else {
+            panic!("not a tell")
+        };
+        assert_eq!(payload.payload_hex.as_deref(), Some(""));
+        let cli = parse(["cortex", "--node", "http://h:1", "activations", "n1"]).unwrap();
+        assert_eq!(cli.node, "http://h:1");
+        assert!(matches!(cli.command, Command::Activations { member, .. } if member == "n1"));
     }
 }
