@@ -85,6 +85,23 @@ impl<'a> Ctx<'a> {
         Self { by_id, h }
     }
 
+    /// True when `id` changed activation in `(t1, t2]`, or had activations on two nodes
+    /// live at once in it (a split brain): the only ways answers can jump ahead without a
+    /// double application.
+    fn moved_or_split(&self, id: &str, t1: u64, t2: u64) -> bool {
+        let Some(rs) = self.by_id.get(id) else {
+            return false;
+        };
+        let live: Vec<_> = rs
+            .iter()
+            .filter(|r| r.activated_us <= t2 && r.passivated_us.is_none_or(|p| p >= t1))
+            .collect();
+        live.len() > 1
+            || live
+                .iter()
+                .any(|r| r.activated_us > t1 || r.passivated_us.is_some_and(|p| p < t2))
+    }
+
     /// Why the state of `id` may have been reset between `t1` and `t2`, if it may have.
     fn reset_cause(&self, id: &str, t1: u64, t2: u64) -> Option<&'static str> {
         let changed = self.by_id.get(id).is_some_and(|rs| {
@@ -264,9 +281,9 @@ fn counters(h: &Snapshot, ctx: &Ctx<'_>) -> Verdict {
                         }
                     } else if val > last + step + maybe {
                         let extra = val - last - step - maybe;
-                        match cause {
-                            Some(_) => v.add("jumps_after_move", 1),
-                            None => {
+                        match ctx.moved_or_split(id, last_t, o.complete_us) {
+                            true => v.add("jumps_after_move", 1),
+                            false => {
                                 v.fail(
                                     "applied_twice",
                                     format!(

@@ -46,6 +46,9 @@ enum Cmd {
         /// Extra flag for every node's `run` (repeat).
         #[arg(long = "node-arg", allow_hyphen_values = true)]
         node_args: Vec<String>,
+        /// Extra flag for one node: INDEX=FLAG, e.g. 1=--vnodes=40 (repeat).
+        #[arg(long = "node-arg-for", value_parser = parse_node_arg, allow_hyphen_values = true)]
+        node_args_for: Vec<(usize, String)>,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -70,6 +73,16 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         jitter_ms: u64,
     },
+}
+
+fn parse_node_arg(s: &str) -> Result<(usize, String), String> {
+    let (i, flag) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: write INDEX=FLAG, e.g. 1=--vnodes=40"))?;
+    let i = i
+        .parse()
+        .map_err(|_| format!("{s:?}: INDEX must be a node number"))?;
+    Ok((i, flag.to_owned()))
 }
 
 fn main() -> ExitCode {
@@ -129,6 +142,7 @@ fn main() -> ExitCode {
             dedupe_off,
             settle_time,
             node_args,
+            node_args_for,
             quiet,
         } => {
             let s = match Scenario::load(&scenario) {
@@ -151,6 +165,7 @@ fn main() -> ExitCode {
             opts.dedupe_off = dedupe_off;
             opts.settle_time = settle_time;
             opts.node_args = node_args;
+            opts.node_args_for = node_args_for;
             opts.progress = !quiet;
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,

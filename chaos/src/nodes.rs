@@ -203,6 +203,8 @@ pub struct NodesConfig {
     pub settle_time: Duration,
     /// Extra `run` flags.
     pub extra_args: Vec<String>,
+    /// Extra `run` flags for single nodes: (node index, flag).
+    pub node_args: Vec<(usize, String)>,
 }
 
 /// The CA directory and client certificate paths.
@@ -278,6 +280,12 @@ pub fn build(
             }
         }
         args.extend(cfg.extra_args.iter().cloned());
+        args.extend(
+            cfg.node_args
+                .iter()
+                .filter(|(n, _)| *n == i)
+                .map(|(_, a)| a.clone()),
+        );
         nodes.push(Node {
             name,
             ip,

@@ -42,6 +42,9 @@ pub struct RunOptions {
     pub settle_time: Option<Duration>,
     /// More node flags.
     pub node_args: Vec<String>,
+    /// More flags for single nodes: (index, flag); e.g. `(1, "--vnodes=40")`, a
+    /// deliberately broken setting (nodes disagree on placement).
+    pub node_args_for: Vec<(usize, String)>,
     /// Show a progress bar on stderr.
     pub progress: bool,
     /// This harness's binary (runs the NFQUEUE delay holder); default: current exe.
@@ -60,6 +63,7 @@ impl RunOptions {
             dedupe_off: false,
             settle_time: None,
             node_args: Vec::new(),
+            node_args_for: Vec::new(),
             progress: false,
             holder_exe: None,
             node_binary: None,
@@ -133,6 +137,7 @@ pub async fn run(scenario: &Scenario, opts: RunOptions) -> Result<RunOutcome, Ch
         dir: work.clone(),
         settle_time: settle,
         extra_args: extra,
+        node_args: opts.node_args_for.clone(),
     };
     let (mut list, certs) = nodes::build(&cfg, &topo, scenario.nodes)?;
     for n in &mut list {

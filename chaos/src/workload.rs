@@ -283,7 +283,7 @@ pub async fn final_reads(client: &Client, spec: &WorkloadSpec, h: &History, live
         let invoke_us = now_us();
         let deadline_us = invoke_us + spec.ask_timeout.as_micros() as u64;
         let r = client
-            .ask_with(&id, Get, AskOptions::new(spec.ask_timeout))
+            .ask_with(&id, Get, AskOptions::new(spec.ask_timeout).retries(3))
             .await;
         record(h, live, 2000 + i as u32, &id, "get", None, invoke_us, deadline_us, 1, to_outcome(r));
     }
