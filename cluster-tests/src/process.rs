@@ -338,14 +338,17 @@ impl NodeProcess {
     /// # Errors
     /// [`HarnessError::Io`] if waiting for it fails.
     pub fn kill9(&mut self) -> Result<(), HarnessError> {
-        self.stdin = None;
         if let Some(mut child) = self.child.take() {
             // kill fails only if the process was already reaped; wait settles it either way.
             let _ = child.kill();
+            // Only now close stdin: closed first, it would make the node (which runs with
+            // --exit-with-parent) start a graceful leave before SIGKILL lands.
+            self.stdin = None;
             child
                 .wait()
                 .map_err(|e| HarnessError::io(format!("waiting for {}", self.spec.name), e))?;
         }
+        self.stdin = None;
         Ok(())
     }
 

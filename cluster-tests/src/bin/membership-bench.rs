@@ -15,7 +15,8 @@
 //! cargo run --release -p cortex-cluster-tests --bin membership-bench -- [--runs 3] [--rest-secs 10]
 //! ```
 //! The node binary is looked up next to this one (`target/release`) unless `CORTEX_BIN_DIR`
-//! says otherwise. Prints a Markdown table.
+//! says otherwise. Prints a Markdown table. With `BENCH_VERBOSE=1`, a convergence run still
+//! unfinished after 1 s prints which node misses whom.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a CLI reporting to its user
 
 use std::net::SocketAddr;
@@ -94,7 +95,22 @@ fn convergence(n: usize) -> Result<Duration, HarnessError> {
     let specs = (1..n).map(|i| cluster.spec(&format!("n{i}"))).collect();
     let (_, last_spawn) = cluster.add_all(specs)?;
     let all: Vec<usize> = (0..n).collect();
-    cluster.wait_agree(&all, CONVERGE)?;
+    let names: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut reported = false;
+    poll_until(CONVERGE, "all nodes to agree", || {
+        let views = cluster.views(&all).map_err(|e| e.to_string())?;
+        let r = cortex_cluster_tests::views_agree(&views, &names);
+        if let Err(e) = &r
+            && std::env::var_os("BENCH_VERBOSE").is_some()
+            && !reported
+            && last_spawn.elapsed() > Duration::from_secs(1)
+        {
+            reported = true;
+            eprintln!("after 1 s with {n} nodes: {e}");
+        }
+        r
+    })?;
     Ok(last_spawn.elapsed())
 }
 
