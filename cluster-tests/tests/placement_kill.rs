@@ -10,6 +10,7 @@
 //! - the activation logs of all nodes (the dead one's fetched periodically while it lived;
 //!   its open activations end at its kill time) never show one id live on two nodes at
 //!   once, and at the end no id is live twice.
+#![allow(clippy::print_stderr)] // the test prints what it measured
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -162,6 +163,8 @@ fn overlaps(records: &[Activation], now_us: u64) -> Vec<(Activation, Activation)
     bad
 }
 
+// ClusterOptions is non_exhaustive: it can only be built from its default.
+#[allow(clippy::field_reassign_with_default)]
 fn start_cluster(result_dir: &Path, stop_file: &Path) -> TestCluster {
     let mut opts = ClusterOptions::default();
     opts.binary = Binary::Path(bench_binary());

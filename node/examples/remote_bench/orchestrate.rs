@@ -87,6 +87,9 @@ impl Drop for Proc {
     }
 }
 
+/// One stage of the run: it adds its results to the summary.
+type Stage = fn(&Env, &DriverOpts, &mut serde_json::Map<String, Value>) -> Result<(), String>;
+
 struct NodePorts {
     quic: SocketAddr,
     gossip: SocketAddr,
@@ -258,10 +261,7 @@ pub(crate) fn main(o: &DriverOpts) -> Result<(), String> {
     cortex_node::certs_cmd::issue_to(&env.certs, "bench-client", CertRole::Client, &[])
         .map_err(|e| e.to_string())?;
     let mut out = serde_json::Map::new();
-    let stages: [(
-        &str,
-        fn(&Env, &DriverOpts, &mut serde_json::Map<String, Value>) -> Result<(), String>,
-    ); 3] = [("raw", raw), ("pair", pair), ("forward", forward)];
+    let stages: [(&str, Stage); 3] = [("raw", raw), ("pair", pair), ("forward", forward)];
     for (name, stage) in stages {
         if only.split(',').any(|s| s == name) {
             eprintln!("remote_bench: stage {name} ...");
