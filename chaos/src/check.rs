@@ -114,9 +114,11 @@ impl<'a> Ctx<'a> {
             return Some("activation moved or ended");
         }
         // A fault whose effects overlap the window (a node death between polls of its log).
-        let hit = self.h.faults.iter().any(|f| {
-            f.skipped.is_none() && f.start_us <= t2 && f.end_us + 5_000_000 >= t1
-        });
+        let hit = self
+            .h
+            .faults
+            .iter()
+            .any(|f| f.skipped.is_none() && f.start_us <= t2 && f.end_us + 5_000_000 >= t1);
         hit.then_some("a fault was active")
     }
 }
@@ -194,7 +196,10 @@ fn registers(h: &Snapshot, ctx: &Ctx<'_>) -> Verdict {
                         continue;
                     }
                     Some(w) if w.invoke_us > r.complete_us => {
-                        v.fail("future", format!("{id}: read {x:?} before its write was sent"));
+                        v.fail(
+                            "future",
+                            format!("{id}: read {x:?} before its write was sent"),
+                        );
                         continue;
                     }
                     Some(w) => Some(*w),
@@ -315,9 +320,12 @@ fn counters(h: &Snapshot, ctx: &Ctx<'_>) -> Verdict {
     v
 }
 
-/// Views by round: node -> view.
-fn rounds(h: &Snapshot) -> Vec<(u64, HashMap<&str, Option<&Vec<String>>>)> {
-    let mut by: BTreeMap<u64, (u64, HashMap<&str, Option<&Vec<String>>>)> = BTreeMap::new();
+/// One poll round's views: node -> live members (`None`: no answer).
+type Views<'a> = HashMap<&'a str, Option<&'a Vec<String>>>;
+
+/// Views by round, with the round's time.
+fn rounds(h: &Snapshot) -> Vec<(u64, Views<'_>)> {
+    let mut by: BTreeMap<u64, (u64, Views<'_>)> = BTreeMap::new();
     for s in &h.members {
         let e = by.entry(s.round).or_insert((s.t_us, HashMap::new()));
         e.0 = e.0.min(s.t_us);
@@ -352,7 +360,7 @@ pub fn single_activation(h: &Snapshot) -> Verdict {
                 let (s, e) = (b.activated_us, a_end.min(b.passivated_us.unwrap_or(end)));
                 let ka = format!("{}#{}", a.node, a.incarnation);
                 let kb = format!("{}#{}", b.node, b.incarnation);
-                let agreed = |views: &HashMap<&str, Option<&Vec<String>>>| -> bool {
+                let agreed = |views: &Views<'_>| -> bool {
                     match (views.get(a.node.as_str()), views.get(b.node.as_str())) {
                         (Some(Some(va)), Some(Some(vb))) => {
                             va == vb && va.contains(&ka) && va.contains(&kb)
@@ -361,7 +369,9 @@ pub fn single_activation(h: &Snapshot) -> Verdict {
                     }
                 };
                 let inside: Vec<_> = rounds.iter().filter(|(t, _)| *t >= s && *t <= e).collect();
-                let bad = inside.windows(2).any(|w| agreed(&w[0].1) && agreed(&w[1].1));
+                let bad = inside
+                    .windows(2)
+                    .any(|w| agreed(&w[0].1) && agreed(&w[1].1));
                 if bad {
                     v.fail(
                         "violations",
@@ -397,14 +407,19 @@ pub fn convergence(h: &Snapshot, within_us: u64) -> Verdict {
         let answered: Vec<&Vec<String>> = views.values().filter_map(|x| *x).collect();
         answered.len() == h.expected_members
             && answered.windows(2).all(|w| w[0] == w[1])
-            && answered.first().is_some_and(|x| x.len() == h.expected_members)
+            && answered
+                .first()
+                .is_some_and(|x| x.len() == h.expected_members)
     });
     match converged {
         Some((t, _)) => {
             let took = t.saturating_sub(h.last_heal_us);
             v.add("converged_after_ms", took / 1000);
             if took > within_us {
-                v.fail("slow", format!("took {} ms, bound {} ms", took / 1000, within_us / 1000));
+                v.fail(
+                    "slow",
+                    format!("took {} ms, bound {} ms", took / 1000, within_us / 1000),
+                );
             }
             v.summary = format!(
                 "{} nodes agreed {} ms after the last fault healed (bound {} ms)",
@@ -414,7 +429,10 @@ pub fn convergence(h: &Snapshot, within_us: u64) -> Verdict {
             );
         }
         None => {
-            v.fail("not_converged", "no poll after the last heal saw agreement".into());
+            v.fail(
+                "not_converged",
+                "no poll after the last heal saw agreement".into(),
+            );
             v.summary = format!(
                 "membership did not converge to {} nodes within {} ms of the last heal",
                 h.expected_members,
@@ -441,10 +459,16 @@ pub fn pubsub(h: &Snapshot) -> Verdict {
         let n = seen.entry((d.topic.as_str(), d.seq, s)).or_default();
         *n += 1;
         if *n == 2 {
-            v.fail("duplicates", format!("{} #{} delivered twice to subscriber {s}", d.topic, d.seq));
+            v.fail(
+                "duplicates",
+                format!("{} #{} delivered twice to subscriber {s}", d.topic, d.seq),
+            );
         }
         if !published.contains_key(&(d.topic.as_str(), d.seq)) {
-            v.fail("phantom", format!("{} #{} delivered but never published", d.topic, d.seq));
+            v.fail(
+                "phantom",
+                format!("{} #{} delivered but never published", d.topic, d.seq),
+            );
         }
         v.add("deliveries", 1);
     }

@@ -51,7 +51,12 @@ enum Action {
 
 impl Injector {
     /// A new executor. `holder_exe` is this harness's own binary (for `nfq-hold`).
-    pub fn new(nodes: Nodes, topo: Arc<Topology>, history: Arc<History>, holder_exe: PathBuf) -> Self {
+    pub fn new(
+        nodes: Nodes,
+        topo: Arc<Topology>,
+        history: Arc<History>,
+        holder_exe: PathBuf,
+    ) -> Self {
         Self {
             nodes,
             topo,
@@ -174,11 +179,20 @@ impl Injector {
                     }
                 }
             }
-            FaultKind::Loss { nodes: which, p: prob } => {
+            FaultKind::Loss {
+                nodes: which,
+                p: prob,
+            } => {
                 if let Some(ns) = netns {
                     for &n in which {
                         let rule = [
-                            "INPUT", "-p", "udp", "-m", "statistic", "--mode", "random",
+                            "INPUT",
+                            "-p",
+                            "udp",
+                            "-m",
+                            "statistic",
+                            "--mode",
+                            "random",
                             "--probability",
                         ]
                         .iter()
@@ -368,7 +382,12 @@ fn expand(plan: &[Planned], nodes: usize) -> Vec<Planned> {
 
 /// Human detail of a fault.
 pub fn detail(k: &FaultKind) -> String {
-    let names = |v: &[usize]| v.iter().map(|n| format!("n{n}")).collect::<Vec<_>>().join(",");
+    let names = |v: &[usize]| {
+        v.iter()
+            .map(|n| format!("n{n}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     match k {
         FaultKind::Kill { nodes } | FaultKind::Pause { nodes } | FaultKind::Restart { nodes } => {
             names(nodes)
@@ -386,7 +405,12 @@ pub fn detail(k: &FaultKind) -> String {
             nodes,
             delay,
             jitter,
-        } => format!("{} +{}ms ±{}ms", names(nodes), delay.as_millis(), jitter.as_millis()),
+        } => format!(
+            "{} +{}ms ±{}ms",
+            names(nodes),
+            delay.as_millis(),
+            jitter.as_millis()
+        ),
         FaultKind::RollingRestart => "every node in turn".into(),
     }
 }

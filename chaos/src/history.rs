@@ -185,9 +185,11 @@ impl History {
     pub fn merge_activations(&self, recs: impl IntoIterator<Item = ActivationRec>) {
         let mut g = self.activations.lock();
         for r in recs {
-            match g.iter_mut().rev().find(|x| {
-                x.node == r.node && x.incarnation == r.incarnation && x.seq == r.seq
-            }) {
+            match g
+                .iter_mut()
+                .rev()
+                .find(|x| x.node == r.node && x.incarnation == r.incarnation && x.seq == r.seq)
+            {
                 Some(x) => {
                     if r.passivated_us.is_some() {
                         x.passivated_us = r.passivated_us;

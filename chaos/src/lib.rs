@@ -23,8 +23,8 @@ use std::path::PathBuf;
 pub mod check;
 pub mod faults;
 pub mod history;
+// The bank host's message types, shared verbatim (names and shapes must match).
 #[path = "../../node/examples/shared/messages.rs"]
-#[allow(missing_docs, unreachable_pub)]
 mod messages;
 pub mod net;
 pub mod nfq_hold;
@@ -49,7 +49,9 @@ pub enum ChaosError {
         detail: String,
     },
     /// A binary the run needs is not built.
-    #[error("{path} is missing: build it with `cargo build -p cortex-node --examples` (or set CORTEX_BIN_DIR / CORTEX_CHAOS_NODE_BIN)")]
+    #[error(
+        "{path} is missing: build it with `cargo build -p cortex-node --examples` (or set CORTEX_BIN_DIR / CORTEX_CHAOS_NODE_BIN)"
+    )]
     MissingBinary {
         /// Expected path.
         path: PathBuf,

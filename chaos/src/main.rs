@@ -16,7 +16,11 @@ use cortex_chaos::run::{RunOptions, run};
 use cortex_chaos::scenario::{Scenario, parse_duration};
 
 #[derive(Parser)]
-#[command(name = "cortex-chaos", version, about = "Fault injection, workloads and history checks for a Cortex cluster")]
+#[command(
+    name = "cortex-chaos",
+    version,
+    about = "Fault injection, workloads and history checks for a Cortex cluster"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -167,7 +171,10 @@ fn main() -> ExitCode {
             opts.node_args = node_args;
             opts.node_args_for = node_args_for;
             opts.progress = !quiet;
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("cannot start the async runtime: {e}");
@@ -177,7 +184,8 @@ fn main() -> ExitCode {
             rt.block_on(async move {
                 // Dropping the run future on a signal runs every guard's destructor:
                 // faults undone, nodes killed, namespaces deleted.
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
                 let sigterm = async {
                     match term.as_mut() {
                         Some(t) => {

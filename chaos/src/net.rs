@@ -57,12 +57,27 @@ pub fn netns_available() -> Result<(), String> {
     let r = sh(
         "ip",
         &[
-            "netns", "exec", &probe, "iptables", "-A", "INPUT", "-p", "udp", "-m", "statistic",
-            "--mode", "random", "--probability", "0.5", "-j", "DROP",
+            "netns",
+            "exec",
+            &probe,
+            "iptables",
+            "-A",
+            "INPUT",
+            "-p",
+            "udp",
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            "0.5",
+            "-j",
+            "DROP",
         ],
     );
     let _ = sh("ip", &["netns", "del", &probe]);
-    r.map(|_| ()).map_err(|e| format!("iptables inside a namespace fails: {e}"))
+    r.map(|_| ())
+        .map_err(|e| format!("iptables inside a namespace fails: {e}"))
 }
 
 /// The network of one run.
@@ -167,7 +182,9 @@ impl Netns {
             sh("ip", &["netns", "add", &ns])?;
             sh(
                 "ip",
-                &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns],
+                &[
+                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+                ],
             )?;
             sh("ip", &["link", "set", &veth, "master", &br])?;
             sh("ip", &["link", "set", &veth, "up"])?;

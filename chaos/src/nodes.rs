@@ -120,9 +120,8 @@ impl Node {
             )));
         }
         if let Some(pid) = self.pid() {
-            rustix::process::kill_process(pid, sig).map_err(|e| {
-                ChaosError::State(format!("signalling {}: {e}", self.name))
-            })?;
+            rustix::process::kill_process(pid, sig)
+                .map_err(|e| ChaosError::State(format!("signalling {}: {e}", self.name)))?;
         }
         Ok(())
     }
@@ -233,8 +232,14 @@ pub fn build(
     let ca = cfg.dir.join("ca");
     let ca_s = ca.display().to_string();
     let bin = cfg.binary.display().to_string();
-    sh(&bin, &["certs", "init", "--dir", &ca_s, "--cluster", CLUSTER])?;
-    sh(&bin, &["certs", "issue", "chaos", "--client", "--dir", &ca_s])?;
+    sh(
+        &bin,
+        &["certs", "init", "--dir", &ca_s, "--cluster", CLUSTER],
+    )?;
+    sh(
+        &bin,
+        &["certs", "issue", "chaos", "--client", "--dir", &ca_s],
+    )?;
     let logs = cfg.dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| ChaosError::io(&logs, e))?;
     let ports: Vec<Ports> = match topo {
@@ -254,7 +259,15 @@ pub fn build(
         let ip = topo.node_ip(i);
         sh(
             &bin,
-            &["certs", "issue", &name, "--san", &ip.to_string(), "--dir", &ca_s],
+            &[
+                "certs",
+                "issue",
+                &name,
+                "--san",
+                &ip.to_string(),
+                "--dir",
+                &ca_s,
+            ],
         )?;
         let mut args = vec![
             "run".to_owned(),
@@ -271,11 +284,11 @@ pub fn build(
             "--log-level=info".to_owned(),
         ];
         // Everyone joins through node 0 and node 1 (either may be down at a restart).
-        for s in 0..n.min(2) {
+        for (s, sp) in ports.iter().enumerate().take(2) {
             if s != i {
                 args.push(format!(
                     "--seed={}",
-                    SocketAddr::new(topo.node_ip(s), ports[s].gossip)
+                    SocketAddr::new(topo.node_ip(s), sp.gossip)
                 ));
             }
         }

@@ -71,7 +71,7 @@ pub async fn run(
                 view,
             });
         }
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             for (name, members, a) in results {
                 let (Some(a), Some((_, _, Some(local)))) = (a, members) else {
                     continue;

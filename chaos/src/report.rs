@@ -39,8 +39,16 @@ pub fn summary_text(
     for f in &h.faults {
         let at = f.start_us.saturating_sub(h.start_us) as f64 / 1e6;
         let dur = f.end_us.saturating_sub(f.start_us) as f64 / 1e6;
-        let skipped = f.skipped.as_deref().map(|x| format!("  SKIPPED: {x}")).unwrap_or_default();
-        let _ = writeln!(o, "  +{at:6.1}s {:<18} {:<28} {dur:5.1}s{skipped}", f.kind, f.detail);
+        let skipped = f
+            .skipped
+            .as_deref()
+            .map(|x| format!("  SKIPPED: {x}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "  +{at:6.1}s {:<18} {:<28} {dur:5.1}s{skipped}",
+            f.kind, f.detail
+        );
     }
     let mut by_op: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     let mut by_err: BTreeMap<&str, u64> = BTreeMap::new();
@@ -55,11 +63,7 @@ pub fn summary_text(
         }
     }
     let total: u64 = by_op.values().map(|(a, b)| a + b).sum();
-    let _ = writeln!(
-        o,
-        "ops: {total} ({:.0}/s)",
-        total as f64 / secs.max(0.001)
-    );
+    let _ = writeln!(o, "ops: {total} ({:.0}/s)", total as f64 / secs.max(0.001));
     for (op, (ok, err)) in &by_op {
         let _ = writeln!(o, "  {op:<6} ok {ok:>7}  failed {err:>6}");
     }
@@ -83,7 +87,11 @@ pub fn summary_text(
     let _ = writeln!(
         o,
         "verdict: {}",
-        if verdicts.iter().all(|v| v.passed) { "PASS" } else { "FAIL" }
+        if verdicts.iter().all(|v| v.passed) {
+            "PASS"
+        } else {
+            "FAIL"
+        }
     );
     o
 }
@@ -109,10 +117,21 @@ pub fn write_html(
         name = esc(&s.name),
         desc = esc(&s.description)
     );
-    let _ = write!(html, "<h2>Checkers</h2><table><tr><th></th><th>checker</th><th>result</th></tr>");
+    let _ = write!(
+        html,
+        "<h2>Checkers</h2><table><tr><th></th><th>checker</th><th>result</th></tr>"
+    );
     for v in &out.verdicts {
-        let (c, t) = if v.passed { ("pass", "PASS") } else { ("fail", "FAIL") };
-        let ex: String = v.examples.iter().map(|e| format!("<br><small>{}</small>", esc(e))).collect();
+        let (c, t) = if v.passed {
+            ("pass", "PASS")
+        } else {
+            ("fail", "FAIL")
+        };
+        let ex: String = v
+            .examples
+            .iter()
+            .map(|e| format!("<br><small>{}</small>", esc(e)))
+            .collect();
         let _ = write!(
             html,
             "<tr><td class=\"{c}\">{t}</td><td>{}</td><td>{}{ex}</td></tr>",
@@ -125,12 +144,16 @@ pub fn write_html(
     let _ = write!(html, "<h2>Latency</h2>{}", plot_latency(h));
     let _ = write!(html, "<h2>Membership size per node</h2>{}", plot_members(h));
     let _ = write!(html, "<h2>Summary</h2><pre>{}</pre>", esc(&out.summary));
-    html.push_str("<p>Fault windows are shaded. Raw events: <code>history.jsonl</code>.</p></body></html>");
+    html.push_str(
+        "<p>Fault windows are shaded. Raw events: <code>history.jsonl</code>.</p></body></html>",
+    );
     std::fs::write(path, html).map_err(|e| ChaosError::io(path, e))
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn secs(h: &Snapshot, t: u64) -> f64 {
@@ -177,7 +200,10 @@ fn chart(h: &Snapshot, y_label: &str, series: Series) -> String {
         let _ = c.draw_series(h.faults.iter().filter(|f| f.skipped.is_none()).map(|f| {
             let x0 = secs(h, f.start_us);
             let x1 = secs(h, f.end_us).max(x0 + 0.3);
-            Rectangle::new([(x0, 0.0), (x1, y_max)], RGBColor(220, 60, 60).mix(0.15).filled())
+            Rectangle::new(
+                [(x0, 0.0), (x1, y_max)],
+                RGBColor(220, 60, 60).mix(0.15).filled(),
+            )
         }));
         for (name, color, pts) in series {
             if let Ok(s) = c.draw_series(LineSeries::new(pts, color.stroke_width(2))) {
@@ -214,8 +240,14 @@ fn buckets(h: &Snapshot) -> BTreeMap<u64, (u64, u64, Vec<u64>)> {
 
 fn plot_throughput(h: &Snapshot) -> String {
     let b = buckets(h);
-    let ok = b.iter().map(|(k, v)| (*k as f64 + 0.5, v.0 as f64)).collect();
-    let failed = b.iter().map(|(k, v)| (*k as f64 + 0.5, v.1 as f64)).collect();
+    let ok = b
+        .iter()
+        .map(|(k, v)| (*k as f64 + 0.5, v.0 as f64))
+        .collect();
+    let failed = b
+        .iter()
+        .map(|(k, v)| (*k as f64 + 0.5, v.1 as f64))
+        .collect();
     chart(
         h,
         "ops/s",
@@ -243,11 +275,21 @@ fn plot_latency(h: &Snapshot) -> String {
 }
 
 fn plot_members(h: &Snapshot) -> String {
-    let palette = [BLUE, GREEN, RED, MAGENTA, CYAN, BLACK, RGBColor(200, 120, 0)];
+    let palette = [
+        BLUE,
+        GREEN,
+        RED,
+        MAGENTA,
+        CYAN,
+        BLACK,
+        RGBColor(200, 120, 0),
+    ];
     let mut by: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
     for m in &h.members {
         let size = m.view.as_ref().map(|v| v.len()).unwrap_or(0) as f64;
-        by.entry(m.node.as_str()).or_default().push((secs(h, m.t_us), size));
+        by.entry(m.node.as_str())
+            .or_default()
+            .push((secs(h, m.t_us), size));
     }
     let series = by
         .into_iter()

@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::ChaosError;
 use crate::check::{self, Verdict};
 use crate::faults::{Injector, Nodes};
 use crate::history::{History, Snapshot, now_us};
@@ -24,7 +25,6 @@ use crate::observe::{self, Target};
 use crate::report;
 use crate::scenario::Scenario;
 use crate::workload::{self, Live, LoadConfig};
-use crate::ChaosError;
 
 /// How to run a scenario.
 #[derive(Debug, Clone)]
@@ -116,13 +116,22 @@ pub async fn run(scenario: &Scenario, opts: RunOptions) -> Result<RunOutcome, Ch
         Some(p) => p.clone(),
         None => std::env::current_exe().map_err(|e| ChaosError::io("current exe", e))?,
     };
-    let needs_net = scenario.plan(opts.short).iter().any(|p| p.kind.needs_network());
+    let needs_net = scenario
+        .plan(opts.short)
+        .iter()
+        .any(|p| p.kind.needs_network());
     let (topo, topo_name) = if opts.force_loopback {
         (Topology::Loopback, "loopback (asked for)".to_owned())
     } else {
         match netns_available() {
-            Ok(()) => (Topology::Netns(Netns::create(scenario.nodes)?), "netns".to_owned()),
-            Err(why) => (Topology::Loopback, format!("loopback ({why}; packet faults skipped)")),
+            Ok(()) => (
+                Topology::Netns(Netns::create(scenario.nodes)?),
+                "netns".to_owned(),
+            ),
+            Err(why) => (
+                Topology::Loopback,
+                format!("loopback ({why}; packet faults skipped)"),
+            ),
         }
     };
     if needs_net && !topo.has_network_faults() {
@@ -158,13 +167,23 @@ pub async fn run(scenario: &Scenario, opts: RunOptions) -> Result<RunOutcome, Ch
     let spec = scenario.workload.clone();
     let client = connect(&certs, &quics, spec.ask_timeout, "chaos-load").await?;
     client
-        .wait_for_topology(Duration::from_secs(20), |v| v.members().len() == scenario.nodes)
+        .wait_for_topology(Duration::from_secs(20), |v| {
+            v.members().len() == scenario.nodes
+        })
         .await
         .map_err(|e| ChaosError::State(format!("the client got no full topology: {e}")))?;
     let mut subs = Vec::new();
     if spec.topics > 0 {
         for (i, q) in quics.iter().enumerate() {
-            subs.push(connect(&certs, std::slice::from_ref(q), spec.ask_timeout, &format!("chaos-sub{i}")).await?);
+            subs.push(
+                connect(
+                    &certs,
+                    std::slice::from_ref(q),
+                    spec.ask_timeout,
+                    &format!("chaos-sub{i}"),
+                )
+                .await?,
+            );
         }
     }
 
@@ -228,7 +247,10 @@ pub async fn run(scenario: &Scenario, opts: RunOptions) -> Result<RunOutcome, Ch
         last_heal = start_us;
     }
     stop_load.cancel();
-    if tokio::time::timeout(spec.ask_timeout * 3, tasks.wait()).await.is_err() {
+    if tokio::time::timeout(spec.ask_timeout * 3, tasks.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("some workload tasks did not stop in time");
     }
     let end_us = now_us();

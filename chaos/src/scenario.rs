@@ -293,7 +293,11 @@ impl Scenario {
 
     /// The load phase length.
     pub fn length(&self, short: bool) -> Duration {
-        if short { self.short_duration } else { self.duration }
+        if short {
+            self.short_duration
+        } else {
+            self.duration
+        }
     }
 
     /// The concrete schedule, time-ordered. `short` scales offsets and fault lengths by

@@ -170,7 +170,18 @@ async fn register_worker(
                 to_outcome(r),
             )
         };
-        record(&h, &live, w, &id, op, arg, invoke_us, deadline_us, 1, outcome);
+        record(
+            &h,
+            &live,
+            w,
+            &id,
+            op,
+            arg,
+            invoke_us,
+            deadline_us,
+            1,
+            outcome,
+        );
         pause(&stop, spec.think).await;
     }
 }
@@ -271,7 +282,18 @@ async fn counter_worker(
                 }
             }
         };
-        record(&h, &live, worker, &id, "incr", None, invoke_us, deadline_us, attempts, outcome);
+        record(
+            &h,
+            &live,
+            worker,
+            &id,
+            "incr",
+            None,
+            invoke_us,
+            deadline_us,
+            attempts,
+            outcome,
+        );
         pause(&stop, spec.think).await;
     }
 }
@@ -285,11 +307,28 @@ pub async fn final_reads(client: &Client, spec: &WorkloadSpec, h: &History, live
         let r = client
             .ask_with(&id, Get, AskOptions::new(spec.ask_timeout).retries(3))
             .await;
-        record(h, live, 2000 + i as u32, &id, "get", None, invoke_us, deadline_us, 1, to_outcome(r));
+        record(
+            h,
+            live,
+            2000 + i as u32,
+            &id,
+            "get",
+            None,
+            invoke_us,
+            deadline_us,
+            1,
+            to_outcome(r),
+        );
     }
 }
 
-async fn publisher(client: Client, topic: TopicId, rate: u32, h: Arc<History>, stop: CancellationToken) {
+async fn publisher(
+    client: Client,
+    topic: TopicId,
+    rate: u32,
+    h: Arc<History>,
+    stop: CancellationToken,
+) {
     let every = Duration::from_secs(1) / rate;
     let mut seq = 0u64;
     let mut tick = tokio::time::interval(every);
@@ -313,7 +352,13 @@ async fn publisher(client: Client, topic: TopicId, rate: u32, h: Arc<History>, s
     }
 }
 
-async fn subscriber(si: u32, client: Client, topic: TopicId, h: Arc<History>, stop: CancellationToken) {
+async fn subscriber(
+    si: u32,
+    client: Client,
+    topic: TopicId,
+    h: Arc<History>,
+    stop: CancellationToken,
+) {
     while !stop.is_cancelled() {
         let sub = tokio::select! {
             _ = stop.cancelled() => return,

@@ -4,6 +4,8 @@
 //!
 //! Runs one at a time (a shared lock): each starts 3 to 5 nodes on a 2-core machine.
 //! Needs `target/debug/examples/bank` (`cargo build -p cortex-node --examples`).
+// Each run prints its one-screen summary (shown with --nocapture or on failure).
+#![allow(clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -111,7 +113,10 @@ fn counter_checker_catches_retries_without_idempotency_keys() {
     let out = run_short(&s, |o| o.dedupe_off = true);
     let v = out.verdict("counters").unwrap();
     assert!(!v.passed, "duplicates went unnoticed:\n{}", out.summary);
-    assert!(v.counts.get("applied_twice").copied().unwrap_or(0) > 0, "{v:?}");
+    assert!(
+        v.counts.get("applied_twice").copied().unwrap_or(0) > 0,
+        "{v:?}"
+    );
 }
 
 /// One node placing ids on a different ring (`--vnodes` differs): with the same
@@ -122,5 +127,9 @@ fn single_activation_checker_catches_disagreeing_placement() {
     s.name = "vnodes-mismatch".into();
     let out = run_short(&s, |o| o.node_args_for = vec![(1, "--vnodes=8".into())]);
     let v = out.verdict("single-activation").unwrap();
-    assert!(!v.passed, "double activation went unnoticed:\n{}", out.summary);
+    assert!(
+        !v.passed,
+        "double activation went unnoticed:\n{}",
+        out.summary
+    );
 }
