@@ -8,6 +8,10 @@ use crate::{
     poll_until, views_agree,
 };
 
+/// Set this environment variable to keep a cluster's temporary directory (logs, certificates,
+/// data directories) after the test, for post-mortems.
+pub const KEEP_DIR_ENV: &str = "CORTEX_KEEP_TEST_DIR";
+
 /// How a [`TestCluster`] runs its nodes. Build it with struct-update syntax,
 /// `ClusterOptions { log_level: "debug".into(), ..ClusterOptions::default() }`: every field
 /// added later will have a default.
@@ -47,7 +51,7 @@ impl Default for ClusterOptions {
 }
 
 /// Node processes, a CA and a cluster secret in a temporary directory (deleted on drop,
-/// after every process is killed).
+/// after every process is killed, unless [`KEEP_DIR_ENV`] is set).
 ///
 /// Nodes are indexed in the order they were added; `n0`, `n1`, ... when started by
 /// [`TestCluster::start`], where node 0 is every other node's seed.
@@ -70,10 +74,13 @@ impl TestCluster {
     pub fn new(opts: ClusterOptions) -> Result<Self, HarnessError> {
         let bins = opts.bin_dir.clone().unwrap_or_else(bin_dir);
         let binary = binary_path(&opts.binary, &bins)?;
-        let dir = tempfile::Builder::new()
+        let mut dir = tempfile::Builder::new()
             .prefix("cortex-cluster-")
             .tempdir()
             .map_err(|e| HarnessError::io("creating a temporary directory", e))?;
+        if std::env::var_os(KEEP_DIR_ENV).is_some() {
+            dir.disable_cleanup(true);
+        }
         let ca = CertAuthority::init(&binary, &dir.path().join("certs"), &opts.cluster_name)?;
         Ok(TestCluster {
             nodes: Vec::new(),

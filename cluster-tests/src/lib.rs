@@ -42,7 +42,7 @@ mod process;
 
 pub use bins::{Binary, bin_dir, binary_path};
 pub use certs::CertAuthority;
-pub use cluster::{ClusterOptions, TestCluster};
+pub use cluster::{ClusterOptions, KEEP_DIR_ENV, TestCluster};
 pub use error::HarnessError;
 pub use hosts::{HOSTS_FILE, HostsEntry};
 pub use http::{HttpResponse, http_get};

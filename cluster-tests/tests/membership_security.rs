@@ -1,11 +1,19 @@
-//! Nodes that must not join, against real node processes:
-//! - a node with the wrong cluster secret: its gossip is refused (others never list it), the
-//!   refusing node counts the refusals as `bad_tag` and says why in one log line;
-//! - a certificate from another CA: QUIC connections presenting it are refused by a
-//!   cluster node, which logs why in one line; and a node whose CA and secret come from
-//!   another `certs init` never appears in any view;
-//! - no common protocol version: a QUIC peer offering only versions the node does not speak
-//!   is refused with a version error, and the node logs it in one line.
+//! Nodes that must not join, against real node processes. "Cannot join" means: no member
+//! ever lists it, its own view holds only itself and `/ready` says it has not joined; and a
+//! QUIC connection presenting its credentials is refused.
+//! - a node with the wrong cluster secret: its gossip is refused (counted as `bad_tag` by the
+//!   seed, which logs one line saying why, at debug level only);
+//! - a node made by another `certs init` (another CA and its secret) never appears in any
+//!   view; a QUIC peer presenting a certificate from another CA is refused, and the node
+//!   logs one line saying the certificate is not signed by the cluster CA;
+//! - no common protocol version: the node has no knob to run with other versions, so a QUIC
+//!   peer from this process offers only versions the node does not speak; it is refused with
+//!   a version error and the node logs it in one line.
+//!
+//! Known gaps (see the membership report): a node with the right secret but a certificate
+//! from another CA is admitted by gossip and gets a share of the ring, since membership is
+//! not bound to the TLS identity; gossip refusals are logged at debug level only, and the
+//! refused node logs nothing at all.
 //!
 //! "Never lists" is checked after the intruder's datagrams have demonstrably arrived and
 //! been refused (the seed's rejection counter grew), so no fixed wait is involved.
@@ -96,6 +104,10 @@ fn a_node_with_the_wrong_cluster_secret_never_joins() {
     nobody_lists(&cluster, &[0, 1], "intruder");
     let own = cluster.members(intruder).unwrap();
     assert_eq!(own.len(), 1, "the intruder knows only itself: {own:?}");
+    // Its readiness says it has not joined (its log says nothing at info level: a gap).
+    let ready = cluster.node(intruder).get("/ready").unwrap();
+    assert_ne!(ready.status, 200, "{}", ready.body);
+    assert!(ready.body.contains("not joined"), "{}", ready.body);
     // The seed says why, in one line (at debug level; see the module docs).
     let line = log_line(cluster.node(0), "gossip datagram refused");
     assert!(line.contains("BadTag"), "{line}");
