@@ -164,9 +164,25 @@ impl NodeInner {
                 format!("{node} is not a live member"),
             ));
         };
-        ep.connection_to(node, addr)
-            .await
-            .map_err(|e| transport_err(&e))
+        if let Some(c) = ep.cached_connection(node.name())
+            && c.peer_node() == Some(node)
+            && !c.is_closed()
+        {
+            return Ok(c);
+        }
+        // Dial outside the request's span: the connection's tasks (and their spans) live
+        // as long as the connection, and a child span keeps its parent open, so a request
+        // span that dialed would never end.
+        let ep = ep.clone();
+        let node = node.clone();
+        let dial = tokio::spawn(async move { ep.connection_to(&node, addr).await });
+        match dial.await {
+            Ok(r) => r.map_err(|e| transport_err(&e)),
+            Err(e) => Err(err(
+                ErrorCode::Unreachable,
+                format!("dial task failed: {e}"),
+            )),
+        }
     }
 
     /// Waits, up to `deadline`, until this node may activate `id` (it owns it in a settled
