@@ -24,6 +24,8 @@ pub struct Verdict {
     pub name: String,
     /// No violation.
     pub passed: bool,
+    /// False for advisory checkers whose failure is reported but does not fail the run.
+    pub gating: bool,
     /// One line.
     pub summary: String,
     /// Named counts.
@@ -37,6 +39,7 @@ impl Verdict {
         Self {
             name: name.into(),
             passed: true,
+            gating: true,
             summary: String::new(),
             counts: BTreeMap::new(),
             examples: Vec::new(),
@@ -60,14 +63,40 @@ impl Verdict {
 /// Runs every checker.
 pub fn all(h: &Snapshot, converge_within_us: u64) -> Vec<Verdict> {
     let ctx = Ctx::new(h);
+    let conv = convergence(h, converge_within_us);
+    let rec = recovery(h, &conv);
     vec![
         deadlines(h),
         registers(h, &ctx),
         counters(h, &ctx),
         single_activation(h),
-        convergence(h, converge_within_us),
+        conv,
         pubsub(h),
+        rec,
     ]
+}
+
+/// Advisory: asks sent 2 s or more after membership converged should succeed again.
+pub fn recovery(h: &Snapshot, conv: &Verdict) -> Verdict {
+    let mut v = Verdict::new("recovery");
+    v.gating = false;
+    let Some(ms) = conv.counts.get("converged_after_ms") else {
+        v.summary = "not checked: membership did not converge".into();
+        return v;
+    };
+    let from = h.last_heal_us + ms * 1000 + 2_000_000;
+    for o in h.ops.iter().filter(|o| o.invoke_us >= from) {
+        v.add("ops", 1);
+        if let Outcome::Err { detail, .. } = &o.outcome {
+            v.fail("failed", format!("{} {}: {detail}", o.op, o.id));
+        }
+    }
+    v.summary = format!(
+        "{} of {} asks sent 2 s after convergence failed (advisory)",
+        v.count("failed"),
+        v.count("ops")
+    );
+    v
 }
 
 /// Activation and fault lookups shared by the checkers.

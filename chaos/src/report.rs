@@ -76,7 +76,11 @@ pub fn summary_text(
         let _ = writeln!(
             o,
             "  {:<4} {:<17} {}",
-            if v.passed { "PASS" } else { "FAIL" },
+            match (v.passed, v.gating) {
+                (true, _) => "PASS",
+                (false, true) => "FAIL",
+                (false, false) => "NOTE",
+            },
             v.name,
             v.summary
         );
