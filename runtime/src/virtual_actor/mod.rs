@@ -637,7 +637,9 @@ impl Inner {
                     if slot.stopping.is_none() {
                         self.live.fetch_sub(1, Ordering::Relaxed);
                     }
-                    shard.remove(id).map(|s| s.act)
+                    let act = shard.remove(id).map(|s| s.act);
+                    give_back_room(&mut shard);
+                    act
                 }
                 _ => None,
             }
@@ -668,6 +670,7 @@ impl Inner {
                     self.live.fetch_sub(1, Ordering::Relaxed);
                 }
                 shard.remove(&*act.id);
+                give_back_room(&mut shard);
             }
         }
         act.erased.mark_terminated();
@@ -709,6 +712,16 @@ impl Inner {
         for act in stuck {
             self.force_stop(&act);
         }
+    }
+}
+
+/// A burst of activations grows a shard's table, which a `HashMap` never shrinks by itself:
+/// without this, every passivated activation would keep the room of its ~130-byte slot until
+/// the next burst. Halving once the table is three-quarters empty keeps the rehashing
+/// amortised O(1) per removal.
+fn give_back_room(shard: &mut HashMap<ActorId, Slot>) {
+    if shard.len() * 4 < shard.capacity() {
+        shard.shrink_to(shard.len() * 2);
     }
 }
 
