@@ -167,9 +167,46 @@ pub(crate) fn idle_memory(n: usize) -> PerActor {
     })
 }
 
+/// A supervisor that spawns idle children on request.
+struct Parent;
+impl Actor for Parent {}
+struct SpawnChildren(usize);
+impl Message for SpawnChildren {
+    type Reply = ();
+}
+impl Handler<SpawnChildren> for Parent {
+    async fn handle(&mut self, m: SpawnChildren, ctx: &mut Context<Self>) {
+        for _ in 0..m.0 {
+            ctx.spawn(Idle);
+        }
+    }
+}
+
+/// Heap held per idle child actor: `n` spawned by one supervisor (`Context::spawn`), which
+/// keeps them in its children table instead of the system's top-level table.
+pub(crate) fn idle_child_memory(n: usize) -> PerActor {
+    on_tokio(Flavor::One, async move {
+        warm_tokio(n).await;
+        let system = System::new(SystemConfig::default());
+        let parent = system.spawn(Parent);
+        set_counting(true);
+        let before = Snapshot::now();
+        let base = STARTED.load(std::sync::atomic::Ordering::Relaxed);
+        parent
+            .ask(SpawnChildren(n), DEADLINE)
+            .await
+            .expect("the supervisor answers");
+        wait_started(base, n).await;
+        let after = Snapshot::now();
+        set_counting(false);
+        system.shutdown(DEADLINE).await;
+        PerActor::between(&before, &after, n)
+    })
+}
+
 /// Virtual actors: heap per live activation, then what stays after passivating them all,
-/// over two rounds of fresh ids (the second shows the steady state once the registry's
-/// tables have grown).
+/// over two rounds of fresh ids (the first from an empty registry, the second after the
+/// first burst came and went).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct VirtualMemory {
     pub(crate) live: PerActor,

@@ -276,7 +276,7 @@ fn main() {
         ));
         if args.runtimes[0] {
             eprintln!("virtual actors, {n}");
-            virtuals = Some(cortex::virtual_memory(n));
+            virtuals = Some((cortex::idle_child_memory(n), cortex::virtual_memory(n)));
         }
     }
 
@@ -286,12 +286,15 @@ fn main() {
         z.tells, z.many_actors, z.per_actor, z.asks, z.ask_warm, z.spawns, z.idle
     );
     println!("{}", table.render());
-    if let Some(v) = virtuals {
+    if let Some((child, v)) = virtuals {
         println!(
-            "Cortex virtual actors ({} ids per round): a live activation holds {:.0} B in {:.1} \
-             blocks; after passivating all, round 1 keeps {:.1} B ({:.2} blocks) per id, round 2 \
-             (fresh ids, registry tables already grown) keeps {:.1} B ({:.2} blocks) per id",
+            "Cortex only ({} actors or ids each): an idle child actor (spawned by one \
+             supervisor) holds {:.0} B in {:.1} blocks; a live virtual activation holds {:.0} B \
+             in {:.1} blocks; after passivating all, round 1 keeps {:.1} B ({:.2} blocks) per \
+             id, round 2 (fresh ids after the first burst) keeps {:.1} B ({:.2} blocks) per id",
             z.idle,
+            child.bytes,
+            child.blocks,
             v.live.bytes,
             v.live.blocks,
             v.passivated_first.bytes,
