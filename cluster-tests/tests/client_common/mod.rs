@@ -53,7 +53,8 @@ fn loopback(port: u16) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
 }
 
-/// Free ports from the OS: every socket is held until all are chosen, so none repeats.
+/// Free ports from the OS: every socket of one call is held until all are chosen, so none
+/// repeats within a call.
 fn free_ports(n: usize) -> Vec<(u16, u16, u16)> {
     let mut held_udp = Vec::new();
     let mut held_tcp = Vec::new();
@@ -114,6 +115,7 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<NodeProc>,
     pub cluster_name: String,
+    bin: PathBuf,
 }
 
 fn run_ok(cmd: &mut Command) {
@@ -130,66 +132,84 @@ impl Cluster {
     /// Starts `n` bank nodes (node 0 seeds the others) with `extra` flags for every
     /// `run`, plus a CA, node certificates and a client certificate `app`.
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
-        let bin = bank_bin();
+        Self::start_with(&bank_bin(), n, extra)
+    }
+
+    /// [`Cluster::start`] with another host binary (one that takes `cortex-node`'s
+    /// command line).
+    pub fn start_with(bin: &Path, n: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca");
         run_ok(
-            Command::new(&bin)
+            Command::new(bin)
                 .args(["certs", "init", "--cluster", "cortex", "--dir"])
                 .arg(&ca),
         );
         run_ok(
-            Command::new(&bin)
+            Command::new(bin)
                 .args(["certs", "issue", "app", "--client", "--dir"])
                 .arg(&ca),
         );
-        let ports = free_ports(n);
-        let mut nodes = Vec::new();
-        for (i, (q, g, h)) in ports.into_iter().enumerate() {
-            let name = format!("n{i}");
-            run_ok(
-                Command::new(&bin)
-                    .args(["certs", "issue", &name, "--dir"])
-                    .arg(&ca),
-            );
-            let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
-            let mut cmd = Command::new(&bin);
-            cmd.args(["run", "--node-name", &name])
-                .arg("--quic-bind")
-                .arg(loopback(q).to_string())
-                .arg("--gossip-bind")
-                .arg(loopback(g).to_string())
-                .arg("--http-bind")
-                .arg(loopback(h).to_string())
-                .arg("--data-dir")
-                .arg(dir.path().join(&name))
-                .arg("--tls-dir")
-                .arg(&ca)
-                .args(["--settle-time", "500ms", "--exit-with-parent"]);
-            if i > 0 {
-                cmd.arg("--seed")
-                    .arg(loopback(ports_gossip(&nodes)).to_string());
-            }
-            cmd.args(extra)
-                .stdin(Stdio::piped())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log);
-            let mut child = cmd.spawn().unwrap();
-            let stdin = child.stdin.take();
-            nodes.push(NodeProc {
-                name,
-                quic: loopback(q),
-                gossip: loopback(g),
-                http: loopback(h),
-                child: Some(child),
-                _stdin: stdin,
-            });
-        }
-        Cluster {
+        let mut cluster = Cluster {
             dir,
-            nodes,
+            nodes: Vec::new(),
             cluster_name: "cortex".into(),
+            bin: bin.to_path_buf(),
+        };
+        for _ in 0..n {
+            cluster.add_node(extra);
         }
+        cluster
+    }
+
+    /// Starts one more node (seeded by node 0) with `extra` flags; returns its index.
+    pub fn add_node(&mut self, extra: &[&str]) -> usize {
+        let i = self.nodes.len();
+        let (q, g, h) = free_ports(1)[0];
+        let name = format!("n{i}");
+        let ca = self.ca_dir();
+        run_ok(
+            Command::new(&self.bin)
+                .args(["certs", "issue", &name, "--dir"])
+                .arg(&ca),
+        );
+        let log = std::fs::File::create(self.log_path(i)).unwrap();
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["run", "--node-name", &name])
+            .arg("--quic-bind")
+            .arg(loopback(q).to_string())
+            .arg("--gossip-bind")
+            .arg(loopback(g).to_string())
+            .arg("--http-bind")
+            .arg(loopback(h).to_string())
+            .arg("--data-dir")
+            .arg(self.dir.path().join(&name))
+            .arg("--tls-dir")
+            .arg(&ca)
+            .args(["--settle-time", "500ms", "--exit-with-parent"]);
+        if let Some(seed) = self.nodes.first() {
+            cmd.arg("--seed").arg(seed.gossip.to_string());
+        }
+        cmd.args(extra)
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let mut child = cmd.spawn().unwrap();
+        let stdin = child.stdin.take();
+        self.nodes.push(NodeProc {
+            name,
+            quic: loopback(q),
+            gossip: loopback(g),
+            http: loopback(h),
+            child: Some(child),
+            _stdin: stdin,
+        });
+        i
+    }
+
+    /// Node `i`'s combined stdout and stderr.
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("n{i}.log"))
     }
 
     pub fn ca_dir(&self) -> PathBuf {
@@ -271,10 +291,6 @@ impl Cluster {
         }
         total
     }
-}
-
-fn ports_gossip(nodes: &[NodeProc]) -> u16 {
-    nodes[0].gossip.port()
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, failing the test after `timeout`.
