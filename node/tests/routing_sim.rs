@@ -4,7 +4,7 @@
 //! stable again.
 //!
 //! - `CORTEX_SIM_SEED=<n>` replays one seed exactly.
-//! - `CORTEX_SIM_SEEDS=<count>` runs that many seeds (default 6).
+//! - `CORTEX_SIM_SEEDS=<count>` runs that many seeds (default 10).
 //! - `CORTEX_SIM_FIRST_SEED=<n>` shifts the seed range.
 // The per-seed summary and a failing seed's trace go to stderr (shown with --nocapture or on
 // failure): they are the test's report, and the seed is what a reader needs to replay.
@@ -50,13 +50,13 @@ fn routing_holds_its_invariants_under_random_faults() {
     let seeds: Vec<u64> = match env_u64("CORTEX_SIM_SEED") {
         Some(s) => vec![s],
         None => {
-            let count = env_u64("CORTEX_SIM_SEEDS").unwrap_or(6);
+            let count = env_u64("CORTEX_SIM_SEEDS").unwrap_or(10);
             let first = env_u64("CORTEX_SIM_FIRST_SEED").unwrap_or(1);
             (first..first + count).collect()
         }
     };
     let mut failures = Vec::new();
-    let (mut steps, mut asks, mut doubles, mut unpartitioned) = (0, 0, 0, 0);
+    let (mut steps, mut asks, mut doubles, mut alone, mut unpartitioned) = (0, 0, 0, 0, 0);
     let mut worst_hops = 0;
     for &seed in &seeds {
         match sim::run(&SimConfig::new(seed)) {
@@ -68,6 +68,7 @@ fn routing_holds_its_invariants_under_random_faults() {
                 steps += r.steps;
                 asks += r.asks;
                 doubles += r.doubles.total();
+                alone += r.doubles.alone;
                 unpartitioned += r.doubles.unpartitioned;
                 worst_hops = worst_hops.max(r.max_hops);
             }
@@ -79,7 +80,8 @@ fn routing_holds_its_invariants_under_random_faults() {
     }
     eprintln!(
         "{} seeds, {steps} steps, {asks} asks, {doubles} double activations outside checked \
-         windows ({unpartitioned} without a partition between the holders), max {worst_hops} hops",
+         windows ({alone} by a node alone in its view, {unpartitioned} other without a partition \
+         between the holders), max {worst_hops} hops",
         seeds.len()
     );
     assert!(
@@ -96,6 +98,6 @@ fn a_seed_replays_exactly() {
     let a = sim::run(&c).map_err(|f| f.to_string()).unwrap();
     let b = sim::run(&c).map_err(|f| f.to_string()).unwrap();
     assert_eq!(a, b);
-    assert!(a.steps > 10_000, "only {} steps", a.steps);
+    assert!(a.steps > 5_000, "only {} steps", a.steps);
     assert!(a.activations > 100, "only {} activations", a.activations);
 }

@@ -103,6 +103,12 @@ impl World {
                 })
     }
 
+    /// How long after a heal the two sides of a partition count as still merging: they
+    /// find each other again through seed re-resolution, then must settle.
+    fn merge_window(&self) -> Duration {
+        self.cfg.dns_interval + self.cfg.grace
+    }
+
     fn agreement_is_old(&self) -> bool {
         self.checks
             .agree_since
@@ -152,6 +158,13 @@ impl World {
                 self.checks.doubles.young_agreement += 1;
             } else if holders.iter().any(|&h| self.separated(slot, h)) {
                 self.checks.doubles.partitioned += 1;
+            } else if holders
+                .iter()
+                .any(|&h| self.recently_separated(slot, h, self.merge_window()))
+            {
+                self.checks.doubles.merging += 1;
+            } else if self.node(slot).is_some_and(|n| n.live.len() <= 1) {
+                self.checks.doubles.alone += 1;
             } else {
                 self.checks.doubles.unpartitioned += 1;
             }

@@ -148,8 +148,18 @@ impl SimConfig {
 pub struct DoubleCounts {
     /// Outside agreement, the two holders on opposite sides of a partition.
     pub partitioned: u64,
-    /// Outside agreement, the two holders able to talk: disagreement outlasted the settle
-    /// time (a join not yet seen, a slow failure detection).
+    /// Outside agreement, the two holders on opposite sides of a partition healed less
+    /// than a seed re-resolution interval plus the grace period ago: the two sides, each
+    /// settled on its own membership, are still merging.
+    pub merging: u64,
+    /// Outside agreement, no partition involved, the activating node alone in its own
+    /// membership view: it has not joined anyone yet (its first join requests were lost, and
+    /// the core re-announces only every `reannounce_interval`, 2 s, the settle time), so its
+    /// one-member view settled and it took every id asked of it.
+    pub alone: u64,
+    /// Outside agreement, no partition between the two holders recently: disagreement
+    /// outlasted the settle time (a join not yet seen, a slow failure detection). These are
+    /// the ones a longer settle time would prevent.
     pub unpartitioned: u64,
     /// While agreement held, but for less than the grace period (the tail of an earlier
     /// disagreement).
@@ -159,7 +169,7 @@ pub struct DoubleCounts {
 impl DoubleCounts {
     /// All counted double activations.
     pub fn total(&self) -> u64 {
-        self.partitioned + self.unpartitioned + self.young_agreement
+        self.partitioned + self.merging + self.alone + self.unpartitioned + self.young_agreement
     }
 }
 
@@ -251,3 +261,6 @@ impl std::error::Error for SimFailure {}
 pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
     world::World::new(cfg.clone()).run()
 }
+
+#[cfg(test)]
+mod tests;

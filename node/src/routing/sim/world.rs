@@ -122,6 +122,8 @@ pub(super) struct World {
     pub(super) slots: Vec<Slot>,
     pub(super) by_name: BTreeMap<String, usize>,
     pub(super) groups: Option<Vec<u8>>,
+    /// The last partition healed, and when.
+    pub(super) healed: Option<(Vec<u8>, Duration)>,
     pub(super) faults_on: bool,
     pub(super) faults_end: Duration,
     pub(super) steps: u64,
@@ -171,6 +173,7 @@ impl World {
             slots,
             by_name,
             groups: None,
+            healed: None,
             faults_on: true,
             faults_end: cfg.fault_phase,
             steps: 0,
@@ -253,6 +256,14 @@ impl World {
 
     pub(super) fn separated(&self, a: usize, b: usize) -> bool {
         self.groups.as_ref().is_some_and(|g| g[a] != g[b])
+    }
+
+    /// `a` and `b` were on opposite sides of the last partition, healed less than `within`
+    /// ago: their two sides may still be merging.
+    pub(super) fn recently_separated(&self, a: usize, b: usize, within: Duration) -> bool {
+        self.healed
+            .as_ref()
+            .is_some_and(|(g, at)| g[a] != g[b] && self.now < *at + within)
     }
 
     fn latency(&mut self) -> Duration {
@@ -392,8 +403,9 @@ impl World {
     fn end_faults(&mut self) -> Result<(), SimFailure> {
         self.faults_on = false;
         self.faults_end = self.now;
-        if self.groups.take().is_some() {
+        if let Some(g) = self.groups.take() {
             self.faults.heals += 1;
+            self.healed = Some((g, self.now));
             self.log("heal (end of faults)".to_owned());
         }
         // Leave at least half of the names running so convergence means something.
@@ -513,8 +525,9 @@ impl World {
                 self.groups = Some(groups);
             }
             _ => {
-                if self.groups.take().is_some() {
+                if let Some(g) = self.groups.take() {
                     self.faults.heals += 1;
+                    self.healed = Some((g, self.now));
                     self.log("heal".to_owned());
                 }
             }
