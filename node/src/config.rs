@@ -129,6 +129,8 @@ pub struct NodeConfig {
     pub log_level: String,
     /// OTLP endpoint for traces, if any.
     pub otlp_endpoint: Option<String>,
+    /// System actors started on this node (see [`crate::system`]).
+    pub system_actors: Vec<String>,
 }
 
 impl NodeConfig {
@@ -184,6 +186,29 @@ impl NodeConfig {
             s.cluster_name
                 .unwrap_or_else(|| DEFAULT_CLUSTER_NAME.into()),
         )?;
+        let mut system_actors: Vec<String> = Vec::new();
+        for a in s
+            .system_actors
+            .unwrap_or_else(|| vec![crate::system::METRICS.to_owned()])
+        {
+            let a = a.trim().to_string();
+            if a.is_empty() {
+                continue;
+            }
+            if !crate::system::KNOWN.contains(&a.as_str()) {
+                return Err(ConfigError::invalid(
+                    "--system-actor",
+                    a.clone(),
+                    format!(
+                        "unknown system actor; known: {}",
+                        crate::system::KNOWN.join(", ")
+                    ),
+                ));
+            }
+            if !system_actors.contains(&a) {
+                system_actors.push(a);
+            }
+        }
         let mut roles: Vec<String> = Vec::new();
         for r in s.roles.unwrap_or_default() {
             let r = check_name("--role", r.trim().to_string())?;
@@ -345,6 +370,7 @@ impl NodeConfig {
             log_format: s.log_format.unwrap_or_default(),
             log_level,
             otlp_endpoint: s.otlp_endpoint,
+            system_actors,
         })
     }
 

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod node;
 pub mod placement;
 pub mod routing;
+pub mod system;
 pub mod telemetry;
 pub mod trace;
 

@@ -286,6 +286,16 @@ pub struct Settings {
         help_heading = "Observability"
     )]
     pub otlp_endpoint: Option<String>,
+    /// System actors to start (`system/<name>` on this node), comma separated [default: metrics]
+    #[arg(
+        long = "system-actor",
+        alias = "system-actors",
+        env = "CORTEX_SYSTEM_ACTORS",
+        value_name = "NAME",
+        value_delimiter = ',',
+        help_heading = "Observability"
+    )]
+    pub system_actors: Option<Vec<String>>,
 }
 
 macro_rules! merge_fields {
@@ -305,7 +315,7 @@ impl Settings {
             advertise_host, seeds, seed_resolve_interval, vnodes, settle_time, leave_timeout,
             tls_dir, tls_ca, tls_cert, tls_key, cluster_secret, cluster_secret_file,
             client_tokens, client_tokens_file, data_dir, max_frame_size, idempotency_window,
-            log_format, log_level, otlp_endpoint,
+            log_format, log_level, otlp_endpoint, system_actors,
         )
     }
 }

@@ -185,7 +185,7 @@ impl Default for SwimTuning {
             suspect_to_down_after: Duration::from_millis(1000),
             gossip_interval: Duration::from_millis(100),
             gossip_fanout: 3,
-            announce_interval: Duration::from_secs(5),
+            announce_interval: Duration::from_secs(1),
             announce_to_down_interval: Duration::from_secs(2),
             reannounce_interval: Duration::from_secs(2),
             remove_down_after: Duration::from_secs(15 * 60),

@@ -139,7 +139,7 @@ impl AdminSource for Admin {
                     cortex_protocol::MemberState::Down => MemberState::Down,
                     cortex_protocol::MemberState::Left => MemberState::Left,
                 },
-                local: mem.id == inner.id,
+                local: mem.id.name() == inner.id.name(),
                 quic: mem.meta.quic_addr,
                 gossip: mem.gossip_addr,
                 http: Some(mem.meta.http_addr),

@@ -198,6 +198,7 @@ impl NodeBuilder {
         for k in &self.kind_names {
             metrics.register_kind(k);
         }
+        crate::system::start(&system, &cfg.system_actors, &metrics);
         let placement = Placement::new(id.clone(), cfg.vnodes, cfg.settle_time);
         let cancel = CancellationToken::new();
         let inner = Arc::new(NodeInner::new(
