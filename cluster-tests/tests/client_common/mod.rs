@@ -81,6 +81,9 @@ pub struct NodeProc {
     pub gossip: SocketAddr,
     pub http: SocketAddr,
     child: Option<Child>,
+    /// The full `run` command line, for restarts.
+    args: Vec<std::ffi::OsString>,
+    log: PathBuf,
     // Held open: the node runs with --exit-with-parent and stops when this pipe closes,
     // so no node outlives a crashed test.
     _stdin: Option<ChildStdin>,
@@ -101,6 +104,25 @@ impl NodeProc {
 
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// Starts the process again under the same name, ports and data directory (a new
+    /// incarnation). The log is appended to.
+    pub fn restart(&mut self, bin: &Path) {
+        self.kill();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut child = Command::new(bin)
+            .args(&self.args)
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self._stdin = child.stdin.take();
+        self.child = Some(child);
     }
 }
 
@@ -190,8 +212,9 @@ impl Cluster {
         if let Some(seed) = self.nodes.first() {
             cmd.arg("--seed").arg(seed.gossip.to_string());
         }
-        cmd.args(extra)
-            .stdin(Stdio::piped())
+        cmd.args(extra);
+        let args: Vec<std::ffi::OsString> = cmd.get_args().map(|a| a.to_owned()).collect();
+        cmd.stdin(Stdio::piped())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         let mut child = cmd.spawn().unwrap();
@@ -202,9 +225,17 @@ impl Cluster {
             gossip: loopback(g),
             http: loopback(h),
             child: Some(child),
+            args,
+            log: self.log_path(i),
             _stdin: stdin,
         });
         i
+    }
+
+    /// Restarts node `i` (same name, ports and data directory; a new incarnation).
+    pub fn restart(&mut self, i: usize) {
+        let bin = self.bin.clone();
+        self.nodes[i].restart(&bin);
     }
 
     /// Node `i`'s combined stdout and stderr.
