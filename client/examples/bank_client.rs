@@ -56,8 +56,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(left) => println!("withdrew 1000: balance {left}"),
         Err(why) => println!("withdrawal refused: {why}"),
     }
+    // A tell is fire-and-forget (at most once): Ok means a node took it, not that it ran.
     client.tell(&alice, Deposit(5)).await?;
-    println!("balance now {}", client.ask(&alice, Balance).await?);
+    println!("told a deposit of 5; balance read now: {}", client.ask(&alice, Balance).await?);
     client.shutdown().await;
     Ok(())
 }

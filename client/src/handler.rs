@@ -138,3 +138,46 @@ impl Handler for ClientHandler {
         self.0.wake.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cortex_protocol::{MessageName, RequestMeta};
+
+    fn publish(n: u8) -> Publish {
+        Publish {
+            topic: TopicId::new("t").unwrap(),
+            message: MessageName::new("m").unwrap(),
+            payload: vec![n].into(),
+            meta: RequestMeta::default(),
+            publish_id: u64::from(n),
+        }
+    }
+
+    #[test]
+    fn a_slow_subscriber_loses_new_deliveries_not_the_reader() {
+        let subs = Subs::default();
+        let (tx, mut rx) = mpsc::channel(2);
+        let id = subs.add(TopicId::new("t").unwrap(), tx);
+        for n in 0..5 {
+            subs.deliver(id, publish(n));
+        }
+        assert_eq!(subs.dropped(), 3, "the buffer holds 2; the rest are dropped and counted");
+        assert_eq!(rx.try_recv().unwrap().payload[0], 0);
+        assert_eq!(rx.try_recv().unwrap().payload[0], 1);
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn unplaced_subscriptions_are_orphans_and_closed_ones_go_away() {
+        let subs = Subs::default();
+        let (tx, rx) = mpsc::channel(2);
+        let id = subs.add(TopicId::new("t").unwrap(), tx);
+        assert_eq!(subs.orphans(), vec![(id, TopicId::new("t").unwrap())]);
+        drop(rx);
+        subs.deliver(id, publish(1));
+        assert!(subs.orphans().is_empty(), "a closed receiver removes the entry");
+        assert!(subs.remove(id).is_none());
+        subs.deliver(99, publish(1));
+    }
+}
