@@ -1,7 +1,10 @@
 //! Background tasks reacting to change: membership → ring view → handover and client
 //! topology; activation events → the activation log and metrics.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use cortex_protocol::NodeId;
 use std::sync::Arc;
 
 use cortex_protocol::{Envelope, TopologySnapshot};
@@ -77,25 +80,15 @@ pub(crate) fn start(inner: &Arc<NodeInner>, tasks: &TaskTracker) {
         tasks.spawn(async move {
             loop {
                 let view = rx.borrow_and_update().clone();
-                let mut live = view.live_ids();
-                if !live.contains(&i.id) {
-                    live.push(i.id.clone());
-                }
-                i.metrics.set_membership_size(live.len());
-                if let Some(ring) = i.placement.update(live) {
-                    tracing::info!(
-                        epoch = ring.epoch,
-                        members = ring.ring.members().len(),
-                        "ring view changed"
-                    );
-                    handover(&i).await;
-                    for c in i.clients.all() {
-                        send_topology(&i, &c);
-                    }
-                }
+                i.metrics.set_membership_size(view.live_ids().len());
+                apply_view(&i, &view).await;
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     r = rx.changed() => if r.is_err() { return },
+                    // A member passed (or failed) its TLS admission check.
+                    _ = i.admission.changed.notified() => {}
+                    // Retry refused members now and then.
+                    _ = tokio::time::sleep(ADMISSION_RETRY) => {}
                 }
             }
         });
@@ -194,6 +187,7 @@ pub(crate) async fn apply_view(i: &Arc<NodeInner>, view: &crate::membership::Mem
     let leaving = i.leaving.load(std::sync::atomic::Ordering::Acquire);
     let mut live = view.live_ids();
     live.retain(|n| !(leaving && n.name() == i.id.name()));
+    admit(i, view, &mut live);
     if !leaving && !live.iter().any(|n| n.name() == i.id.name()) {
         live.push(i.id.clone());
     }
@@ -207,6 +201,90 @@ pub(crate) async fn apply_view(i: &Arc<NodeInner>, view: &crate::membership::Mem
         for c in i.clients.all() {
             send_topology(i, &c);
         }
+    }
+}
+
+/// How often refused members are checked again.
+const ADMISSION_RETRY: Duration = Duration::from_secs(2);
+
+/// Members' admission: gossip proves a member knows the cluster secret; the ring also
+/// requires that it holds a certificate from the cluster CA naming it, and speaks a common
+/// protocol version. So a member enters this node's ring only once a mutually
+/// authenticated QUIC connection to it has been established.
+#[derive(Default)]
+pub(crate) struct Admission {
+    state: Mutex<HashMap<NodeId, Admit>>,
+    pub(crate) changed: tokio::sync::Notify,
+}
+
+#[derive(Clone, Copy)]
+enum Admit {
+    Pending,
+    Ok,
+    Refused(tokio::time::Instant),
+}
+
+/// Keeps in `live` only this node and members that passed admission; starts checks for
+/// the others.
+fn admit(i: &Arc<NodeInner>, view: &crate::membership::MembershipView, live: &mut Vec<NodeId>) {
+    let now = tokio::time::Instant::now();
+    let mut st = i.admission.state.lock();
+    st.retain(|n, _| live.contains(n));
+    let mut to_check = Vec::new();
+    live.retain(|n| {
+        if n.name() == i.id.name() {
+            return true;
+        }
+        match st.get(n).copied() {
+            Some(Admit::Ok) => true,
+            Some(Admit::Pending) => false,
+            Some(Admit::Refused(at)) if now.duration_since(at) < ADMISSION_RETRY => false,
+            _ => {
+                st.insert(n.clone(), Admit::Pending);
+                to_check.push(n.clone());
+                false
+            }
+        }
+    });
+    drop(st);
+    for n in to_check {
+        let versions = view.get(&n).map(|m| m.meta.versions);
+        let inner = i.clone();
+        i.spawn(async move {
+            let ours = cortex_protocol::SUPPORTED_VERSIONS;
+            let verdict = match versions.map(|v| v.negotiate(&ours)) {
+                Some(None) => Err(format!(
+                    "no common protocol version (it speaks {}..={}, we speak {}..={})",
+                    versions.map_or(0, |v| v.min),
+                    versions.map_or(0, |v| v.max),
+                    ours.min,
+                    ours.max
+                )),
+                _ => match inner.connection(&n).await {
+                    Ok(_) => Ok(()),
+                    Err(cortex_protocol::ReplyResult::Err(e)) => Err(e.detail),
+                    Err(_) => Err("unreachable".into()),
+                },
+            };
+            let mut st = inner.admission.state.lock();
+            if !st.contains_key(&n) {
+                return;
+            }
+            match verdict {
+                Ok(()) => {
+                    st.insert(n.clone(), Admit::Ok);
+                }
+                Err(why) => {
+                    let first = !matches!(st.get(&n), Some(Admit::Refused(_)));
+                    st.insert(n.clone(), Admit::Refused(tokio::time::Instant::now()));
+                    if first {
+                        tracing::warn!(member = %n, reason = %why, "member kept out of the ring: its QUIC/TLS admission failed");
+                    }
+                }
+            }
+            drop(st);
+            inner.admission.changed.notify_one();
+        });
     }
 }
 
