@@ -474,7 +474,7 @@ impl NodeInner {
                 tell.meta.budget_us = deadline
                     .saturating_duration_since(Instant::now())
                     .as_micros() as u64;
-                if !tell.meta.trace.parent.is_some() {
+                if tell.meta.trace.parent.is_none() {
                     tell.meta.trace = crate::trace::inject(&tracing::Span::current());
                 }
                 let env = if !received {
