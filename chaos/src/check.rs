@@ -389,10 +389,16 @@ pub fn single_activation(h: &Snapshot) -> Verdict {
                 let (s, e) = (b.activated_us, a_end.min(b.passivated_us.unwrap_or(end)));
                 let ka = format!("{}#{}", a.node, a.incarnation);
                 let kb = format!("{}#{}", b.node, b.incarnation);
+                // By name: membership renews a node's incarnation after a false suspicion
+                // while its activation log keeps the incarnation it started with.
+                let has = |view: &[String], name: &str| {
+                    view.iter()
+                        .any(|m| m.split_once('#').map(|(n, _)| n) == Some(name))
+                };
                 let agreed = |views: &Views<'_>| -> bool {
                     match (views.get(a.node.as_str()), views.get(b.node.as_str())) {
                         (Some(Some(va)), Some(Some(vb))) => {
-                            va == vb && va.contains(&ka) && va.contains(&kb)
+                            va == vb && has(va, &a.node) && has(va, &b.node)
                         }
                         _ => false,
                     }

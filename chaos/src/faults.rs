@@ -80,10 +80,12 @@ impl Injector {
         let mut actions: Vec<(Duration, u8, Action)> = Vec::new();
         for (i, p) in plan.iter().enumerate() {
             actions.push((p.at, 1, Action::Apply(i)));
-            actions.push((p.until, 0, Action::Undo(i)));
+            // An instantaneous fault is undone right after its own apply.
+            let order = if p.until <= p.at { 2 } else { 0 };
+            actions.push((p.until.max(p.at), order, Action::Undo(i)));
         }
-        // At equal times, undo before apply; each fault's undo follows its apply.
-        actions.sort_by_key(|(t, o, a)| (*t, *o, matches!(a, Action::Undo(_))));
+        // At equal times, earlier faults' undos go before new applies.
+        actions.sort_by_key(|(t, o, _)| (*t, *o));
         let mut last_heal = now_us();
         for (t, _, a) in actions {
             tokio::select! {

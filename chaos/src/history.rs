@@ -146,6 +146,8 @@ pub struct History {
     pub members: Mutex<Vec<MemberSample>>,
     /// Activations, deduplicated by (node, incarnation, seq).
     pub activations: Mutex<Vec<ActivationRec>>,
+    /// Index of `activations` by (node, incarnation, seq).
+    act_index: Mutex<std::collections::HashMap<(String, u64, u64), usize>>,
     /// Pub-sub events.
     pub pubsub: Mutex<Vec<PubSubRec>>,
 }
@@ -184,18 +186,19 @@ impl History {
     /// Merges activation records polled from a node (updates passivation times).
     pub fn merge_activations(&self, recs: impl IntoIterator<Item = ActivationRec>) {
         let mut g = self.activations.lock();
+        let mut idx = self.act_index.lock();
         for r in recs {
-            match g
-                .iter_mut()
-                .rev()
-                .find(|x| x.node == r.node && x.incarnation == r.incarnation && x.seq == r.seq)
-            {
+            let key = (r.node.clone(), r.incarnation, r.seq);
+            match idx.get(&key).and_then(|&i| g.get_mut(i)) {
                 Some(x) => {
                     if r.passivated_us.is_some() {
                         x.passivated_us = r.passivated_us;
                     }
                 }
-                None => g.push(r),
+                None => {
+                    idx.insert(key, g.len());
+                    g.push(r);
+                }
             }
         }
     }
