@@ -122,8 +122,8 @@ pub(super) struct World {
     pub(super) slots: Vec<Slot>,
     pub(super) by_name: BTreeMap<String, usize>,
     pub(super) groups: Option<Vec<u8>>,
-    /// The last partition healed, and when.
-    pub(super) healed: Option<(Vec<u8>, Duration)>,
+    /// Partitions healed, and when.
+    pub(super) healed: Vec<(Vec<u8>, Duration)>,
     pub(super) faults_on: bool,
     pub(super) faults_end: Duration,
     pub(super) steps: u64,
@@ -173,7 +173,7 @@ impl World {
             slots,
             by_name,
             groups: None,
-            healed: None,
+            healed: Vec::new(),
             faults_on: true,
             faults_end: cfg.fault_phase,
             steps: 0,
@@ -258,12 +258,14 @@ impl World {
         self.groups.as_ref().is_some_and(|g| g[a] != g[b])
     }
 
-    /// `a` and `b` were on opposite sides of the last partition, healed less than `within`
-    /// ago: their two sides may still be merging.
+    /// `a` and `b` were on opposite sides of a partition healed less than `within` ago:
+    /// their two sides may still be merging.
     pub(super) fn recently_separated(&self, a: usize, b: usize, within: Duration) -> bool {
         self.healed
-            .as_ref()
-            .is_some_and(|(g, at)| g[a] != g[b] && self.now < *at + within)
+            .iter()
+            .rev()
+            .take_while(|(_, at)| self.now < *at + within)
+            .any(|(g, _)| g[a] != g[b])
     }
 
     fn latency(&mut self) -> Duration {
@@ -405,7 +407,7 @@ impl World {
         self.faults_end = self.now;
         if let Some(g) = self.groups.take() {
             self.faults.heals += 1;
-            self.healed = Some((g, self.now));
+            self.healed.push((g, self.now));
             self.log("heal (end of faults)".to_owned());
         }
         // Leave at least half of the names running so convergence means something.
@@ -527,7 +529,7 @@ impl World {
             _ => {
                 if let Some(g) = self.groups.take() {
                     self.faults.heals += 1;
-                    self.healed = Some((g, self.now));
+                    self.healed.push((g, self.now));
                     self.log("heal".to_owned());
                 }
             }
