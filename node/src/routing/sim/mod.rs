@@ -6,10 +6,12 @@
 //! simulation drives), a [`PlacementState`](crate::placement::PlacementState) fed with the
 //! core's live members the way the node's watch task feeds it, and
 //! [`decide`](crate::routing::decide::decide) for every request. Around them the simulation
-//! models what the async node does (`node/inner.rs`, `node/watch.rs`): the activation gate,
+//! models what the async node does (`node/inner.rs`, `node/watch.rs`): ring admission (a
+//! member enters a node's ring once a QUIC handshake with it succeeds), the activation gate,
 //! handover (passivation of ids a node no longer owns, taking a random time during which the
-//! activation still counts as live), forwarding over a lossy network with per-hop deadlines,
-//! waiting for the view to settle, and graceful leaves (hand over first, then leave).
+//! activation still counts as live), forwarding over a lossy network with per-hop deadlines
+//! and hop counts, waiting for the view to settle, and graceful leaves (hand over first, then
+//! leave).
 //!
 //! One seeded RNG drives everything and time is virtual: a seed replays exactly. `tokio`'s
 //! `Instant` is only built as `base + virtual time` from one `Instant` taken at start and used
@@ -38,6 +40,7 @@ use crate::membership::SwimTuning;
 
 mod checks;
 mod node;
+mod watch;
 mod world;
 
 /// How the simulated nodes behave. [`NodeModel::as_built`] mirrors the node's code; the
@@ -54,14 +57,11 @@ pub struct NodeModel {
     pub handover: bool,
     /// Range of the time one passivation takes (its stop hooks).
     pub passivation: (Duration, Duration),
-    /// Whether a forwarded ask carries `hops + 1`. The node as built forwards asks with the
-    /// count it received (0 from the first hop on), so the hop limit never trips for asks.
-    pub ask_hops_increment: bool,
 }
 
 impl NodeModel {
     /// The node as built: default settle time and vnodes, gate on settledness, handover on,
-    /// passivations of 0 to 50 ms, asks forwarded without incrementing their hop count.
+    /// passivations of 0 to 50 ms.
     pub fn as_built() -> Self {
         Self {
             settle: DEFAULT_SETTLE_TIME,
@@ -69,7 +69,6 @@ impl NodeModel {
             gate_requires_settled: true,
             handover: true,
             passivation: (Duration::ZERO, Duration::from_millis(50)),
-            ask_hops_increment: false,
         }
     }
 }

@@ -5,11 +5,11 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use cortex_protocol::{ActorId, ErrorCode, MemberState, NodeId};
+use cortex_protocol::{ActorId, ErrorCode, NodeId};
 use rand::RngExt;
 
 use super::SimFailure;
-use super::world::{Answer, AskRecord, Event, Msg, World, fnv};
+use super::world::{Answer, AskRecord, Event, Msg, World};
 use crate::MAX_HOPS;
 use crate::membership::MembershipCore;
 use crate::placement::PlacementState;
@@ -19,8 +19,6 @@ use crate::routing::decide::{Decision, decide};
 /// time: `TransportError::AskTimeout` is not `TransportError::Timeout`, so it becomes
 /// `Unreachable`.
 const ASK_TIMEOUT_CODE: ErrorCode = ErrorCode::Unreachable;
-/// The node passivates moved ids in chunks of this many (`handover` in `node/watch.rs`).
-const HANDOVER_CHUNK: usize = 256;
 
 pub(super) struct Act {
     pub(super) serial: u64,
@@ -74,9 +72,17 @@ impl Req {
 
 /// A handover in progress (`handover` in `node/watch.rs`).
 pub(super) struct Job {
-    /// Started by the graceful leave (`apply_view`) rather than the watch task.
-    leave: bool,
-    pending: VecDeque<ActorId>,
+    /// Started by the graceful leave rather than the watch task.
+    pub(super) leave: bool,
+    pub(super) pending: VecDeque<ActorId>,
+}
+
+/// A member's ring admission on one node (`Admit` in `node/watch.rs`).
+#[derive(Clone, Copy)]
+pub(super) enum Admit {
+    Pending,
+    Ok,
+    Refused(Duration),
 }
 
 pub(super) struct SimNode {
@@ -89,9 +95,12 @@ pub(super) struct SimNode {
     /// The membership view's live ids and fingerprint.
     pub(super) live: Vec<NodeId>,
     pub(super) fingerprint: u64,
-    signature: u64,
-    watch_busy: bool,
-    watch_dirty: bool,
+    pub(super) signature: u64,
+    pub(super) watch_busy: bool,
+    pub(super) watch_dirty: bool,
+    /// The pending `ADMISSION_RETRY` wake of the watch loop (0: none).
+    pub(super) watch_token: u64,
+    pub(super) admission: BTreeMap<NodeId, Admit>,
     pub(super) jobs: BTreeMap<u64, Job>,
     pub(super) leaving: bool,
     /// Activations passivating.
@@ -111,222 +120,25 @@ impl SimNode {
             signature: 0,
             watch_busy: false,
             watch_dirty: false,
+            watch_token: 0,
+            admission: BTreeMap::new(),
             jobs: BTreeMap::new(),
             leaving: false,
             stopping: 0,
         }
     }
-}
 
-impl World {
-    /// After every membership input: if the published view changed, the watch task wakes.
-    pub(super) fn membership_changed(&mut self, slot: usize) -> Result<(), SimFailure> {
-        let Some(node) = self.slots[slot].node.as_mut() else {
-            return Ok(());
-        };
-        let view = node.core.view();
-        let mut sig = 0xcbf2_9ce4_8422_2325;
-        for m in &view.members {
-            fnv(&mut sig, m.id.name().as_bytes());
-            fnv(&mut sig, &m.id.incarnation().to_le_bytes());
-            fnv(&mut sig, &[u8::from(m.state == MemberState::Up)]);
-        }
-        if sig == node.signature {
-            return Ok(());
-        }
-        node.signature = sig;
-        node.live = view.live_ids();
-        node.fingerprint = view.fingerprint;
-        self.checks.membership_dirty = true;
-        if node.watch_busy {
-            node.watch_dirty = true;
-            return Ok(());
-        }
-        self.run_watch(slot)
-    }
-
-    /// One turn of the watch task's loop (`start` in `node/watch.rs`): live members plus this
-    /// node's own id (it does not look at `leaving`), then handover on a ring change.
-    fn run_watch(&mut self, slot: usize) -> Result<(), SimFailure> {
-        let now = self.instant(self.now);
-        let Some(node) = self.slots[slot].node.as_mut() else {
-            return Ok(());
-        };
-        node.watch_dirty = false;
-        let mut live = node.live.clone();
-        if !live.contains(&node.me) {
-            live.push(node.me.clone());
-        }
-        if node.placement.update(live, now).is_some() {
-            node.watch_busy = true;
-            self.ring_changed(slot)?;
-            self.start_handover(slot, false)?;
-        }
-        Ok(())
-    }
-
-    /// A new ring view: log it and wake the requests in `wait_settled` (epoch subscription).
-    fn ring_changed(&mut self, slot: usize) -> Result<(), SimFailure> {
-        let Some(node) = self.node(slot) else {
-            return Ok(());
-        };
-        let view = node.placement.current().clone();
-        let members: Vec<String> = view.ring.members().iter().map(|m| m.to_string()).collect();
-        let waiting: Vec<u64> = node
-            .reqs
+    /// Requests in `wait_settled`.
+    pub(super) fn settling(&self) -> Vec<u64> {
+        self.reqs
             .iter()
             .filter(|(_, r)| matches!(r.state, ReqState::Settling { .. }))
             .map(|(k, _)| *k)
-            .collect();
-        let line = format!("{}: ring epoch {} {members:?}", node.me, view.epoch);
-        self.log(line);
-        self.checks.ring_changes += 1;
-        for req in waiting {
-            self.settle_wait(slot, req)?;
-        }
-        Ok(())
+            .collect()
     }
+}
 
-    /// `Node::shutdown`: set `leaving`, install the ring without this node (`apply_view`),
-    /// hand everything over, and only then leave the membership.
-    pub(super) fn begin_leave(&mut self, slot: usize) -> Result<(), SimFailure> {
-        let now = self.instant(self.now);
-        let Some(node) = self.slots[slot].node.as_mut() else {
-            return Ok(());
-        };
-        node.leaving = true;
-        let name = node.me.name().to_owned();
-        let live: Vec<NodeId> = node
-            .live
-            .iter()
-            .filter(|n| n.name() != name)
-            .cloned()
-            .collect();
-        let changed = node.placement.update(live, now).is_some();
-        self.log(format!("{name}: leaving"));
-        if changed {
-            self.ring_changed(slot)?;
-            self.start_handover(slot, true)
-        } else {
-            self.finish_leave(slot)
-        }
-    }
-
-    fn start_handover(&mut self, slot: usize, leave: bool) -> Result<(), SimFailure> {
-        let handover = self.cfg.model.handover;
-        let job_id = self.fresh_id();
-        let Some(node) = self.slots[slot].node.as_mut() else {
-            return Ok(());
-        };
-        let view = node.placement.current().clone();
-        let me = node.me.name().to_owned();
-        let pending: VecDeque<ActorId> = if handover {
-            node.acts
-                .iter()
-                .filter(|(id, a)| {
-                    a.stopping.is_none() && view.owner(id).map(|o| o.name()) != Some(me.as_str())
-                })
-                .map(|(id, _)| id.clone())
-                .collect()
-        } else {
-            VecDeque::new()
-        };
-        node.jobs.insert(job_id, Job { leave, pending });
-        self.run_chunk(slot, job_id)
-    }
-
-    /// Passivates the next chunk of a handover and waits for all of it; finishes the job
-    /// when nothing is left.
-    pub(super) fn run_chunk(&mut self, slot: usize, job_id: u64) -> Result<(), SimFailure> {
-        let Some(node) = self.slots[slot].node.as_mut() else {
-            return Ok(());
-        };
-        let Some(job) = node.jobs.get_mut(&job_id) else {
-            return Ok(());
-        };
-        let n = job.pending.len().min(HANDOVER_CHUNK);
-        let chunk: Vec<ActorId> = job.pending.drain(..n).collect();
-        if chunk.is_empty() {
-            let leave = job.leave;
-            node.jobs.remove(&job_id);
-            return if leave {
-                self.finish_leave(slot)
-            } else {
-                node.watch_busy = false;
-                if node.watch_dirty {
-                    self.run_watch(slot)
-                } else {
-                    Ok(())
-                }
-            };
-        }
-        let mut end = self.now;
-        for id in &chunk {
-            if let Some(done) = self.begin_passivation(slot, id)? {
-                end = end.max(done);
-            }
-        }
-        let generation = self.slots[slot].generation;
-        self.at(
-            end - self.now,
-            Event::Chunk {
-                slot,
-                generation,
-                job: job_id,
-            },
-        )
-    }
-
-    /// `VirtualRegistry::passivate`: begins stopping `id` (if live) and returns when it will
-    /// be done; `None` if it is not there.
-    fn begin_passivation(
-        &mut self,
-        slot: usize,
-        id: &ActorId,
-    ) -> Result<Option<Duration>, SimFailure> {
-        let (lo, hi) = self.cfg.model.passivation;
-        let delay = Duration::from_micros(
-            self.rng
-                .random_range(lo.as_micros() as u64..=hi.as_micros().max(lo.as_micros()) as u64),
-        );
-        let done = self.now + delay;
-        let generation = self.slots[slot].generation;
-        let Some(node) = self.slots[slot].node.as_mut() else {
-            return Ok(None);
-        };
-        let Some(act) = node.acts.get_mut(id) else {
-            return Ok(None);
-        };
-        if let Some(until) = act.stopping {
-            return Ok(Some(until));
-        }
-        act.stopping = Some(done);
-        node.stopping += 1;
-        let serial = act.serial;
-        self.checks.handovers += 1;
-        self.at(
-            delay,
-            Event::Passivated {
-                slot,
-                generation,
-                id: id.clone(),
-                serial,
-            },
-        )?;
-        Ok(Some(done))
-    }
-
-    pub(super) fn on_passivated(&mut self, slot: usize, id: &ActorId, serial: u64) {
-        let Some(node) = self.slots[slot].node.as_mut() else {
-            return;
-        };
-        if node.acts.get(id).is_some_and(|a| a.serial == serial) {
-            node.acts.remove(id);
-            node.stopping -= 1;
-            self.checks.deactivated(id);
-        }
-    }
-
+impl World {
     /// A client ask arrives at a random running node (`NodeInner::ask_erased`).
     pub(super) fn new_ask(&mut self) -> Result<(), SimFailure> {
         let running = self.running();
@@ -405,7 +217,7 @@ impl World {
 
     /// `Placement::wait_settled`: re-decide once the current view is settled, fail with
     /// `Timeout` at the deadline, wake early on a ring change.
-    fn settle_wait(&mut self, slot: usize, req_id: u64) -> Result<(), SimFailure> {
+    pub(super) fn settle_wait(&mut self, slot: usize, req_id: u64) -> Result<(), SimFailure> {
         let (t, base) = (self.now, self.base);
         let now = self.instant(t);
         let token = self.fresh_id();
@@ -519,7 +331,6 @@ impl World {
     /// ask goes out with what is left of the deadline and the transport waits until then.
     fn forward(&mut self, slot: usize, req_id: u64, owner: &NodeId) -> Result<(), SimFailure> {
         let t = self.now;
-        let increment = self.cfg.model.ask_hops_increment;
         let generation = self.slots[slot].generation;
         let Some(&to) = self.by_name.get(owner.name()) else {
             return self.answer(slot, req_id, Err((ErrorCode::Unreachable, "unknown name")));
@@ -531,7 +342,10 @@ impl World {
         let Some(req) = node.reqs.get_mut(&req_id) else {
             return Ok(());
         };
-        if req.hops >= MAX_HOPS {
+        // A request received from another node goes on as a `Forward` with one more hop; one
+        // that starts here goes out as a plain ask.
+        let received = !req.is_client();
+        if received && req.hops >= MAX_HOPS {
             return self.answer(
                 slot,
                 req_id,
@@ -553,7 +367,7 @@ impl World {
             ask: req.ask,
             id: req.id.clone(),
             budget: req.deadline.saturating_sub(t),
-            hops: if increment { req.hops + 1 } else { req.hops },
+            hops: if received { req.hops + 1 } else { req.hops },
         };
         let (deadline, ask) = (req.deadline, req.ask as usize);
         if let Some(rec) = self.asks.get_mut(ask) {

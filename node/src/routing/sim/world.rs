@@ -1,5 +1,6 @@
 //! The simulated world: node slots, the network, the event queue, membership driving and
-//! the fault schedule. Routing lives in `node.rs`, the invariants in `checks.rs`.
+//! the fault schedule. Requests live in `node.rs`, the watch task and handover in
+//! `watch.rs`, the invariants in `checks.rs`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -64,6 +65,19 @@ pub(super) enum Event {
         generation: u64,
         id: ActorId,
         serial: u64,
+    },
+    /// A member's ring admission check finished.
+    Admitted {
+        slot: usize,
+        generation: u64,
+        member: NodeId,
+        ok: bool,
+    },
+    /// The watch loop's periodic wake.
+    WatchTick {
+        slot: usize,
+        generation: u64,
+        token: u64,
     },
     /// A handover chunk's passivations are all done.
     Chunk {
@@ -268,7 +282,7 @@ impl World {
             .any(|(g, _)| g[a] != g[b])
     }
 
-    fn latency(&mut self) -> Duration {
+    pub(super) fn latency(&mut self) -> Duration {
         let (lo, hi) = self.cfg.latency;
         let (lo, hi) = (lo.as_micros() as u64, hi.as_micros() as u64);
         Duration::from_micros(self.rng.random_range(lo..=hi.max(lo)))
@@ -395,6 +409,25 @@ impl World {
             } => {
                 if self.slots[slot].generation == generation {
                     self.run_chunk(slot, job)?;
+                }
+            }
+            Event::Admitted {
+                slot,
+                generation,
+                member,
+                ok,
+            } => {
+                if self.slots[slot].generation == generation {
+                    self.on_admitted(slot, member, ok)?;
+                }
+            }
+            Event::WatchTick {
+                slot,
+                generation,
+                token,
+            } => {
+                if self.slots[slot].generation == generation {
+                    self.on_watch_tick(slot, token)?;
                 }
             }
             Event::End => self.ended = true,

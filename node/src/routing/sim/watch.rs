@@ -1,0 +1,333 @@
+//! The node's watch task and handover (`node/watch.rs`): membership view → ring admission
+//! → ring view → passivation of the ids that moved away, and the graceful leave.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use cortex_protocol::{ActorId, MemberState, NodeId};
+use rand::RngExt;
+
+use super::SimFailure;
+use super::node::{Admit, Job};
+use super::world::{Event, World, fnv};
+
+/// How often the watch task retries refused members (`ADMISSION_RETRY`).
+const ADMISSION_RETRY: Duration = Duration::from_secs(2);
+/// How long a dial to an unreachable member takes to fail (the transport's
+/// `connect_timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The node passivates moved ids in chunks of this many (`handover`).
+const HANDOVER_CHUNK: usize = 256;
+
+impl World {
+    /// After every membership input: if the published view changed, the watch task wakes.
+    pub(super) fn membership_changed(&mut self, slot: usize) -> Result<(), SimFailure> {
+        let Some(node) = self.slots[slot].node.as_mut() else {
+            return Ok(());
+        };
+        let view = node.core.view();
+        let mut sig = 0xcbf2_9ce4_8422_2325;
+        for m in &view.members {
+            fnv(&mut sig, m.id.name().as_bytes());
+            fnv(&mut sig, &m.id.incarnation().to_le_bytes());
+            fnv(&mut sig, &[u8::from(m.state == MemberState::Up)]);
+        }
+        if sig == node.signature {
+            return Ok(());
+        }
+        node.signature = sig;
+        node.live = view.live_ids();
+        node.fingerprint = view.fingerprint;
+        self.checks.membership_dirty = true;
+        self.wake_watch(slot)
+    }
+
+    /// Something the watch task waits on happened: run its loop now, or right after the
+    /// handover it is in.
+    fn wake_watch(&mut self, slot: usize) -> Result<(), SimFailure> {
+        let Some(node) = self.slots[slot].node.as_mut() else {
+            return Ok(());
+        };
+        if node.watch_busy {
+            node.watch_dirty = true;
+            return Ok(());
+        }
+        self.run_watch(slot)
+    }
+
+    /// One turn of the watch task's loop: `apply_view`, then (on a ring change) handover.
+    fn run_watch(&mut self, slot: usize) -> Result<(), SimFailure> {
+        let Some(node) = self.slots[slot].node.as_mut() else {
+            return Ok(());
+        };
+        node.watch_dirty = false;
+        node.watch_token = 0;
+        if self.apply_view(slot)? {
+            if let Some(node) = self.slots[slot].node.as_mut() {
+                node.watch_busy = true;
+            }
+            self.ring_changed(slot)?;
+            self.start_handover(slot, false)
+        } else {
+            self.schedule_watch_tick(slot)
+        }
+    }
+
+    /// The watch loop also wakes `ADMISSION_RETRY` after its last turn.
+    fn schedule_watch_tick(&mut self, slot: usize) -> Result<(), SimFailure> {
+        let token = self.fresh_id();
+        let generation = self.slots[slot].generation;
+        let Some(node) = self.slots[slot].node.as_mut() else {
+            return Ok(());
+        };
+        node.watch_token = token;
+        self.at(
+            ADMISSION_RETRY,
+            Event::WatchTick {
+                slot,
+                generation,
+                token,
+            },
+        )
+    }
+
+    pub(super) fn on_watch_tick(&mut self, slot: usize, token: u64) -> Result<(), SimFailure> {
+        let due = self
+            .node(slot)
+            .is_some_and(|n| n.watch_token == token && !n.watch_busy);
+        if due { self.run_watch(slot) } else { Ok(()) }
+    }
+
+    /// `apply_view`: the live members (without this node while it leaves), only those
+    /// admitted, plus this node; installs them. True when the ring changed.
+    fn apply_view(&mut self, slot: usize) -> Result<bool, SimFailure> {
+        let now = self.instant(self.now);
+        let t = self.now;
+        let Some(node) = self.slots[slot].node.as_mut() else {
+            return Ok(false);
+        };
+        let me = node.me.clone();
+        let leaving = node.leaving;
+        let mut live: Vec<NodeId> = node
+            .live
+            .iter()
+            .filter(|n| !(leaving && n.name() == me.name()))
+            .cloned()
+            .collect();
+        // `admit`: only this node and members that passed their QUIC/TLS check.
+        node.admission.retain(|n, _| live.contains(n));
+        let mut to_check = Vec::new();
+        live.retain(|n| {
+            if n.name() == me.name() {
+                return true;
+            }
+            match node.admission.get(n).copied() {
+                Some(Admit::Ok) => true,
+                Some(Admit::Pending) => false,
+                Some(Admit::Refused(at)) if t < at + ADMISSION_RETRY => false,
+                _ => {
+                    node.admission.insert(n.clone(), Admit::Pending);
+                    to_check.push(n.clone());
+                    false
+                }
+            }
+        });
+        if !leaving && !live.iter().any(|n| n.name() == me.name()) {
+            live.push(me);
+        }
+        let changed = node.placement.update(live, now).is_some();
+        for member in to_check {
+            self.check_admission(slot, member)?;
+        }
+        Ok(changed)
+    }
+
+    /// The admission check dials the member: a QUIC handshake (one round trip) if it is
+    /// reachable, a refusal after the connect timeout if not.
+    fn check_admission(&mut self, slot: usize, member: NodeId) -> Result<(), SimFailure> {
+        let generation = self.slots[slot].generation;
+        let target = self.by_name.get(member.name()).copied();
+        let reachable =
+            target.is_some_and(|to| self.node(to).is_some() && !self.separated(slot, to));
+        let after = if reachable {
+            self.latency() + self.latency()
+        } else {
+            CONNECT_TIMEOUT
+        };
+        self.at(
+            after,
+            Event::Admitted {
+                slot,
+                generation,
+                member,
+                ok: reachable,
+            },
+        )
+    }
+
+    pub(super) fn on_admitted(
+        &mut self,
+        slot: usize,
+        member: NodeId,
+        ok: bool,
+    ) -> Result<(), SimFailure> {
+        let now = self.now;
+        let Some(node) = self.slots[slot].node.as_mut() else {
+            return Ok(());
+        };
+        let Some(state) = node.admission.get_mut(&member) else {
+            return Ok(());
+        };
+        *state = if ok { Admit::Ok } else { Admit::Refused(now) };
+        self.wake_watch(slot)
+    }
+
+    /// A new ring view: log it and wake the requests in `wait_settled` (epoch subscription).
+    fn ring_changed(&mut self, slot: usize) -> Result<(), SimFailure> {
+        let Some(node) = self.node(slot) else {
+            return Ok(());
+        };
+        let view = node.placement.current().clone();
+        let members: Vec<String> = view.ring.members().iter().map(|m| m.to_string()).collect();
+        let waiting = node.settling();
+        let line = format!("{}: ring epoch {} {members:?}", node.me, view.epoch);
+        self.log(line);
+        self.checks.ring_changes += 1;
+        for req in waiting {
+            self.settle_wait(slot, req)?;
+        }
+        Ok(())
+    }
+
+    /// `Node::shutdown`: set `leaving`, `apply_view` (the ring without this node) and hand
+    /// everything over, and only then leave the membership.
+    pub(super) fn begin_leave(&mut self, slot: usize) -> Result<(), SimFailure> {
+        let Some(node) = self.slots[slot].node.as_mut() else {
+            return Ok(());
+        };
+        node.leaving = true;
+        let name = node.me.name().to_owned();
+        self.log(format!("{name}: leaving"));
+        if self.apply_view(slot)? {
+            self.ring_changed(slot)?;
+            self.start_handover(slot, true)
+        } else {
+            self.finish_leave(slot)
+        }
+    }
+
+    fn start_handover(&mut self, slot: usize, leave: bool) -> Result<(), SimFailure> {
+        let handover = self.cfg.model.handover;
+        let job_id = self.fresh_id();
+        let Some(node) = self.slots[slot].node.as_mut() else {
+            return Ok(());
+        };
+        let view = node.placement.current().clone();
+        let me = node.me.name().to_owned();
+        let pending: VecDeque<ActorId> = if handover {
+            node.acts
+                .iter()
+                .filter(|(id, a)| {
+                    a.stopping.is_none() && view.owner(id).map(|o| o.name()) != Some(me.as_str())
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        } else {
+            VecDeque::new()
+        };
+        node.jobs.insert(job_id, Job { leave, pending });
+        self.run_chunk(slot, job_id)
+    }
+
+    /// Passivates the next chunk of a handover and waits for all of it; finishes the job
+    /// when nothing is left.
+    pub(super) fn run_chunk(&mut self, slot: usize, job_id: u64) -> Result<(), SimFailure> {
+        let Some(node) = self.slots[slot].node.as_mut() else {
+            return Ok(());
+        };
+        let Some(job) = node.jobs.get_mut(&job_id) else {
+            return Ok(());
+        };
+        let n = job.pending.len().min(HANDOVER_CHUNK);
+        let chunk: Vec<ActorId> = job.pending.drain(..n).collect();
+        if chunk.is_empty() {
+            let leave = job.leave;
+            node.jobs.remove(&job_id);
+            return if leave {
+                self.finish_leave(slot)
+            } else {
+                node.watch_busy = false;
+                if node.watch_dirty {
+                    self.run_watch(slot)
+                } else {
+                    self.schedule_watch_tick(slot)
+                }
+            };
+        }
+        let mut end = self.now;
+        for id in &chunk {
+            if let Some(done) = self.begin_passivation(slot, id)? {
+                end = end.max(done);
+            }
+        }
+        let generation = self.slots[slot].generation;
+        self.at(
+            end - self.now,
+            Event::Chunk {
+                slot,
+                generation,
+                job: job_id,
+            },
+        )
+    }
+
+    /// `VirtualRegistry::passivate`: begins stopping `id` (if live) and returns when it will
+    /// be done; `None` if it is not there.
+    fn begin_passivation(
+        &mut self,
+        slot: usize,
+        id: &ActorId,
+    ) -> Result<Option<Duration>, SimFailure> {
+        let (lo, hi) = self.cfg.model.passivation;
+        let delay = Duration::from_micros(
+            self.rng
+                .random_range(lo.as_micros() as u64..=hi.as_micros().max(lo.as_micros()) as u64),
+        );
+        let done = self.now + delay;
+        let generation = self.slots[slot].generation;
+        let Some(node) = self.slots[slot].node.as_mut() else {
+            return Ok(None);
+        };
+        let Some(act) = node.acts.get_mut(id) else {
+            return Ok(None);
+        };
+        if let Some(until) = act.stopping {
+            return Ok(Some(until));
+        }
+        act.stopping = Some(done);
+        node.stopping += 1;
+        let serial = act.serial;
+        self.checks.handovers += 1;
+        self.at(
+            delay,
+            Event::Passivated {
+                slot,
+                generation,
+                id: id.clone(),
+                serial,
+            },
+        )?;
+        Ok(Some(done))
+    }
+
+    pub(super) fn on_passivated(&mut self, slot: usize, id: &ActorId, serial: u64) {
+        let Some(node) = self.slots[slot].node.as_mut() else {
+            return;
+        };
+        if node.acts.get(id).is_some_and(|a| a.serial == serial) {
+            node.acts.remove(id);
+            node.stopping -= 1;
+            self.checks.deactivated(id);
+        }
+    }
+}
