@@ -2,12 +2,17 @@
 //!
 //! The bench crate lives outside the root workspace and its `unsafe_code = "deny"` lint:
 //! a `GlobalAlloc` impl cannot be written without `unsafe`. Each method only forwards to
-//! the system allocator and adjusts two counters.
+//! the inner allocator and adjusts the counters.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+#[cfg(feature = "mimalloc")]
+use mimalloc::MiMalloc as Inner;
+#[cfg(not(feature = "mimalloc"))]
+use std::alloc::System as Inner;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
 
-/// Wraps the system allocator and counts while [`set_counting`] is on.
+/// Wraps the system allocator (or mimalloc, with the `mimalloc` feature) and counts while [`set_counting`] is on.
 pub(crate) struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
@@ -37,12 +42,12 @@ fn count(bytes: isize, call: bool, blocks: isize) {
     }
 }
 
-// SAFETY: every method forwards its arguments unchanged to `System`, which upholds the
+// SAFETY: every method forwards its arguments unchanged to the inner allocator, which upholds the
 // `GlobalAlloc` contract; the counters are plain atomics and never touch the memory.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same layout as our caller gave us, forwarded to the system allocator.
-        let p = unsafe { System.alloc(layout) };
+        // SAFETY: same layout as our caller gave us, forwarded to the inner allocator.
+        let p = unsafe { Inner.alloc(layout) };
         if !p.is_null() {
             count(layout.size() as isize, true, 1);
         }
@@ -51,7 +56,7 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as in `alloc`.
-        let p = unsafe { System.alloc_zeroed(layout) };
+        let p = unsafe { Inner.alloc_zeroed(layout) };
         if !p.is_null() {
             count(layout.size() as isize, true, 1);
         }
@@ -59,14 +64,14 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` (through us) with this layout.
-        unsafe { System.dealloc(ptr, layout) };
+        // SAFETY: `ptr` was allocated by the inner allocator (through us) with this layout.
+        unsafe { Inner.dealloc(ptr, layout) };
         count(-(layout.size() as isize), false, -1);
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: `ptr`/`layout` came from `System` through us; `new_size` is the caller's.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        // SAFETY: `ptr`/`layout` came from the inner allocator through us; `new_size` is the caller's.
+        let p = unsafe { Inner.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             count(new_size as isize - layout.size() as isize, true, 0);
         }
