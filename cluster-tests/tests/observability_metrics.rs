@@ -427,3 +427,336 @@ fn percent_encode(s: &str) -> String {
         })
         .collect()
 }
+
+// ---------------------------------------------------------------------------------------
+// The cost of tracing: a benchmark, not run by default (BENCHMARKS.md, "Observability").
+// ---------------------------------------------------------------------------------------
+
+mod overhead {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    use cortex_cluster_tests::{Binary, ClusterOptions, TestCluster, http_get};
+    use cortex_protocol::{
+        ActorId, Ask, MessageName, PeerIdentity, ReplyResult, RequestId, RequestMeta, Target,
+    };
+    use cortex_transport::{Endpoint, EndpointConfig, Handler, TlsMaterial};
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+
+    /// An OTLP/gRPC trace receiver that only counts spans.
+    #[derive(Default, Clone)]
+    struct SpanCounter(Arc<AtomicU64>);
+
+    #[tonic::async_trait]
+    impl TraceService for SpanCounter {
+        async fn export(
+            &self,
+            req: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let n: usize = req
+                .into_inner()
+                .resource_spans
+                .iter()
+                .flat_map(|rs| rs.scope_spans.iter())
+                .map(|ss| ss.spans.len())
+                .sum();
+            self.0.fetch_add(n as u64, Ordering::Relaxed);
+            Ok(tonic::Response::new(ExportTraceServiceResponse {
+                partial_success: None,
+            }))
+        }
+    }
+
+    struct NoInbound;
+    impl Handler for NoInbound {
+        fn on_envelope(&self, _: &cortex_transport::Connection, _: cortex_protocol::Envelope) {}
+        fn on_ask(&self, _: &cortex_transport::Connection, _: Ask, _: cortex_transport::Responder) {
+        }
+    }
+
+    /// One configuration of the nodes: no tracing, or OTLP export sampled at `ratio`.
+    #[derive(Debug, Clone, Copy)]
+    enum Tracing {
+        Off,
+        On(f64),
+    }
+
+    impl Tracing {
+        fn label(self) -> String {
+            match self {
+                Tracing::Off => "off".into(),
+                Tracing::On(r) => format!("on, sampled {}%", r * 100.0),
+            }
+        }
+    }
+
+    /// What one run measured.
+    #[derive(Debug, Clone)]
+    struct Run {
+        tracing: Tracing,
+        asks: u64,
+        secs: f64,
+        /// CPU time (user + system) of both nodes over the measured window.
+        node_cpu_s: f64,
+        spans: u64,
+    }
+
+    impl Run {
+        fn rate(&self) -> f64 {
+            self.asks as f64 / self.secs
+        }
+        fn cpu_us_per_ask(&self) -> f64 {
+            self.node_cpu_s * 1e6 / self.asks as f64
+        }
+    }
+
+    fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+        std::env::var(key)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
+    /// utime + stime of `pid`, in seconds (from `/proc/PID/stat`; 100 ticks a second).
+    fn cpu_seconds(pid: u32) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        ticks as f64 / 100.0
+    }
+
+    fn owner_of(http: SocketAddr, id: &str) -> String {
+        let r = http_get(
+            http,
+            &format!("/cluster/ring?id={id}"),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        let owner = v["owner"].as_str().unwrap().to_owned();
+        owner.split('#').next().unwrap().to_owned()
+    }
+
+    async fn run_once(
+        tracing: Tracing,
+        otlp: SocketAddr,
+        spans: &SpanCounter,
+        secs: f64,
+        in_flight: usize,
+    ) -> Run {
+        let opts = ClusterOptions {
+            binary: Binary::Bank,
+            log_level: "warn".into(),
+            extra_args: match tracing {
+                Tracing::Off => Vec::new(),
+                Tracing::On(_) => vec!["--otlp-endpoint".into(), format!("http://{otlp}")],
+            },
+            ..ClusterOptions::default()
+        };
+        let cluster = tokio::task::block_in_place(|| {
+            let mut c = TestCluster::new(opts).unwrap();
+            for name in ["a", "b"] {
+                let mut spec = c.spec(name);
+                if let Tracing::On(r) = tracing {
+                    spec.env
+                        .push(("OTEL_TRACES_SAMPLER_ARG".into(), r.to_string()));
+                }
+                c.add(spec).unwrap();
+            }
+            c.wait_converged(Duration::from_secs(60)).unwrap();
+            let out = std::process::Command::new(c.binary())
+                .args(["certs", "issue", "bench", "--client", "--dir"])
+                .arg(c.ca().dir())
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            c
+        });
+        let a = cluster.node(0).http_addr();
+        // Accounts owned by b, asked through a: every ask is forwarded a -> b.
+        let ids: Vec<ActorId> = tokio::task::block_in_place(|| {
+            (0..2000)
+                .map(|i| format!("account/o{i}"))
+                .filter(|id| owner_of(a, id) == "b")
+                .take(200)
+                .map(|id| id.parse().unwrap())
+                .collect()
+        });
+        let ca = cluster.ca();
+        let tls = TlsMaterial::load(&ca.ca_cert(), &ca.cert("bench"), &ca.key("bench")).unwrap();
+        let cfg = EndpointConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            tls,
+            PeerIdentity::Client {
+                name: "bench".into(),
+            },
+            cluster.options().cluster_name.clone(),
+        );
+        let ep = Endpoint::bind(cfg, Arc::new(NoInbound)).unwrap();
+        let conn = ep.connect(cluster.node(0).quic_addr(), "a").await.unwrap();
+        let deposit = MessageName::new("bank.Deposit").unwrap();
+        let payload = cortex_protocol::encode_payload(&1u64).unwrap();
+        let ask = move |id: &ActorId| Ask {
+            request: RequestId(0),
+            target: Target::Virtual(id.clone()),
+            message: deposit.clone(),
+            payload: payload.clone().into(),
+            meta: RequestMeta {
+                budget_us: 10_000_000,
+                trace: Default::default(),
+            },
+            epoch: 0,
+            idempotency_key: None,
+        };
+        // Warm-up: activate every actor, open a -> b.
+        for id in &ids {
+            let r = conn.ask(ask(id), Duration::from_secs(10)).await.unwrap();
+            assert!(matches!(r, ReplyResult::Ok { .. }), "{r:?}");
+        }
+
+        let pids: Vec<u32> = cluster.nodes().iter().map(|n| n.pid().unwrap()).collect();
+        let spans_before = spans.0.load(Ordering::Relaxed);
+        let cpu_before: f64 = pids.iter().map(|&p| cpu_seconds(p)).sum();
+        let started = Instant::now();
+        let end = started + Duration::from_secs_f64(secs);
+        let ids = Arc::new(ids);
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..in_flight {
+            let conn = conn.clone();
+            let ids = Arc::clone(&ids);
+            let ask = ask.clone();
+            tasks.spawn(async move {
+                let mut n = 0u64;
+                let mut i = t;
+                while Instant::now() < end {
+                    let r = conn
+                        .ask(ask(&ids[i % ids.len()]), Duration::from_secs(10))
+                        .await
+                        .unwrap();
+                    assert!(matches!(r, ReplyResult::Ok { .. }), "{r:?}");
+                    n += 1;
+                    i += in_flight;
+                }
+                n
+            });
+        }
+        let mut asks = 0;
+        while let Some(n) = tasks.join_next().await {
+            asks += n.unwrap();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let cpu_after: f64 = pids.iter().map(|&p| cpu_seconds(p)).sum();
+        // With tracing on, wait for the sampled spans of the window to be exported (the
+        // batch exporter sends every 5 s): proof that the traced run traced.
+        let mut spans_seen = spans.0.load(Ordering::Relaxed) - spans_before;
+        if let Tracing::On(r) = tracing {
+            let want = (asks as f64 * r * 3.0 * 0.5) as u64;
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while spans_seen < want.max(1) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                spans_seen = spans.0.load(Ordering::Relaxed) - spans_before;
+            }
+            assert!(spans_seen > 0, "tracing was on but no span arrived");
+        }
+        drop(conn);
+        ep.close().await;
+        tokio::task::block_in_place(|| drop(cluster));
+        Run {
+            tracing,
+            asks,
+            secs,
+            node_cpu_s: cpu_after - cpu_before,
+            spans: spans_seen,
+        }
+    }
+
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    }
+
+    /// Remote ask throughput and node CPU per ask with tracing off, sampled at 1 % and at
+    /// 100 %: a client asks accounts through node a that node b owns (each ask is routed on
+    /// a, forwarded over QUIC, routed on b), `BENCH_IN_FLIGHT` (64) asks in flight for
+    /// `BENCH_SECS` (5) per run, `BENCH_ROUNDS` (3) rounds with the configurations in
+    /// rotating order. Run it against release binaries:
+    ///
+    /// ```sh
+    /// cargo build --release -p cortex-node --example bank
+    /// CORTEX_BIN_DIR=$PWD/target/release cargo test --release -p cortex-cluster-tests \
+    ///   --test observability_metrics -- --ignored --nocapture tracing_overhead
+    /// ```
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "benchmark: run in release, see BENCHMARKS.md, Observability"]
+    // A benchmark: its results are its output (run with --nocapture).
+    #[allow(clippy::print_stdout)]
+    async fn tracing_overhead() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let rounds: usize = env_or("BENCH_ROUNDS", 3);
+        let secs: f64 = env_or("BENCH_SECS", 5.0);
+        let in_flight: usize = env_or("BENCH_IN_FLIGHT", 64);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let otlp = listener.local_addr().unwrap();
+        let spans = SpanCounter::default();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(spans.clone()))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let configs = [Tracing::Off, Tracing::On(0.01), Tracing::On(1.0)];
+        let mut runs = Vec::new();
+        for round in 0..rounds {
+            for k in 0..configs.len() {
+                let t = configs[(k + round) % configs.len()];
+                let r = run_once(t, otlp, &spans, secs, in_flight).await;
+                println!(
+                    "round {round} tracing {:<16} {:>8.0} asks/s  {:>6.1} µs node CPU/ask  ({} asks, {} spans)",
+                    r.tracing.label(),
+                    r.rate(),
+                    r.cpu_us_per_ask(),
+                    r.asks,
+                    r.spans
+                );
+                runs.push(r);
+            }
+        }
+        server.abort();
+        println!(
+            "\n| tracing | asks/s (median) | node CPU µs/ask (median) | spans exported per ask |"
+        );
+        println!("|---|---|---|---|");
+        let mut base = None;
+        for t in configs {
+            let of: Vec<&Run> = runs
+                .iter()
+                .filter(|r| r.tracing.label() == t.label())
+                .collect();
+            let rate = median(of.iter().map(|r| r.rate()).collect());
+            let cpu = median(of.iter().map(|r| r.cpu_us_per_ask()).collect());
+            let spans: f64 = of.iter().map(|r| r.spans as f64).sum::<f64>()
+                / of.iter().map(|r| r.asks as f64).sum::<f64>();
+            let (b_rate, b_cpu) = *base.get_or_insert((rate, cpu));
+            println!(
+                "| {} | {rate:.0} ({:+.1} %) | {cpu:.1} ({:+.1} %) | {spans:.3} |",
+                t.label(),
+                (rate / b_rate - 1.0) * 100.0,
+                (cpu / b_cpu - 1.0) * 100.0
+            );
+        }
+    }
+}
