@@ -80,6 +80,36 @@ impl Proc {
     }
 }
 
+/// CPU time (user + system) a process has used so far, in microseconds: a figure that,
+/// unlike throughput, does not depend on how busy the rest of the machine is.
+fn cpu_us(pid: u32) -> Result<u64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+    // The command name (field 2) may hold spaces; the fields after its ')' are plain.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 after the name.
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    // /proc reports clock ticks of USER_HZ, which Linux fixes at 100 for user space.
+    Ok(ticks * 10_000)
+}
+
+/// CPU microseconds per message used by `procs` together between two samples.
+fn cpu_per_msg(before: &[u64], after: &[u64], msgs: f64) -> Value {
+    let used: u64 = after.iter().zip(before).map(|(a, b)| a - b).sum();
+    json!({
+        "cpu_us_total": used,
+        "cpu_us_per_msg": ((used as f64 / msgs.max(1.0)) * 100.0).round() / 100.0,
+        "per_process_us": after.iter().zip(before).map(|(a, b)| a - b).collect::<Vec<_>>(),
+    })
+}
+
+fn sample(procs: &[&Proc]) -> Result<Vec<u64>, String> {
+    procs.iter().map(|p| cpu_us(p.child.id())).collect()
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -181,15 +211,25 @@ fn raw(env: &Env, o: &DriverOpts, out: &mut serde_json::Map<String, Value>) -> R
     ];
     args.extend(pass_on(o, &["msgs", "rate", "secs", "round-trips"]));
     let client = Proc::spawn("raw-client", &args, &env.log("raw-client"))?;
-    for e in ["raw_throughput", "raw_closed", "raw_open"] {
-        out.insert(e.into(), client.wait_for(e, Duration::from_secs(600))?);
-    }
+    let long = Duration::from_secs(600);
+    client.wait_for("throughput_start", long)?;
+    let c0 = sample(&[&server, &client])?;
+    let mut t = client.wait_for("raw_throughput", long)?;
+    let c1 = sample(&[&server, &client])?;
+    t["cpu"] = cpu_per_msg(&c0, &c1, t["counted"].as_f64().unwrap_or(0.0));
+    out.insert("raw_throughput".into(), t);
+    out.insert("raw_closed".into(), client.wait_for("raw_closed", long)?);
+    let c2 = sample(&[&server, &client])?;
+    let mut o = client.wait_for("raw_open", long)?;
+    let c3 = sample(&[&server, &client])?;
+    o["cpu"] = cpu_per_msg(&c2, &c3, o["ok"].as_f64().unwrap_or(0.0) * 1.1);
+    out.insert("raw_open".into(), o);
     Ok(())
 }
 
 fn pair(env: &Env, o: &DriverOpts, out: &mut serde_json::Map<String, Value>) -> Result<(), String> {
     let p1 = free_ports()?;
-    let _n1 = Proc::spawn("n1", &env.node_args("n1", &p1, None), &env.log("pair-n1"))?;
+    let n1 = Proc::spawn("n1", &env.node_args("n1", &p1, None), &env.log("pair-n1"))?;
     let p0 = free_ports()?;
     let mut args = env.node_args("n0", &p0, Some(p1.gossip));
     args.extend(["--workload=pair".into(), "--bench-peer=n1".into()]);
@@ -198,9 +238,20 @@ fn pair(env: &Env, o: &DriverOpts, out: &mut serde_json::Map<String, Value>) -> 
         &["tells", "senders", "actors", "rate", "secs", "round-trips"],
     ));
     let n0 = Proc::spawn("n0", &args, &env.log("pair-n0"))?;
-    for e in ["tell", "ask_closed", "ask_open"] {
-        out.insert(e.into(), n0.wait_for(e, Duration::from_secs(600))?);
-    }
+    let long = Duration::from_secs(600);
+    n0.wait_for("tell_start", long)?;
+    let c0 = sample(&[&n0, &n1])?;
+    let mut t = n0.wait_for("tell", long)?;
+    let c1 = sample(&[&n0, &n1])?;
+    t["cpu"] = cpu_per_msg(&c0, &c1, t["delivered"].as_f64().unwrap_or(0.0));
+    out.insert("tell".into(), t);
+    out.insert("ask_closed".into(), n0.wait_for("ask_closed", long)?);
+    let c2 = sample(&[&n0, &n1])?;
+    let mut o = n0.wait_for("ask_open", long)?;
+    let c3 = sample(&[&n0, &n1])?;
+    // The open loop's warm-up second is inside the sample: 11 s of asks for 10 measured.
+    o["cpu"] = cpu_per_msg(&c2, &c3, o["ok"].as_f64().unwrap_or(0.0) * 1.1);
+    out.insert("ask_open".into(), o);
     Ok(())
 }
 

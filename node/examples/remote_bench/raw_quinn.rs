@@ -189,6 +189,7 @@ async fn throughput(conn: &quinn::Connection, msgs: u64) -> Result<(), String> {
         buf.extend_from_slice(&frame());
     }
     let rounds = msgs / 1024;
+    emit("throughput_start", json!({}));
     let start = Instant::now();
     let mut s = conn.open_uni().await.map_err(|x| e(&x))?;
     for _ in 0..rounds {
@@ -234,8 +235,8 @@ async fn closed_loop(conn: &quinn::Connection, round_trips: usize) -> Result<(),
     Ok(())
 }
 
-/// Open loop on one stream: each message carries its scheduled send time (µs since the
-/// start) and the echo's arrival is measured against it.
+/// Open loop on one stream: each message carries its scheduled and its actual send time
+/// (µs since the start) and the echo's arrival is measured against both (see openloop.rs).
 async fn open_loop(conn: &quinn::Connection, rate: u64, secs: u64) -> Result<(), String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
     let (mut tx, mut rx) = conn.open_bi().await.map_err(|x| e(&x))?;
@@ -248,19 +249,24 @@ async fn open_loop(conn: &quinn::Connection, rate: u64, secs: u64) -> Result<(),
     let reader = tokio::spawn(async move {
         let mut back = [0u8; FRAME];
         let mut lat = Vec::with_capacity((secs * rate) as usize);
+        let mut from_schedule = Vec::with_capacity((secs * rate) as usize);
         for _ in 0..total {
             if rx.read_exact(&mut back).await.is_err() {
                 break;
             }
-            let mut t = [0u8; 8];
-            t.copy_from_slice(&back[4..12]);
-            let scheduled = u64::from_be_bytes(t);
+            let at = |i: usize| {
+                let mut t = [0u8; 8];
+                t.copy_from_slice(&back[i..i + 8]);
+                u64::from_be_bytes(t)
+            };
+            let (scheduled, sent) = (at(4), at(12));
             if scheduled >= warm_ticks * 1000 {
                 let now = start.elapsed().as_micros() as u64;
-                lat.push(now.saturating_sub(scheduled));
+                lat.push(now.saturating_sub(sent));
+                from_schedule.push(now.saturating_sub(scheduled));
             }
         }
-        lat
+        (lat, from_schedule)
     });
     let mut interval = tokio::time::interval_at(start, Duration::from_millis(1));
     interval.set_missed_tick_behavior(MissedTickBehavior::Burst);
@@ -269,17 +275,24 @@ async fn open_loop(conn: &quinn::Connection, rate: u64, secs: u64) -> Result<(),
         interval.tick().await;
         m[4..12].copy_from_slice(&(tick * 1000).to_be_bytes());
         for _ in 0..per_tick {
+            let sent = start.elapsed().as_micros() as u64;
+            m[12..20].copy_from_slice(&sent.to_be_bytes());
             tx.write_all(&m).await.map_err(|x| e(&x))?;
         }
     }
-    let lat = tokio::time::timeout(Duration::from_secs(30), reader)
+    let (lat, from_schedule) = tokio::time::timeout(Duration::from_secs(30), reader)
         .await
         .map_err(|_| "open-loop replies did not all arrive within 30 s".to_owned())?
         .map_err(|x| e(&x))?;
     let _ = tx.finish();
     emit(
         "raw_open",
-        json!({ "target_rate": rate, "ok": lat.len(), "latency": summary(lat) }),
+        json!({
+            "target_rate": rate,
+            "ok": lat.len(),
+            "latency": summary(lat),
+            "from_schedule": summary(from_schedule),
+        }),
     );
     Ok(())
 }

@@ -34,13 +34,29 @@ pub(crate) fn markdown(s: &Value) -> String {
         fmt(raw_rate, "/s"),
         ratio(tell, raw_rate),
     ]);
-    for (label, ours, base) in [
-        ("closed-loop round trip p50", "ask_closed", "raw_closed"),
-        ("open-loop round trip p50", "ask_open", "raw_open"),
+    for (label, ours, base, field) in [
+        (
+            "closed-loop round trip p50",
+            "ask_closed",
+            "raw_closed",
+            "latency",
+        ),
+        (
+            "open-loop round trip p50",
+            "ask_open",
+            "raw_open",
+            "latency",
+        ),
+        (
+            "open-loop round trip p50, from schedule",
+            "ask_open",
+            "raw_open",
+            "from_schedule",
+        ),
     ] {
         for q in ["p50_us", "p99_us"] {
-            let a = num(s, &[ours, "latency", q]);
-            let b = num(s, &[base, "latency", q]);
+            let a = num(s, &[ours, field, q]);
+            let b = num(s, &[base, field, q]);
             rows.push([
                 label.replace("p50", &q[..3]),
                 fmt(a, "µs"),
@@ -48,6 +64,27 @@ pub(crate) fn markdown(s: &Value) -> String {
                 ratio(a, b),
             ]);
         }
+    }
+    for (label, ours, base) in [
+        (
+            "CPU per one-way message, both processes",
+            "tell",
+            "raw_throughput",
+        ),
+        (
+            "CPU per round trip at 10k/s, both processes",
+            "ask_open",
+            "raw_open",
+        ),
+    ] {
+        let a = num(s, &[ours, "cpu", "cpu_us_per_msg"]);
+        let b = num(s, &[base, "cpu", "cpu_us_per_msg"]);
+        rows.push([
+            label.into(),
+            a.map_or("n/a".into(), |x| format!("{x:.2} µs")),
+            b.map_or("n/a".into(), |x| format!("{x:.2} µs")),
+            ratio(a, b),
+        ]);
     }
     for q in ["p50_us", "p99_us"] {
         let a = num(s, &["forward", "forwarded", "latency", q]);
