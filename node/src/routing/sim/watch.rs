@@ -16,6 +16,8 @@ const ADMISSION_RETRY: Duration = Duration::from_secs(2);
 /// How long a dial to an unreachable member takes to fail (the transport's
 /// `connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a pending dial re-checks reachability (QUIC's handshake retransmission).
+const DIAL_PROBE: Duration = Duration::from_millis(250);
 /// The node passivates moved ids in chunks of this many (`handover`).
 const HANDOVER_CHUNK: usize = 256;
 
@@ -142,27 +144,58 @@ impl World {
         Ok(changed)
     }
 
-    /// The admission check dials the member: a QUIC handshake (one round trip) if it is
-    /// reachable, a refusal after the connect timeout if not.
+    /// The admission check dials the member. QUIC retransmits its handshake, so the dial
+    /// succeeds one round trip after the member becomes reachable, or fails at the connect
+    /// timeout; reachability is probed every `DIAL_PROBE` meanwhile.
     fn check_admission(&mut self, slot: usize, member: NodeId) -> Result<(), SimFailure> {
+        let give_up = self.now + CONNECT_TIMEOUT;
+        self.dial_probe(slot, member, give_up)
+    }
+
+    pub(super) fn dial_probe(
+        &mut self,
+        slot: usize,
+        member: NodeId,
+        give_up: Duration,
+    ) -> Result<(), SimFailure> {
         let generation = self.slots[slot].generation;
         let target = self.by_name.get(member.name()).copied();
         let reachable =
             target.is_some_and(|to| self.node(to).is_some() && !self.separated(slot, to));
-        let after = if reachable {
-            self.latency() + self.latency()
+        let ev = if reachable {
+            let rtt = self.latency() + self.latency();
+            (
+                rtt,
+                Event::Admitted {
+                    slot,
+                    generation,
+                    member,
+                    ok: true,
+                },
+            )
+        } else if self.now >= give_up {
+            (
+                Duration::ZERO,
+                Event::Admitted {
+                    slot,
+                    generation,
+                    member,
+                    ok: false,
+                },
+            )
         } else {
-            CONNECT_TIMEOUT
+            let next = DIAL_PROBE.min(give_up - self.now);
+            (
+                next,
+                Event::Dial {
+                    slot,
+                    generation,
+                    member,
+                    give_up,
+                },
+            )
         };
-        self.at(
-            after,
-            Event::Admitted {
-                slot,
-                generation,
-                member,
-                ok: reachable,
-            },
-        )
+        self.at(ev.0, ev.1)
     }
 
     pub(super) fn on_admitted(

@@ -73,6 +73,13 @@ pub(super) enum Event {
         member: NodeId,
         ok: bool,
     },
+    /// A dial for an admission check retransmits its handshake.
+    Dial {
+        slot: usize,
+        generation: u64,
+        member: NodeId,
+        give_up: Duration,
+    },
     /// The watch loop's periodic wake.
     WatchTick {
         slot: usize,
@@ -421,6 +428,16 @@ impl World {
                     self.on_admitted(slot, member, ok)?;
                 }
             }
+            Event::Dial {
+                slot,
+                generation,
+                member,
+                give_up,
+            } => {
+                if self.slots[slot].generation == generation {
+                    self.dial_probe(slot, member, give_up)?;
+                }
+            }
             Event::WatchTick {
                 slot,
                 generation,
@@ -478,6 +495,7 @@ impl World {
                 http_addr: SocketAddr::new(ip, 7480),
                 roles: vec!["sim".to_owned()],
                 versions: VersionRange { min: 1, max: 1 },
+                process: inc,
             },
         };
         let mut cc = CoreConfig::new(identity, "sim", SECRET);
