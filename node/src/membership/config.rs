@@ -269,6 +269,7 @@ impl SwimTuning {
 ///     http_addr: "10.0.0.1:7480".parse().unwrap(),
 ///     roles: vec!["gateway".into()],
 ///     versions: SUPPORTED_VERSIONS,
+///     process: 1,
 /// };
 /// let mut config = MembershipConfig::new(
 ///     NodeId::new("cortex-0", 1_700_000_000_000).unwrap(),

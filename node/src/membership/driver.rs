@@ -54,6 +54,7 @@ impl Membership {
     ///     http_addr: "127.0.0.1:7480".parse()?,
     ///     roles: vec![],
     ///     versions: SUPPORTED_VERSIONS,
+    ///     process: 1,
     /// };
     /// let mut config = MembershipConfig::new(NodeId::new("n0", 1)?, b"0123456789abcdef".to_vec(), meta);
     /// config.bind = "127.0.0.1:0".parse()?;

@@ -25,6 +25,11 @@ pub struct MemberMeta {
     pub roles: Vec<String>,
     /// Protocol versions it speaks.
     pub versions: VersionRange,
+    /// Incarnation of the running process: the one in its QUIC identity. A member declared
+    /// down by mistake rejoins under a renewed gossip incarnation (foca needs a new identity)
+    /// while its process, and so its certificate-checked QUIC identity, stays the same;
+    /// peers dial `name#process`.
+    pub process: u64,
 }
 
 impl MemberMeta {
@@ -150,6 +155,7 @@ mod tests {
                 http_addr: "127.0.0.1:7480".parse().unwrap(),
                 roles: vec![],
                 versions: VersionRange { min: 1, max: 1 },
+                process: inc,
             },
         }
     }

@@ -130,6 +130,7 @@ type SwimFoca = Foca<MemberIdentity, PostcardCodec, SmallRng, NoCustomBroadcast>
 ///         http_addr: ([10, 0, 0, 1], 7480).into(),
 ///         roles: vec![],
 ///         versions: SUPPORTED_VERSIONS,
+///         process: 1,
 ///     },
 /// };
 /// let now = Now { mono: Duration::ZERO, wall: UNIX_EPOCH + Duration::from_secs(1_700_000_000) };

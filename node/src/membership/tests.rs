@@ -19,6 +19,7 @@ fn ident(name: &str, inc: u64, port: u16) -> MemberIdentity {
             http_addr: SocketAddr::from((ip, port + 2000)),
             roles: vec!["test".into()],
             versions: SUPPORTED_VERSIONS,
+            process: inc,
         },
     }
 }

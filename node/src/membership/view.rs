@@ -50,10 +50,17 @@ impl Member {
         matches!(self.state, MemberState::Up | MemberState::Suspect)
     }
 
-    /// The wire form clients receive in topology snapshots.
+    /// The QUIC identity of the member's process (name and process incarnation), which is
+    /// what connections to it present; differs from [`Member::id`] after a renewal.
+    pub fn transport_id(&self) -> NodeId {
+        NodeId::new(self.id.name(), self.meta.process).unwrap_or_else(|_| self.id.clone())
+    }
+
+    /// The wire form clients receive in topology snapshots: the member's QUIC identity, which
+    /// clients dial.
     pub fn to_info(&self) -> MemberInfo {
         MemberInfo {
-            node: self.id.clone(),
+            node: self.transport_id(),
             quic_addr: self.meta.quic_addr,
             http_addr: self.meta.http_addr,
             state: self.state,

@@ -158,9 +158,13 @@ pub(crate) async fn handle(inner: Arc<NodeInner>, req: AdminRequest) -> AdminRes
                     "proxied too many times: the cluster views disagree",
                 );
             }
-            let addr = inner
-                .membership()
-                .and_then(|m| m.view().get(&owner).map(|mem| mem.meta.http_addr));
+            let addr = inner.membership().and_then(|m| {
+                m.view()
+                    .members
+                    .into_iter()
+                    .find(|mem| mem.id.name() == owner.name())
+                    .map(|mem| mem.meta.http_addr)
+            });
             let Some(addr) = addr else {
                 return fail(
                     ErrorCode::Unreachable,

@@ -157,15 +157,23 @@ impl NodeInner {
         let Some(ep) = self.endpoint() else {
             return Err(err(ErrorCode::Unreachable, "endpoint not started"));
         };
-        let addr = self
-            .membership()
-            .and_then(|m| m.view().get(node).map(|mem| mem.meta.quic_addr));
-        let Some(addr) = addr else {
+        // By name: `node` may be a gossip id (renewed incarnation) or a process id; the
+        // connection goes to the member's running process, whose QUIC identity is
+        // `name#process`.
+        let member = self.membership().and_then(|m| {
+            m.view()
+                .members
+                .into_iter()
+                .find(|mem| mem.id.name() == node.name())
+        });
+        let Some(member) = member else {
             return Err(err(
                 ErrorCode::Unreachable,
                 format!("{node} is not a live member"),
             ));
         };
+        let addr = member.meta.quic_addr;
+        let node = &member.transport_id();
         if let Some(c) = ep.cached_connection(node.name())
             && c.peer_node() == Some(node)
             && !c.is_closed()

@@ -223,6 +223,7 @@ impl NodeBuilder {
             http_addr,
             roles: cfg.roles.clone(),
             versions: SUPPORTED_VERSIONS,
+            process: id.incarnation(),
         };
         let mut mcfg =
             MembershipConfig::new(id.clone(), cfg.cluster_secret.expose().to_vec(), meta);

@@ -339,6 +339,7 @@ impl World {
                 http_addr: SocketAddr::new(ip, 7480),
                 roles: vec!["sim".to_owned()],
                 versions: VersionRange { min: 1, max: 1 },
+                process: id.incarnation(),
             },
         };
         let mut cc = CoreConfig::new(identity, "sim", SECRET);
