@@ -651,8 +651,12 @@ impl NodeInner {
             .view()
             .live_ids()
             .into_iter()
-            .filter(|n| n != &self.id)
+            .filter(|n| n.name() != self.id.name())
             .collect();
+        // One copy per process, whatever incarnations the view lists.
+        let mut peers = peers;
+        peers.sort_by(|a, b| a.name().cmp(b.name()));
+        peers.dedup_by(|a, b| a.name() == b.name());
         for peer in peers {
             match self.connection(&peer).await {
                 Ok(conn) => {
