@@ -154,9 +154,8 @@ impl AdminSource for Admin {
     fn ready(&self) -> Result<(), String> {
         let inner = self.node.upgrade().ok_or("node is stopping")?;
         let m = inner.membership().ok_or("membership not started")?;
-        let view = m.view();
-        let live = view.live_ids().len();
-        if !inner.config.seeds.is_empty() && live < 2 && !seeds_are_self(&inner) {
+        if !inner.joined.load(std::sync::atomic::Ordering::Acquire) {
+            let live = m.view().live_ids().len();
             return Err(format!("not joined yet: {live} live member(s) known"));
         }
         let ring = inner.placement.view();
@@ -244,16 +243,4 @@ impl AdminSource for Admin {
         };
         Some(Box::pin(async move { resp }))
     }
-}
-
-fn seeds_are_self(inner: &NodeInner) -> bool {
-    let Some(m) = inner.membership() else {
-        return false;
-    };
-    let me = m.gossip_addr();
-    inner
-        .config
-        .seeds
-        .iter()
-        .all(|s| s.parse::<std::net::SocketAddr>().is_ok_and(|a| a == me))
 }

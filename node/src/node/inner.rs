@@ -1,7 +1,7 @@
 //! The node's shared state and its routing: every tell and ask addressed to an actor id
 //! goes to the one owner in this node's view, locally without serialization or over QUIC.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,6 +28,10 @@ use crate::routing::dedupe::{Begin, Dedupe};
 /// [`ErrorCode::HopLimit`] instead of looping.
 pub const MAX_HOPS: u8 = 4;
 
+/// Least time an idempotent ask is allowed to run, whatever its caller's deadline, so that
+/// retries find its answer.
+const IDEMPOTENT_RUN_MIN: Duration = Duration::from_secs(10);
+
 /// Deadline of a request that carries none (tells).
 const DEFAULT_BUDGET: Duration = Duration::from_secs(30);
 
@@ -37,7 +41,7 @@ pub(crate) struct NodeInner {
     pub(crate) system: System,
     pub(crate) placement: Placement,
     pub(crate) activations: ActivationLog,
-    pub(crate) dedupe: Dedupe,
+    pub(crate) dedupe: Arc<Dedupe>,
     pub(crate) metrics: NodeMetrics,
     pub(crate) pubsub: PubSub<Published>,
     pub(crate) cancel: CancellationToken,
@@ -49,6 +53,10 @@ pub(crate) struct NodeInner {
     pub(crate) events: super::watch::EventLog,
     pub(crate) peer_totals: super::scrape::PeerTotals,
     pub(crate) admission: super::watch::Admission,
+    /// Set once this node has seen another member (or needs none): a node that has not
+    /// joined activates nothing, since its view of one member is not the cluster's.
+    pub(crate) joined: std::sync::atomic::AtomicBool,
+    pub(crate) last_fingerprint: std::sync::atomic::AtomicU64,
     endpoint: OnceLock<Endpoint>,
     membership: OnceLock<MembershipHandle>,
     next_publish: std::sync::atomic::AtomicU64,
@@ -67,7 +75,7 @@ fn actor_err(e: &ActorError) -> ReplyResult {
 
 fn transport_err(e: &TransportError) -> ReplyResult {
     let code = match e {
-        TransportError::Timeout { .. } => ErrorCode::Timeout,
+        TransportError::Timeout { .. } | TransportError::AskTimeout { .. } => ErrorCode::Timeout,
         _ => ErrorCode::Unreachable,
     };
     err(code, e.to_string())
@@ -107,7 +115,7 @@ impl NodeInner {
             system,
             placement,
             activations,
-            dedupe,
+            dedupe: Arc::new(dedupe),
             metrics,
             pubsub: PubSub::new(),
             cancel,
@@ -117,6 +125,8 @@ impl NodeInner {
             events: Default::default(),
             peer_totals: Default::default(),
             admission: Default::default(),
+            joined: std::sync::atomic::AtomicBool::new(false),
+            last_fingerprint: std::sync::atomic::AtomicU64::new(0),
             endpoint: OnceLock::new(),
             membership: OnceLock::new(),
             next_publish: std::sync::atomic::AtomicU64::new(1),
@@ -226,6 +236,21 @@ impl NodeInner {
             let view = self.placement.view();
             let live = self.system.virtuals().is_live(id);
             match decide(&self.id, &view, id, live, hops, MAX_HOPS, Instant::now()) {
+                Decision::Local
+                    if !live && !self.joined.load(std::sync::atomic::Ordering::Acquire) =>
+                {
+                    // Not joined yet: wait for the first real view.
+                    let mut rx = self.placement.subscribe();
+                    if tokio::time::timeout_at(deadline, rx.changed())
+                        .await
+                        .is_err()
+                    {
+                        return Err(err(
+                            ErrorCode::Unreachable,
+                            "this node has not joined a cluster yet: check its seeds",
+                        ));
+                    }
+                }
                 Decision::Local => return Ok(None),
                 Decision::Forward(owner) => return Ok(Some(owner)),
                 Decision::Fail(code, why) => return Err(err(code, why)),
@@ -360,24 +385,67 @@ impl NodeInner {
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        let r = reply_of(
-            self.system
-                .virtuals()
-                .send_erased(id, &ask.message, &ask.payload, Codec::Bincode, left)
-                .await,
-        );
+        let Some(k) = key else {
+            let r = reply_of(
+                self.system
+                    .virtuals()
+                    .send_erased(id, &ask.message, &ask.payload, Codec::Bincode, left)
+                    .await,
+            );
+            self.metrics.record_ask(
+                id.kind(),
+                matches!(r, ReplyResult::Ok { .. }),
+                started.elapsed(),
+            );
+            return r;
+        };
+        // An idempotent ask runs to completion even if this caller gives up: a retry with
+        // the same key then joins the run or gets its answer, instead of running it again
+        // while the first attempt may still apply.
+        let reg = self.system.virtuals().clone();
+        let dedupe = self.dedupe.clone();
+        let (id2, message, payload) = (id.clone(), ask.message.clone(), ask.payload.clone());
+        let budget = left.max(IDEMPOTENT_RUN_MIN);
+        self.spawn(async move {
+            let r = reply_of(
+                reg.send_erased(&id2, &message, &payload, Codec::Bincode, budget)
+                    .await,
+            );
+            if is_replayable(&r) {
+                dedupe.finish(k, &r, Instant::now());
+            } else {
+                dedupe.abandon(k, &r);
+            }
+        });
+        let r = match self.dedupe.begin(k, Instant::now()) {
+            Begin::Wait(rx) => match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => err(ErrorCode::ActorStopped, "the run was abandoned"),
+                Err(_) => err(
+                    ErrorCode::Timeout,
+                    "the actor did not answer before the deadline (the request may still apply; retry with the same idempotency key)",
+                ),
+            },
+            Begin::Done(r) => r,
+            Begin::Busy => err(
+                ErrorCode::Rejected,
+                "too many retries in flight for one idempotency key",
+            ),
+            // The run already ended and was abandoned (refused before the handler ran).
+            Begin::Run => {
+                self.dedupe
+                    .abandon(k, &err(ErrorCode::Rejected, "abandoned"));
+                err(
+                    ErrorCode::Rejected,
+                    "the request was refused before it ran; retry",
+                )
+            }
+        };
         self.metrics.record_ask(
             id.kind(),
             matches!(r, ReplyResult::Ok { .. }),
             started.elapsed(),
         );
-        if let Some(k) = key {
-            if is_replayable(&r) {
-                self.dedupe.finish(k, &r, Instant::now());
-            } else {
-                self.dedupe.abandon(k, &r);
-            }
-        }
         r
     }
 

@@ -58,7 +58,9 @@ pub(crate) fn start(inner: &Arc<NodeInner>, tasks: &TaskTracker) {
             let view = inner.placement.view();
             match view.owner(id) {
                 Some(o) if o.name() == inner.id.name() => {
-                    if view.is_settled(tokio::time::Instant::now()) {
+                    if view.is_settled(tokio::time::Instant::now())
+                        && inner.joined.load(std::sync::atomic::Ordering::Acquire)
+                    {
                         Ok(())
                     } else {
                         Err(cortex_runtime::ActorError::rejected(
@@ -187,11 +189,29 @@ pub(crate) async fn apply_view(i: &Arc<NodeInner>, view: &crate::membership::Mem
     let leaving = i.leaving.load(std::sync::atomic::Ordering::Acquire);
     let mut live = view.live_ids();
     live.retain(|n| !(leaving && n.name() == i.id.name()));
+    if !i.joined.load(std::sync::atomic::Ordering::Acquire)
+        && (live.iter().any(|n| n.name() != i.id.name()) || seeds_are_only_me(i).await)
+    {
+        i.joined.store(true, std::sync::atomic::Ordering::Release);
+        tracing::info!("joined the cluster");
+    }
+    let gossip_set = view.fingerprint;
+    let gossip_changed = i
+        .last_fingerprint
+        .swap(gossip_set, std::sync::atomic::Ordering::AcqRel)
+        != gossip_set;
     admit(i, view, &mut live);
     if !leaving && !live.iter().any(|n| n.name() == i.id.name()) {
         live.push(i.id.clone());
     }
-    if let Some(ring) = i.placement.update(live) {
+    let changed = match i.placement.update(live) {
+        Some(ring) => Some(ring),
+        // Membership moved but the admitted ring did not (a member awaits admission):
+        // settle again, since other nodes may already count it.
+        None if gossip_changed => Some(i.placement.unsettle()),
+        None => None,
+    };
+    if let Some(ring) = changed {
         tracing::info!(
             epoch = ring.epoch,
             members = ring.ring.members().len(),
@@ -202,6 +222,20 @@ pub(crate) async fn apply_view(i: &Arc<NodeInner>, view: &crate::membership::Mem
             send_topology(i, &c);
         }
     }
+}
+
+/// True when every configured seed resolves to this node's own gossip address (a cluster of
+/// one, such as a single-replica StatefulSet), or there are no seeds at all.
+async fn seeds_are_only_me(i: &NodeInner) -> bool {
+    if i.config.seeds.is_empty() {
+        return true;
+    }
+    let Some(m) = i.membership() else {
+        return false;
+    };
+    let me = [m.gossip_addr(), m.bound_addr()];
+    let addrs = crate::config::resolve_seeds(&i.config.seeds, Duration::from_secs(1)).await;
+    !addrs.is_empty() && addrs.iter().all(|a| me.contains(a))
 }
 
 /// How often refused members are checked again.

@@ -94,6 +94,23 @@ impl PlacementState {
         Some(view)
     }
 
+    /// Restarts the settle time of the current ring (a new epoch over the same members):
+    /// used when the membership changed in a way the ring does not show yet (a member
+    /// waiting for admission), so that this node does not act on a view the others may not
+    /// share.
+    pub fn unsettle(&mut self, now: Instant) -> Arc<RingView> {
+        let ring = Ring::new(self.current.ring.members().to_vec(), self.vnodes);
+        let view = Arc::new(RingView {
+            epoch: self.current.epoch + 1,
+            digest: ring.digest(),
+            ring,
+            since: now,
+            settled_at: now + self.settle,
+        });
+        self.current = view.clone();
+        view
+    }
+
     /// The current view.
     pub fn current(&self) -> &Arc<RingView> {
         &self.current
@@ -130,6 +147,13 @@ impl Placement {
             self.epoch_tx.send_replace(v.epoch);
         }
         changed
+    }
+
+    /// See [`PlacementState::unsettle`].
+    pub fn unsettle(&self) -> Arc<RingView> {
+        let v = self.state.write().unsettle(Instant::now());
+        self.epoch_tx.send_replace(v.epoch);
+        v
     }
 
     /// Epoch changes, for tasks that react to them (handover, client topology pushes).
