@@ -81,6 +81,30 @@ async fn client_asks_beside_member_asks() {
         client.ask(id, Echo(payload.clone())).await.unwrap();
     }
 
+    // Like the member driver: ids owned by one node only, one outstanding ask.
+    let on_n1: Arc<Vec<ActorId>> = Arc::new(
+        ids.iter()
+            .filter(|id| client.owner_of(id).is_some_and(|o| o.name() == "n1"))
+            .cloned()
+            .collect(),
+    );
+    let single = {
+        let stop = Instant::now() + Duration::from_secs(secs);
+        let started = Instant::now();
+        let mut lat = Vec::new();
+        let mut j = 0;
+        while Instant::now() < stop {
+            let t = Instant::now();
+            client
+                .ask(&on_n1[j % on_n1.len()], Echo(payload.clone()))
+                .await
+                .unwrap();
+            lat.push(t.elapsed().as_micros() as u64);
+            j += 1;
+        }
+        stats(lat, started.elapsed().as_secs_f64())
+    };
+
     let mut client_rows = Vec::new();
     for c in LEVELS {
         let stop = Instant::now() + Duration::from_secs(secs);
@@ -168,5 +192,14 @@ async fn client_asks_beside_member_asks() {
         );
         assert!(s.count > 0 && s.mean > 0.0);
     }
+    println!(
+        "| 1, ids on n1 only | {:.0} | {} | {} | {m_rate:.0} | {} | {} | {:.2} |",
+        single.rate,
+        single.p50,
+        single.p99,
+        m["p50_us"],
+        m["p99_us"],
+        single.rate / m_rate
+    );
     println!("\nmember closed loop: {member}");
 }
