@@ -4,7 +4,7 @@
 //! helpers that poll conditions under deadlines (never fixed sleeps).
 //!
 //! The binaries come from `$CORTEX_BIN_DIR` or `target/debug`: build them first with
-//! `cargo build -p cortex-node --example bank --bins && cargo build -p cortex-client --bins`.
+//! `cargo build --workspace --bins --examples` (what scripts/test.sh does).
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 /// Where the workspace builds its debug binaries.
 pub fn bin_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("CORTEX_BIN_DIR") {
+    if let Some(d) = std::env::var_os("CORTEX_BIN_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
     }
     // Invariant: cluster-tests is a direct member folder of the workspace root.
