@@ -58,7 +58,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // A tell is fire-and-forget (at most once): Ok means a node took it, not that it ran.
     client.tell(&alice, Deposit(5)).await?;
-    println!("told a deposit of 5; balance read now: {}", client.ask(&alice, Balance).await?);
+    println!(
+        "told a deposit of 5; balance read now: {}",
+        client.ask(&alice, Balance).await?
+    );
     client.shutdown().await;
     Ok(())
 }

@@ -162,7 +162,11 @@ mod tests {
         for n in 0..5 {
             subs.deliver(id, publish(n));
         }
-        assert_eq!(subs.dropped(), 3, "the buffer holds 2; the rest are dropped and counted");
+        assert_eq!(
+            subs.dropped(),
+            3,
+            "the buffer holds 2; the rest are dropped and counted"
+        );
         assert_eq!(rx.try_recv().unwrap().payload[0], 0);
         assert_eq!(rx.try_recv().unwrap().payload[0], 1);
         assert!(rx.try_recv().is_err());
@@ -176,7 +180,10 @@ mod tests {
         assert_eq!(subs.orphans(), vec![(id, TopicId::new("t").unwrap())]);
         drop(rx);
         subs.deliver(id, publish(1));
-        assert!(subs.orphans().is_empty(), "a closed receiver removes the entry");
+        assert!(
+            subs.orphans().is_empty(),
+            "a closed receiver removes the entry"
+        );
         assert!(subs.remove(id).is_none());
         subs.deliver(99, publish(1));
     }
