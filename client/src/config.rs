@@ -130,7 +130,8 @@ impl Default for ClientBuilder {
                 },
                 retry_base: Duration::from_millis(20),
                 retry_max: Duration::from_millis(500),
-                max_attempts: 16,
+                // The deadline is what ends failover; this only stops a runaway loop.
+                max_attempts: 10_000,
                 subscription_buffer: 1024,
                 lanes: 8,
             },
