@@ -46,6 +46,10 @@ impl OpenLoop {
     }
 }
 
+/// What one request task returns: whether it is measured (past the warm-up), and its
+/// latencies from issue and from schedule (µs) or its error.
+type Outcome = (bool, Result<(u64, u64), String>);
+
 /// Starts `rate` requests per second for `warm + secs`, at most `max_inflight` at once;
 /// `request(i)` makes the i-th. Requests of the first `warm` are not measured. Waits for
 /// the stragglers at most `drain` after the schedule ends.
@@ -66,13 +70,12 @@ where
     let warm_ticks = warm.as_millis() as u64;
     let ticks = warm_ticks + secs.as_millis() as u64;
     let mut out = OpenLoop::default();
-    // Each task returns (measured, (latency from issue, from schedule) or error).
-    let mut tasks: JoinSet<(bool, Result<(u64, u64), String>)> = JoinSet::new();
+    let mut tasks: JoinSet<Outcome> = JoinSet::new();
     let start = Instant::now();
     let mut interval = tokio::time::interval_at(start, TICK);
     interval.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let mut n = 0u64;
-    let collect = |out: &mut OpenLoop, r: Result<(bool, Result<(u64, u64), String>), _>| match r {
+    let collect = |out: &mut OpenLoop, r: Result<Outcome, _>| match r {
         Ok((true, Ok((us, sched)))) => {
             out.latencies.push(us);
             out.from_schedule.push(sched);
