@@ -75,7 +75,9 @@ fn actor_err(e: &ActorError) -> ReplyResult {
 
 fn transport_err(e: &TransportError) -> ReplyResult {
     let code = match e {
-        TransportError::Timeout { .. } | TransportError::AskTimeout { .. } => ErrorCode::Timeout,
+        // The reply did not come in time: the request may have run.
+        TransportError::AskTimeout { .. } => ErrorCode::Timeout,
+        // Dialing or the handshake timed out: nothing was sent.
         _ => ErrorCode::Unreachable,
     };
     err(code, e.to_string())

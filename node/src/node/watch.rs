@@ -201,6 +201,7 @@ pub(crate) async fn apply_view(i: &Arc<NodeInner>, view: &crate::membership::Mem
         .swap(gossip_set, std::sync::atomic::Ordering::AcqRel)
         != gossip_set;
     admit(i, view, &mut live);
+    close_departed(i, view);
     if !leaving && !live.iter().any(|n| n.name() == i.id.name()) {
         live.push(i.id.clone());
     }
@@ -236,6 +237,31 @@ async fn seeds_are_only_me(i: &NodeInner) -> bool {
     let me = [m.gossip_addr(), m.bound_addr()];
     let addrs = crate::config::resolve_seeds(&i.config.seeds, Duration::from_secs(1)).await;
     !addrs.is_empty() && addrs.iter().all(|a| me.contains(a))
+}
+
+/// Closes connections to processes that are no longer live members (declared down, left,
+/// or replaced by a restart), so that requests waiting on them fail now rather than at the
+/// QUIC idle timeout.
+fn close_departed(i: &NodeInner, view: &crate::membership::MembershipView) {
+    let Some(ep) = i.endpoint() else { return };
+    for conn in ep.connections() {
+        let Some(peer) = conn.peer_node() else {
+            continue;
+        };
+        let same_name = |m: &&crate::membership::Member| m.id.name() == peer.name();
+        let live = view.members.iter().filter(same_name).find(|m| m.is_live());
+        let departed = match live {
+            // Restarted: a newer process holds the name.
+            Some(m) => m.transport_id() != *peer,
+            // Declared down or left; a name this node has not heard of yet is left alone
+            // (a new member may dial before gossip reaches us).
+            None => view.removed.iter().any(|m| m.id.name() == peer.name()),
+        };
+        if departed && !conn.is_closed() {
+            tracing::debug!(peer = %peer, "closing the connection to a departed member");
+            conn.close("member departed");
+        }
+    }
 }
 
 /// How often refused members are checked again.
