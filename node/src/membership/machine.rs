@@ -158,6 +158,10 @@ pub struct MembershipCore {
     timers: VecDeque<(Duration, CoreTimer)>,
     counters: Arc<CounterCells>,
     left: bool,
+    /// Join rounds sent while alone with no answer.
+    unanswered_joins: u32,
+    /// When a refusal was last logged per sender (bounded).
+    refusal_warned: std::collections::HashMap<SocketAddr, Duration>,
 }
 
 impl std::fmt::Debug for MembershipCore {
@@ -221,6 +225,8 @@ impl MembershipCore {
             timers: VecDeque::new(),
             counters,
             left: false,
+            unanswered_joins: 0,
+            refusal_warned: std::collections::HashMap::new(),
         };
         core.timers.push_back((
             now.mono + core.tuning.reannounce_interval,
@@ -296,6 +302,33 @@ impl MembershipCore {
         }
     }
 
+    /// Says once a minute per sender, at warning level, why a well-formed Cortex datagram
+    /// was refused: these are misconfigurations an operator must see (another secret or
+    /// cluster name, another version). Garbage stays at debug level, so a flood of it cannot
+    /// flood the log.
+    fn warn_refusal(&mut self, from: SocketAddr, reason: RejectReason, now: Now) {
+        let hint = match reason {
+            RejectReason::BadTag => {
+                "authentication failed: the sender uses another cluster secret or cluster name"
+            }
+            RejectReason::UnsupportedVersion => {
+                "the sender speaks another gossip datagram version: upgrade the older node"
+            }
+            _ => return,
+        };
+        const EVERY: Duration = Duration::from_secs(60);
+        if let Some(last) = self.refusal_warned.get(&from)
+            && now.mono.saturating_sub(*last) < EVERY
+        {
+            return;
+        }
+        if self.refusal_warned.len() >= 256 {
+            self.refusal_warned.clear();
+        }
+        self.refusal_warned.insert(from, now.mono);
+        tracing::warn!(%from, ?reason, "gossip from {from} refused: {hint}");
+    }
+
     /// Feeds one received datagram.
     pub fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Now) {
         if self.left {
@@ -306,6 +339,7 @@ impl MembershipCore {
             Err(reason) => {
                 tracing::debug!(%from, ?reason, len = bytes.len(), "gossip datagram refused");
                 self.counters.rejected(reason);
+                self.warn_refusal(from, reason, now);
                 return;
             }
         };
@@ -454,6 +488,21 @@ impl MembershipCore {
 
     fn reannounce(&mut self, now: Now) {
         let alone = self.foca.num_members() == 0;
+        if alone && !self.seeds.is_empty() {
+            self.unanswered_joins += 1;
+            // A few rounds unanswered: likely a wrong secret or cluster name (the seeds
+            // refuse the joins silently) or unreachable seeds. Said once, then every 30.
+            if self.unanswered_joins % 30 == 5 {
+                let seeds: Vec<String> = self.seeds.iter().map(|s| s.to_string()).collect();
+                tracing::warn!(
+                    seeds = %seeds.join(","),
+                    rounds = self.unanswered_joins,
+                    "no answer from the seeds: check that they are up and that this node has the same cluster secret and cluster name"
+                );
+            }
+        } else {
+            self.unanswered_joins = 0;
+        }
         let targets: Vec<SocketAddr> = if alone {
             self.seeds.iter().copied().collect()
         } else {

@@ -311,7 +311,11 @@ impl NodeInner {
                     Err(e) => e,
                     Ok(None) => self.local_ask(&id, ask, deadline).await,
                     Ok(Some(owner)) => {
-                        self.metrics.message_forwarded(id.kind(), true);
+                        if received {
+                            self.metrics.message_forwarded(id.kind(), true);
+                        } else {
+                            self.metrics.message_sent(id.kind(), true);
+                        }
                         self.forward_ask(&owner, ask, hops, origin, deadline, received)
                             .await
                     }
@@ -532,7 +536,7 @@ impl NodeInner {
         let id = id.clone();
         match self.resolve_at(&id, hops, deadline).await? {
             None => {
-                self.metrics.message_received(id.kind(), hops > 0);
+                self.metrics.message_received(id.kind(), received);
                 let left = deadline.saturating_duration_since(Instant::now());
                 self.system
                     .virtuals()
@@ -544,7 +548,9 @@ impl NodeInner {
                 if hops >= MAX_HOPS {
                     return Err(err(ErrorCode::HopLimit, "tell forwarded too many times"));
                 }
-                self.metrics.message_forwarded(id.kind(), true);
+                if received {
+                    self.metrics.message_forwarded(id.kind(), true);
+                }
                 let conn = self.connection(&owner).await?;
                 let key = cortex_transport::lane_key(&tell.target);
                 let mut tell = tell;
