@@ -169,6 +169,39 @@ fn a_node_with_the_secret_but_a_foreign_certificate_gets_no_share_of_the_ring() 
 }
 
 #[test]
+fn a_node_with_no_common_protocol_version_gets_no_share_of_the_ring() {
+    let mut cluster = cluster_with_debug_gossip();
+    let mut spec = cluster.spec("future");
+    spec.extra_args.push("--protocol-versions=2-2".into());
+    let i = cluster.add(spec).unwrap();
+    let line_in = |node: &NodeProcess, what: &str| {
+        node.log()
+            .lines()
+            .find(|l| l.contains("kept out of the ring") && l.contains(what))
+            .map(str::to_owned)
+    };
+    poll_until(
+        CONVERGE,
+        "both sides to log why the other is kept out",
+        || {
+            let ours = line_in(cluster.node(0), "future");
+            let theirs = line_in(cluster.node(i), "n0");
+            match (ours, theirs) {
+                (Some(a), Some(b))
+                    if a.contains("protocol version") && b.contains("protocol version") =>
+                {
+                    Ok(())
+                }
+                (a, b) => Err(format!("n0: {a:?}; future: {b:?}")),
+            }
+        },
+    )
+    .unwrap();
+    let ring = cluster.node(0).get("/cluster/ring").unwrap();
+    assert!(!ring.body.contains("\"future\""), "{}", ring.body);
+}
+
+#[test]
 fn quic_peers_with_a_foreign_certificate_or_no_common_version_are_refused() {
     let cluster = TestCluster::start(1, ClusterOptions::default()).unwrap();
     let n0 = cluster.node(0);

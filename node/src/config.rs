@@ -131,6 +131,8 @@ pub struct NodeConfig {
     pub otlp_endpoint: Option<String>,
     /// System actors started on this node (see [`crate::system`]).
     pub system_actors: Vec<String>,
+    /// Protocol versions this node offers to peers (gossip metadata and QUIC handshake).
+    pub protocol_versions: cortex_protocol::VersionRange,
 }
 
 impl NodeConfig {
@@ -186,6 +188,27 @@ impl NodeConfig {
             s.cluster_name
                 .unwrap_or_else(|| DEFAULT_CLUSTER_NAME.into()),
         )?;
+        let protocol_versions = match s.protocol_versions.as_deref() {
+            None => cortex_protocol::SUPPORTED_VERSIONS,
+            Some(v) => {
+                let parsed = v.split_once('-').and_then(|(a, b)| {
+                    Some(cortex_protocol::VersionRange {
+                        min: a.trim().parse().ok()?,
+                        max: b.trim().parse().ok()?,
+                    })
+                });
+                match parsed {
+                    Some(r) if r.min <= r.max => r,
+                    _ => {
+                        return Err(ConfigError::invalid(
+                            "--protocol-versions",
+                            v.to_owned(),
+                            "write MIN-MAX with MIN <= MAX, for example 1-1",
+                        ));
+                    }
+                }
+            }
+        };
         let mut system_actors: Vec<String> = Vec::new();
         for a in s
             .system_actors
@@ -371,6 +394,7 @@ impl NodeConfig {
             log_level,
             otlp_endpoint: s.otlp_endpoint,
             system_actors,
+            protocol_versions,
         })
     }
 

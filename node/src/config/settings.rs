@@ -296,6 +296,14 @@ pub struct Settings {
         help_heading = "Observability"
     )]
     pub system_actors: Option<Vec<String>>,
+    /// Protocol versions to offer, MIN-MAX (a test and rolling-upgrade knob) [default: all this build speaks]
+    #[arg(
+        long,
+        env = "CORTEX_PROTOCOL_VERSIONS",
+        value_name = "MIN-MAX",
+        help_heading = "Limits"
+    )]
+    pub protocol_versions: Option<String>,
 }
 
 macro_rules! merge_fields {
@@ -315,7 +323,7 @@ impl Settings {
             advertise_host, seeds, seed_resolve_interval, vnodes, settle_time, leave_timeout,
             tls_dir, tls_ca, tls_cert, tls_key, cluster_secret, cluster_secret_file,
             client_tokens, client_tokens_file, data_dir, max_frame_size, idempotency_window,
-            log_format, log_level, otlp_endpoint, system_actors,
+            log_format, log_level, otlp_endpoint, system_actors, protocol_versions,
         )
     }
 }

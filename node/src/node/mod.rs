@@ -44,7 +44,7 @@ mod watch;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cortex_protocol::{ActorId, NodeId, PeerIdentity, SUPPORTED_VERSIONS, TopicId};
+use cortex_protocol::{ActorId, NodeId, PeerIdentity, TopicId};
 use cortex_runtime::{
     Actor, ActorError, Codec, Handler, Kind, RemoteMessage, SubscribeOptions, Subscription, System,
     SystemConfig, VirtualConfig,
@@ -188,6 +188,7 @@ impl NodeBuilder {
             cfg.cluster_name.clone(),
         );
         ep_cfg.max_frame = cfg.max_frame_size;
+        ep_cfg.hello_versions = cfg.protocol_versions;
         ep_cfg.accepted_tokens = cfg
             .client_tokens
             .iter()
@@ -222,7 +223,7 @@ impl NodeBuilder {
             quic_addr,
             http_addr,
             roles: cfg.roles.clone(),
-            versions: SUPPORTED_VERSIONS,
+            versions: cfg.protocol_versions,
             process: id.incarnation(),
         };
         let mut mcfg =

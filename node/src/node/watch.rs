@@ -311,7 +311,7 @@ fn admit(i: &Arc<NodeInner>, view: &crate::membership::MembershipView, live: &mu
         let versions = view.get(&n).map(|m| m.meta.versions);
         let inner = i.clone();
         i.spawn(async move {
-            let ours = cortex_protocol::SUPPORTED_VERSIONS;
+            let ours = inner.config.protocol_versions;
             let verdict = match versions.map(|v| v.negotiate(&ours)) {
                 Some(None) => Err(format!(
                     "no common protocol version (it speaks {}..={}, we speak {}..={})",
