@@ -107,7 +107,7 @@ async fn an_ask_across_two_nodes_is_one_trace() {
         extra_args: vec!["--otlp-endpoint".into(), format!("http://{otlp}")],
         ..ClusterOptions::default()
     };
-    let mut cluster = tokio::task::block_in_place(|| {
+    let cluster = tokio::task::block_in_place(|| {
         let mut c = TestCluster::new(opts).unwrap();
         for name in ["a", "b"] {
             let mut spec = c.spec(name);
@@ -223,6 +223,7 @@ async fn an_ask_across_two_nodes_is_one_trace() {
     );
     drop(conn);
     ep.close().await;
-    tokio::task::block_in_place(|| drop(cluster.node_mut(0)));
+    // Killing the processes waits on them: keep that off the async workers.
+    tokio::task::block_in_place(move || drop(cluster));
     server.abort();
 }
