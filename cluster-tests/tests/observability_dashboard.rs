@@ -310,3 +310,33 @@ impl Drop for Workload {
         }
     }
 }
+
+#[test]
+fn dom_checks_catch_a_missing_or_dead_member() {
+    let row = |name: &str, state: &str, local: bool| {
+        let class = if local { r#" class="local""# } else { "" };
+        format!(
+            r#"<tr data-member="{name}"{class}><td>{name}</td><td><span class="badge">{state}</span></td></tr>"#
+        )
+    };
+    let page = |rows: &str, alive: &str, status: &str| {
+        format!(
+            r#"<html><body data-refreshes="2"><div class="status" id="status" data-state="{status}"></div><span id="members-count">{alive}</span><tbody>{rows}</tbody></body></html>"#
+        )
+    };
+    let names: Vec<String> = ["n0", "n1"].map(String::from).to_vec();
+    let both = format!("{}{}", row("n0", "alive", true), row("n1", "alive", false));
+    assert_eq!(
+        check_dom(&page(&both, "2 alive of 2", "ok"), "n0", &names),
+        Ok(())
+    );
+    let one = row("n0", "alive", true);
+    let missing = check_dom(&page(&one, "1 alive of 1", "ok"), "n0", &names);
+    assert!(missing.unwrap_err().contains("no row for member n1"));
+    let dead = format!("{}{}", row("n0", "alive", true), row("n1", "down", false));
+    assert!(check_dom(&page(&dead, "1 alive of 2", "ok"), "n0", &names).is_err());
+    assert!(check_dom(&page(&both, "2 alive of 2", "partial"), "n0", &names).is_err());
+    assert!(check_dom(&page(&both, "2 alive of 2", "ok"), "n1", &names).is_err());
+    let unrefreshed = page(&both, "2 alive of 2", "ok").replace(r#" data-refreshes="2""#, "");
+    assert!(check_dom(&unrefreshed, "n0", &names).is_err());
+}
