@@ -6,8 +6,9 @@
 //! (`RequestMeta::trace`), so one request is one trace across nodes; the receiving node
 //! starts its span as a child of the remote parent.
 //!
-//! Sampling follows the standard `OTEL_TRACES_SAMPLER_ARG` (a ratio, default 1.0), parent
-//! based: a request sampled at its first node is sampled everywhere.
+//! Sampling follows the standard `OTEL_TRACES_SAMPLER_ARG` (a ratio, default 1.0), decided
+//! at the head before any span is created, and parent based: a request sampled at its first
+//! node is sampled everywhere, and an unsampled one costs no span work anywhere.
 
 use std::str::FromStr;
 
@@ -21,6 +22,30 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The `tracing` target of request spans.
 pub const TARGET: &str = "cortex_trace";
+
+/// Head-sampling ratio of traces that start here (f64 bits); 0 until OTLP export is set up.
+static RATIO: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn sampler_ratio() -> f64 {
+    std::env::var("OTEL_TRACES_SAMPLER_ARG")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(1.0)
+        .clamp(0.0, 1.0)
+}
+
+/// Whether a request with context `tc` is traced: its parent's sampled flag when it has one,
+/// else a draw at the configured ratio. Always false when tracing is off.
+pub fn sampled(tc: &TraceContext) -> bool {
+    let ratio = f64::from_bits(RATIO.load(std::sync::atomic::Ordering::Relaxed));
+    if ratio <= 0.0 {
+        return false;
+    }
+    match tc.parent {
+        Some(p) => p.flags & 1 == 1,
+        None => ratio >= 1.0 || rand::random::<f64>() < ratio,
+    }
+}
 
 /// Why the exporter could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,20 +74,15 @@ pub fn provider(
             endpoint: endpoint.to_owned(),
             reason: e.to_string(),
         })?;
-    let ratio = std::env::var("OTEL_TRACES_SAMPLER_ARG")
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(1.0)
-        .clamp(0.0, 1.0);
+    // Sampling is decided at the head, before a span exists (see [`sampled`]): spans that
+    // exist are exported.
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(service.to_owned())
         .with_attribute(opentelemetry::KeyValue::new("cortex.node", node.to_owned()))
         .build();
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            ratio,
-        ))))
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
         .with_resource(resource)
         .build())
 }
@@ -167,6 +187,12 @@ pub fn init(
         Some(ep) => Some(provider(ep, "cortex-node", node).map_err(|e| e.to_string())?),
         None => None,
     };
+    if provider.is_some() {
+        RATIO.store(
+            sampler_ratio().max(f64::MIN_POSITIVE).to_bits(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
     let otel = provider
         .as_ref()
         .map(|p| layer(p).with_filter(Targets::new().with_target(TARGET, tracing::Level::INFO)));

@@ -277,6 +277,11 @@ impl NodeInner {
         origin: NodeId,
         received: bool,
     ) -> ReplyResult {
+        // Head sampling: an unsampled request creates no span at all, so tracing at 1%
+        // costs about 1% of the span work.
+        if !crate::trace::sampled(&ask.meta.trace) {
+            return self.route_ask_in(ask, hops, origin, received).await;
+        }
         let span = tracing::info_span!(
             target: crate::trace::TARGET,
             "cortex.route",
@@ -482,6 +487,24 @@ impl NodeInner {
         let left = deadline.saturating_duration_since(Instant::now());
         ask.meta.budget_us = left.as_micros() as u64;
         ask.epoch = self.placement.view().digest;
+        // Trace the forward inside a traced request, or as the root of a new trace that
+        // starts here and is sampled.
+        let traced = if tracing::Span::current().is_disabled() {
+            !received && crate::trace::sampled(&ask.meta.trace)
+        } else {
+            true
+        };
+        if !traced {
+            let result = if received {
+                conn.forward_ask(hops + 1, origin, ask, left).await
+            } else {
+                conn.ask(ask, left).await
+            };
+            return match result {
+                Ok(r) => r,
+                Err(e) => transport_err(&e),
+            };
+        }
         let span = tracing::info_span!(
             target: crate::trace::TARGET,
             "cortex.forward",
