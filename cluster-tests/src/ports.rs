@@ -1,5 +1,6 @@
-//! Free ports, chosen by binding port 0 and letting go: a node started right after is very
-//! likely to get them, and the harness retries with new ones when it does not.
+//! Free ports, found by binding and letting go, below the kernel's ephemeral range so that no
+//! outgoing connection takes them meanwhile; the harness retries with new ones when a node
+//! still cannot bind them.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 
@@ -43,7 +44,24 @@ enum Proto {
     Tcp,
 }
 
+/// Ports handed out below the kernel's ephemeral range (32768 and up on Linux): a port the OS
+/// picks for `bind(0)` is also the kind it picks for outgoing connections, so a node could
+/// lose the port it was given to some process's client socket before it binds it.
+const LOW: u16 = 20_000;
+const HIGH: u16 = 32_000;
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 fn os_port(ip: IpAddr, proto: Proto) -> Result<u16, HarnessError> {
+    // Spread test processes over the range by pid, then walk it.
+    let span = u32::from(HIGH - LOW);
+    let base = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..200 {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = LOW + ((base + n * 13) % span) as u16;
+        if free_on(ip, port, proto) {
+            return Ok(port);
+        }
+    }
     let addr = SocketAddr::new(ip, 0);
     let port = match proto {
         Proto::Udp => UdpSocket::bind(addr).and_then(|s| s.local_addr()),

@@ -38,15 +38,26 @@ async fn published_messages_reach_subscribers_on_other_nodes() {
     // Another type on the topic is a typed decode error, and the stream goes on.
     publisher.publish(&topic, &Incr).await.unwrap();
     publisher.publish(&topic, &Deposit(7)).await.unwrap();
+    // Two publishes need not arrive in order (they may enter through different nodes):
+    // wait for both, in either order.
     let mut saw_mismatch = false;
+    let mut saw_seven = false;
     let seven = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(m) = sub.next().await {
             match m {
-                Ok(Deposit(7)) => return true,
+                Ok(Deposit(7)) => {
+                    saw_seven = true;
+                    if saw_mismatch {
+                        return true;
+                    }
+                }
                 Ok(_) => {}
                 Err(ClientError::Decode { detail }) => {
                     assert!(detail.contains("counter.Incr"), "{detail}");
                     saw_mismatch = true;
+                    if saw_seven {
+                        return true;
+                    }
                 }
                 Err(e) => panic!("unexpected {e}"),
             }
