@@ -177,6 +177,18 @@ async fn post_json(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, 
     (status, serde_json::from_slice(&bytes).unwrap())
 }
 
+async fn get_text(addr: std::net::SocketAddr, path: &str) -> String {
+    use http_body_util::{BodyExt, Empty};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let resp = client
+        .get(format!("http://{addr}{path}").parse().unwrap())
+        .await
+        .unwrap();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_at_the_edge_from_any_node() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -197,6 +209,14 @@ async fn json_at_the_edge_from_any_node() {
     assert_eq!(status, 404, "{v}");
     let (status, _) = post_json(addr, "/actors/account/j1/bank.Withdraw", "100").await;
     assert_eq!(status, 200);
+    // The mailbox-depth gauge is fed from the live activations at scrape time.
+    let scraped = get_text(addr, "/metrics").await;
+    assert!(
+        scraped
+            .lines()
+            .any(|l| l.starts_with("cortex_mailbox_depth{") && l.contains("kind=\"account\"")),
+        "{scraped}"
+    );
     for n in &c.nodes {
         n.shutdown().await;
     }

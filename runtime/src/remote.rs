@@ -296,6 +296,7 @@ pub(crate) type ErasedAsk = BoxFuture<'static, Result<Vec<u8>, ErasedFail>>;
 pub(crate) trait ErasedActor: Send + Sync {
     fn id(&self) -> u64;
     fn is_alive(&self) -> bool;
+    fn queued(&self) -> usize;
     fn handles(&self, name: &str) -> bool;
     fn ask(
         &self,
@@ -329,6 +330,9 @@ impl<A: Actor> ErasedActor for Bound<A> {
     }
     fn is_alive(&self) -> bool {
         self.r.is_alive()
+    }
+    fn queued(&self) -> usize {
+        self.r.queued()
     }
     fn handles(&self, name: &str) -> bool {
         self.table.contains(name)

@@ -13,6 +13,18 @@ use crate::membership::RejectReason;
 pub(crate) struct PeerTotals(Mutex<HashMap<u64, (u64, u64)>>);
 
 pub(crate) fn sync(inner: &NodeInner) {
+    // Kinds with no live activation read 0, not their last value.
+    let queued = inner.system.virtuals().queued_by_kind();
+    for (kind, _) in inner.metrics.live_actors() {
+        if !queued.iter().any(|(k, _)| *k == kind) {
+            inner.metrics.set_mailbox_depth(&kind, 0);
+        }
+    }
+    for (kind, depth) in queued {
+        inner
+            .metrics
+            .set_mailbox_depth(&kind, i64::try_from(depth).unwrap_or(i64::MAX));
+    }
     if let Some(m) = inner.membership() {
         let c = m.counters();
         let rejected = REASONS.iter().map(|(name, r)| (*name, c.rejected.get(*r)));

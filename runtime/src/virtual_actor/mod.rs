@@ -376,6 +376,19 @@ impl VirtualRegistry {
         out
     }
 
+    /// Messages waiting in the mailboxes of live activations, summed per kind (for the
+    /// node's mailbox-depth metric). Walks every activation: call it at scrape time, not on
+    /// a hot path.
+    pub fn queued_by_kind(&self) -> Vec<(String, usize)> {
+        let mut out: std::collections::BTreeMap<String, usize> = Default::default();
+        for shard in self.inner.shards.iter() {
+            for (id, slot) in shard.lock().iter() {
+                *out.entry(id.kind().to_owned()).or_default() += slot.act.erased.queued();
+            }
+        }
+        out.into_iter().collect()
+    }
+
     /// True when `id` has a live activation.
     pub fn is_live(&self, id: &ActorId) -> bool {
         self.inner
