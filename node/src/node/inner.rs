@@ -169,14 +169,24 @@ impl NodeInner {
         let Some(ep) = self.endpoint() else {
             return Err(err(ErrorCode::Unreachable, "endpoint not started"));
         };
+        // Hot path: the open connection to that name. Connections to processes that left
+        // or were replaced are closed on every membership change (`watch::close_departed`),
+        // so an open one reaches the member's current process.
+        if let Some(c) = ep.cached_connection(node.name())
+            && !c.is_closed()
+        {
+            return Ok(c);
+        }
         // By name: `node` may be a gossip id (renewed incarnation) or a process id; the
         // connection goes to the member's running process, whose QUIC identity is
         // `name#process`.
         let member = self.membership().and_then(|m| {
-            m.view()
+            m.watch()
+                .borrow()
                 .members
-                .into_iter()
+                .iter()
                 .find(|mem| mem.id.name() == node.name())
+                .cloned()
         });
         let Some(member) = member else {
             return Err(err(

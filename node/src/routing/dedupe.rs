@@ -19,7 +19,8 @@ const MAX_WAITERS: usize = 64;
 
 enum Entry {
     Running(Vec<oneshot::Sender<ReplyResult>>),
-    Done(ReplyResult),
+    /// The answer and when it was given: the window counts from there.
+    Done(ReplyResult, Instant),
 }
 
 /// What to do with an ask.
@@ -75,7 +76,15 @@ impl Dedupe {
             let k = *k;
             order.pop_front();
             // A run still in flight is never evicted: its waiters need the answer.
-            if matches!(map.get(&k), Some(Entry::Done(_))) {
+            // Each key is queued at begin and again at finish; only an answer older than
+            // the window (or room needed past the cap) lets it go.
+            let expired = match map.get(&k) {
+                Some(Entry::Done(_, at)) => {
+                    now.duration_since(*at) >= self.window || map.len() > self.cap
+                }
+                _ => false,
+            };
+            if expired {
                 map.remove(&k);
             }
         }
@@ -85,7 +94,7 @@ impl Dedupe {
                 order.push_back((key, now));
                 Begin::Run
             }
-            Some(Entry::Done(r)) => Begin::Done(r.clone()),
+            Some(Entry::Done(r, _)) => Begin::Done(r.clone()),
             Some(Entry::Running(waiters)) => {
                 if waiters.len() >= MAX_WAITERS {
                     return Begin::Busy;
@@ -101,7 +110,7 @@ impl Dedupe {
     pub fn finish(&self, key: [u8; 16], reply: &ReplyResult, now: Instant) {
         let mut g = self.inner.lock();
         let (map, order) = &mut *g;
-        if let Some(Entry::Running(waiters)) = map.insert(key, Entry::Done(reply.clone())) {
+        if let Some(Entry::Running(waiters)) = map.insert(key, Entry::Done(reply.clone(), now)) {
             for w in waiters {
                 let _ = w.send(reply.clone());
             }
@@ -167,6 +176,24 @@ mod tests {
         d.finish([1; 16], &ok(1), t);
         assert!(matches!(
             d.begin([1; 16], t + Duration::from_secs(2)),
+            Begin::Run
+        ));
+    }
+
+    #[test]
+    fn window_counts_from_the_answer() {
+        let d = Dedupe::new(Duration::from_secs(10), 100);
+        let t = Instant::now();
+        assert!(matches!(d.begin([1; 16], t), Begin::Run));
+        // A slow run: answered 8 s after it began.
+        d.finish([1; 16], &ok(1), t + Duration::from_secs(8));
+        // 12 s after the begin but only 4 s after the answer: still deduplicated.
+        assert!(matches!(
+            d.begin([1; 16], t + Duration::from_secs(12)),
+            Begin::Done(_)
+        ));
+        assert!(matches!(
+            d.begin([1; 16], t + Duration::from_secs(19)),
             Begin::Run
         ));
     }
