@@ -1,6 +1,8 @@
 //! Inbound dispatch: the [`Handler`] the endpoint calls, and the [`Responder`] that answers
 //! an ask.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -12,11 +14,25 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::connection::{ConnInner, Connection};
 use crate::outbox::PushError;
 
+/// Work an inbound envelope still needs after its handler returned.
+///
+/// The lane's reader awaits it before it dispatches the lane's next envelope, so deliveries
+/// stay in arrival order per lane, and a delivery that must wait (a full mailbox, an
+/// activation, a forward) holds the lane back, and through QUIC flow control its sender,
+/// instead of queueing without bound. The future must bound its own wait (a deadline); the
+/// reader only keeps answering replies and pings meanwhile.
+pub type Delivery = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
 /// What the transport calls for inbound traffic.
 ///
 /// **Callbacks run on the connection's reader tasks and must not block**: hand work to a
 /// mailbox or a task and return. A callback that blocks stalls its lane (and, through QUIC
 /// flow control, the sender). Envelopes arrive in order per lane.
+///
+/// The reader calls the `deliver_*` methods; by default they call the matching `on_*`
+/// callback and return `None`. Override them to finish what can be finished inline and
+/// return a [`Delivery`] for the rest: the reader awaits it in order, with no task per
+/// message.
 ///
 /// ```
 /// use cortex_transport::{Connection, Handler, Responder};
@@ -51,6 +67,31 @@ pub trait Handler: Send + Sync + 'static {
     ) {
         let _ = (hops, origin);
         self.on_ask(conn, ask, reply);
+    }
+    /// Ordered delivery of what [`Handler::on_envelope`] receives: `Some` work is awaited
+    /// by the lane's reader before the lane's next envelope.
+    fn deliver_envelope(&self, conn: &Connection, env: Envelope) -> Option<Delivery> {
+        self.on_envelope(conn, env);
+        None
+    }
+    /// Ordered start of an ask: `Some` work is awaited by the lane's reader before the
+    /// lane's next envelope, so return it only for the part that must happen in order
+    /// (handing the ask to its actor) and answer `reply` later from a task of your own.
+    fn deliver_ask(&self, conn: &Connection, ask: Ask, reply: Responder) -> Option<Delivery> {
+        self.on_ask(conn, ask, reply);
+        None
+    }
+    /// Ordered start of a forwarded ask; see [`Handler::deliver_ask`].
+    fn deliver_forward_ask(
+        &self,
+        conn: &Connection,
+        hops: u8,
+        origin: NodeId,
+        ask: Ask,
+        reply: Responder,
+    ) -> Option<Delivery> {
+        self.on_forward_ask(conn, hops, origin, ask, reply);
+        None
     }
     /// An announced connection closed. Not called for a connection that was superseded
     /// (its replacement was announced instead).

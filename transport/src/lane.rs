@@ -1,6 +1,7 @@
 //! Lane tasks: a writer per outbound lane that batches what its queues hold, and a reader
 //! per inbound lane that decodes frames and dispatches envelopes.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -95,55 +96,168 @@ pub(crate) fn violation(conn: &Connection, reason: &str) {
     conn.inner.quinn.close(code::PROTOCOL_VIOLATION, r);
 }
 
+/// Envelopes a lane's reader may hold decoded while a delivery is pending; past it the
+/// reader stops reading and QUIC flow control stops the peer. Replies, pings and pongs are
+/// handled at once even then, so an actor waiting for a reply never blocks the lane that
+/// carries it.
+const HELD_MAX: usize = 1024;
+
+/// Largest chunk taken from the stream at once.
+const CHUNK: usize = 64 * 1024;
+
+/// Why a lane's reader stopped early: `Some` for a protocol violation (the connection is
+/// closed with that reason), `None` when the stream or connection went away.
+type Stop = Option<String>;
+
+struct LaneReader {
+    conn: Connection,
+    handler: Arc<dyn Handler>,
+    recv: RecvStream,
+    lane: usize,
+    dec: FrameDecoder,
+    buf: BytesMut,
+    /// Decoded envelopes not dispatched yet, in arrival order.
+    held: VecDeque<Envelope>,
+    /// How many envelopes at the front of `held` were already checked for replies.
+    scanned: usize,
+    /// The peer finished the stream; what is buffered is still dispatched.
+    ended: bool,
+}
+
 async fn read_lane(
     conn: Connection,
     handler: Arc<dyn Handler>,
-    mut recv: RecvStream,
+    recv: RecvStream,
     lane: usize,
     max_frame: usize,
 ) {
-    let dec = FrameDecoder::new(max_frame);
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    loop {
+    let mut r = LaneReader {
+        conn: conn.clone(),
+        handler,
+        recv,
+        lane,
+        dec: FrameDecoder::new(max_frame),
+        buf: BytesMut::with_capacity(CHUNK),
+        held: VecDeque::new(),
+        scanned: 0,
+        ended: false,
+    };
+    if let Err(Some(reason)) = r.run().await {
+        violation(&conn, &reason);
+    }
+}
+
+impl LaneReader {
+    /// Dispatches every envelope in order; a [`crate::Delivery`] is awaited before the next.
+    async fn run(&mut self) -> Result<(), Stop> {
         loop {
-            match dec.decode(&buf) {
-                Ok(Some((frame, used))) => {
-                    buf.advance(used);
-                    let c = &conn.inner.counters;
-                    c.frames_received.fetch_add(1, Ordering::Relaxed);
-                    c.bytes_received.fetch_add(used as u64, Ordering::Relaxed);
-                    let envs = match frame {
-                        Frame::Single(e) => vec![e],
-                        Frame::Batch(v) => v,
-                    };
-                    c.envelopes_received
-                        .fetch_add(envs.len() as u64, Ordering::Relaxed);
-                    for env in envs {
-                        if let Err(reason) = dispatch(&conn, handler.as_ref(), env, lane).await {
-                            violation(&conn, &reason);
-                            return;
-                        }
-                    }
+            if let Some(env) = self.held.pop_front() {
+                self.scanned = self.scanned.saturating_sub(1);
+                if let Some(d) = dispatch(&self.conn, self.handler.as_ref(), env, self.lane).await?
+                {
+                    self.wait(d).await?;
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    violation(&conn, &e.to_string());
-                    return;
-                }
+                continue;
             }
-        }
-        match recv.read_chunk(64 * 1024, true).await {
-            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
-            Ok(None) => {
-                if !buf.is_empty() {
-                    violation(&conn, "lane ended in the middle of a frame");
-                }
-                return;
+            if self.decode_frame()? {
+                continue;
             }
-            // The connection is closing; its driver reports why.
-            Err(_) => return,
+            if self.ended {
+                return Ok(());
+            }
+            self.fill().await?;
         }
     }
+
+    /// Moves one frame's envelopes from the buffer to `held`; false when no whole frame is
+    /// buffered.
+    fn decode_frame(&mut self) -> Result<bool, Stop> {
+        match self.dec.decode(&self.buf) {
+            Ok(Some((frame, used))) => {
+                self.buf.advance(used);
+                let c = &self.conn.inner.counters;
+                c.frames_received.fetch_add(1, Ordering::Relaxed);
+                c.bytes_received.fetch_add(used as u64, Ordering::Relaxed);
+                let n = match frame {
+                    Frame::Single(e) => {
+                        self.held.push_back(e);
+                        1
+                    }
+                    Frame::Batch(v) => {
+                        let n = v.len();
+                        self.held.extend(v);
+                        n
+                    }
+                };
+                c.envelopes_received.fetch_add(n as u64, Ordering::Relaxed);
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e) => Err(Some(e.to_string())),
+        }
+    }
+
+    fn take_chunk(&mut self, r: Result<Option<quinn::Chunk>, quinn::ReadError>) -> Result<(), Stop> {
+        match r {
+            Ok(Some(chunk)) => {
+                self.buf.extend_from_slice(&chunk.bytes);
+                Ok(())
+            }
+            Ok(None) => {
+                if !self.buf.is_empty() {
+                    return Err(Some("lane ended in the middle of a frame".into()));
+                }
+                self.ended = true;
+                Ok(())
+            }
+            // The connection is closing; its driver reports why.
+            Err(_) => Err(None),
+        }
+    }
+
+    async fn fill(&mut self) -> Result<(), Stop> {
+        let r = self.recv.read_chunk(CHUNK, true).await;
+        self.take_chunk(r)
+    }
+
+    /// Awaits `d` while still answering replies and pings that arrive on the lane, holding
+    /// at most about [`HELD_MAX`] other envelopes for after it.
+    async fn wait(&mut self, mut d: crate::Delivery) -> Result<(), Stop> {
+        loop {
+            // Replies among the envelopes decoded so far complete at once.
+            while self.scanned < self.held.len() {
+                if is_control(&self.held[self.scanned]) {
+                    if let Some(env) = self.held.remove(self.scanned) {
+                        // Replies, pings and pongs never produce a delivery.
+                        let _ = dispatch(&self.conn, self.handler.as_ref(), env, self.lane).await?;
+                    }
+                } else {
+                    self.scanned += 1;
+                }
+            }
+            if self.held.len() >= HELD_MAX || self.ended {
+                d.await;
+                return Ok(());
+            }
+            if self.decode_frame()? {
+                continue;
+            }
+            tokio::select! {
+                biased;
+                () = &mut d => return Ok(()),
+                // Cancel safe: a chunk is consumed only when this branch completes.
+                r = self.recv.read_chunk(CHUNK, true) => self.take_chunk(r)?,
+            }
+        }
+    }
+}
+
+/// Envelopes handled at once even while the lane waits for a delivery.
+fn is_control(env: &Envelope) -> bool {
+    matches!(
+        env,
+        Envelope::Reply(_) | Envelope::Ping(_) | Envelope::Pong(_)
+    )
 }
 
 async fn dispatch(
@@ -151,24 +265,24 @@ async fn dispatch(
     handler: &dyn Handler,
     env: Envelope,
     lane: usize,
-) -> Result<(), String> {
-    match env {
+) -> Result<Option<crate::Delivery>, Stop> {
+    let delivery = match env {
         Envelope::Ask(ask) => {
             let Some(slot) = reserve_reply(conn, lane).await else {
-                return Ok(());
+                return Ok(None);
             };
             let responder = Responder::new(slot, ask.request, lane, conn.inner.clone());
-            handler.on_ask(conn, ask, responder);
+            handler.deliver_ask(conn, ask, responder)
         }
         Envelope::Forward(f) => match f.body {
             ForwardBody::Ask(ask) => {
                 let Some(slot) = reserve_reply(conn, lane).await else {
-                    return Ok(());
+                    return Ok(None);
                 };
                 let responder = Responder::new(slot, ask.request, lane, conn.inner.clone());
-                handler.on_forward_ask(conn, f.hops, f.origin, ask, responder);
+                handler.deliver_forward_ask(conn, f.hops, f.origin, ask, responder)
             }
-            body => handler.on_envelope(
+            body => handler.deliver_envelope(
                 conn,
                 Envelope::Forward(cortex_protocol::Forward {
                     hops: f.hops,
@@ -181,6 +295,7 @@ async fn dispatch(
             if !conn.complete(r.request.0, Ok(r.result)) {
                 tracing::debug!(peer = %conn.inner.peer_label, request = r.request.0, "late reply dropped");
             }
+            None
         }
         Envelope::Ping(p) => {
             // A pong is best effort: with no reply slot free the peer will ping again.
@@ -191,17 +306,19 @@ async fn dispatch(
                     Some(slot),
                 );
             }
+            None
         }
-        Envelope::Pong(_) => {}
+        Envelope::Pong(_) => None,
         Envelope::Error(e) => {
             tracing::warn!(peer = %conn.inner.peer_label, code = ?e.code, "peer reported: {}", e.detail);
+            None
         }
         Envelope::Hello(_) | Envelope::Welcome(_) => {
-            return Err("handshake envelope on a lane".into());
+            return Err(Some("handshake envelope on a lane".into()));
         }
-        other => handler.on_envelope(conn, other),
-    }
-    Ok(())
+        other => handler.deliver_envelope(conn, other),
+    };
+    Ok(delivery)
 }
 
 /// Waits for a reply slot on the lane; this is what bounds a peer's outstanding asks.

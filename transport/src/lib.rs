@@ -30,5 +30,5 @@ pub use config::{BatchConfig, EndpointConfig, MAX_LANES, MIN_MAX_FRAME};
 pub use connection::{Connection, ConnectionStats, lane_key};
 pub use endpoint::Endpoint;
 pub use error::{TlsError, TransportError, TrySendError};
-pub use handler::{Handler, Responder};
+pub use handler::{Delivery, Handler, Responder};
 pub use tls::TlsMaterial;

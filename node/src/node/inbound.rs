@@ -1,14 +1,31 @@
 //! The transport's view of the node: inbound envelopes and asks from peers and clients.
 //!
-//! Callbacks must not block, so each request becomes a task. Tasks are bounded by QUIC
-//! flow control and the transport's pending-ask limit.
+//! Delivery happens on the lane's reader, in arrival order, with no task per message: a tell
+//! for an actor that is live here (or may be activated here) goes straight into its mailbox
+//! when there is room; when routing must wait (a full mailbox, a forward, an unsettled ring)
+//! the reader awaits it, so one sender's messages to one actor keep their order and a slow
+//! actor pushes back through QUIC flow control instead of piling up tasks. An ask is started
+//! inline the same way (handed to its actor or the next hop, in order with the tells before
+//! it); only the wait for its answer moves to a task.
 
+use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
-use cortex_protocol::{Ask, Envelope, ErrorCode, ForwardBody, NodeId, PeerIdentity};
-use cortex_transport::{Connection, Handler, Responder};
+use cortex_protocol::{
+    ActorId, Ask, Envelope, ErrorCode, ForwardBody, NodeId, PeerIdentity, Target, Tell,
+};
+use cortex_runtime::Codec;
+use cortex_transport::{Connection, Delivery, Handler, Responder};
+use tokio::time::Instant;
 
-use super::inner::{NodeInner, err};
+use super::inner::{MAX_HOPS, NodeInner, err};
+use crate::routing::decide::{Decision, decide};
+
+/// Deadline of a tell that carries none (as the router's).
+const DEFAULT_BUDGET: Duration = Duration::from_secs(30);
 
 pub(crate) struct Inbound(pub(crate) Weak<NodeInner>);
 
@@ -37,20 +54,38 @@ impl Handler for Inbound {
         }
     }
 
+    // The transport calls the ordered `deliver_*` methods; these unordered forms finish
+    // what is left in a task, for callers that have no lane to hold.
     fn on_envelope(&self, conn: &Connection, env: Envelope) {
-        let Some(inner) = self.0.upgrade() else {
-            return;
-        };
+        if let Some(d) = self.deliver_envelope(conn, env)
+            && let Some(inner) = self.0.upgrade()
+        {
+            inner.spawn(d);
+        }
+    }
+
+    fn on_ask(&self, conn: &Connection, ask: Ask, reply: Responder) {
+        if let Some(d) = self.deliver_ask(conn, ask, reply)
+            && let Some(inner) = self.0.upgrade()
+        {
+            inner.spawn(d);
+        }
+    }
+
+    fn deliver_envelope(&self, conn: &Connection, env: Envelope) -> Option<Delivery> {
+        let inner = self.0.upgrade()?;
         match env {
             Envelope::Tell(tell) => {
                 let origin = self.origin(&inner, conn);
-                spawn_tell(&inner, tell, 0, origin);
+                deliver_tell(&inner, tell, 0, origin)
             }
             Envelope::Forward(fwd) => match fwd.body {
-                ForwardBody::Tell(tell) => spawn_tell(&inner, tell, fwd.hops, fwd.origin),
-                // Forwarded asks arrive through `on_forward_ask`; one here has no reply path.
+                ForwardBody::Tell(tell) => deliver_tell(&inner, tell, fwd.hops, fwd.origin),
+                // Forwarded asks arrive through `deliver_forward_ask`; one here has no reply
+                // path.
                 ForwardBody::Ask(ask) => {
                     tracing::debug!(request = %ask.request, "forwarded ask without a reply path dropped");
+                    None
                 }
             },
             Envelope::Publish(p) => {
@@ -63,59 +98,130 @@ impl Handler for Inbound {
                 } else {
                     inner.deliver_local(&p);
                 }
+                None
             }
-            Envelope::Subscribe(s) => inner.clients.subscribe(&inner, conn, s),
-            Envelope::Unsubscribe(u) => inner.clients.unsubscribe(conn, u.subscription),
-            Envelope::Ping(_) | Envelope::Pong(_) => {}
+            Envelope::Subscribe(s) => {
+                inner.clients.subscribe(&inner, conn, s);
+                None
+            }
+            Envelope::Unsubscribe(u) => {
+                inner.clients.unsubscribe(conn, u.subscription);
+                None
+            }
+            Envelope::Ping(_) | Envelope::Pong(_) => None,
             other => {
                 tracing::debug!(peer = ?conn.peer(), kind = other.kind(), "unexpected envelope ignored");
+                None
             }
         }
     }
 
-    fn on_ask(&self, conn: &Connection, ask: Ask, reply: Responder) {
+    fn deliver_ask(&self, conn: &Connection, ask: Ask, reply: Responder) -> Option<Delivery> {
         let Some(inner) = self.0.upgrade() else {
             reply.send(err(ErrorCode::Unreachable, "node is shutting down"));
-            return;
+            return None;
         };
         let origin = self.origin(&inner, conn);
-        spawn_ask(&inner, ask, 0, origin, reply);
+        start_ask(&inner, ask, 0, origin, reply);
+        None
     }
 
-    fn on_forward_ask(
+    fn deliver_forward_ask(
         &self,
         _conn: &Connection,
         hops: u8,
         origin: NodeId,
         ask: Ask,
         reply: Responder,
-    ) {
+    ) -> Option<Delivery> {
         let Some(inner) = self.0.upgrade() else {
             reply.send(err(ErrorCode::Unreachable, "node is shutting down"));
-            return;
+            return None;
         };
-        spawn_ask(&inner, ask, hops, origin, reply);
+        start_ask(&inner, ask, hops, origin, reply);
+        None
     }
 }
 
-fn spawn_ask(inner: &Arc<NodeInner>, ask: Ask, hops: u8, origin: NodeId, reply: Responder) {
+/// Polls `fut` once without a waker of its own: the caller either drops it or keeps
+/// polling it from a task, whose waker then replaces this one.
+fn poll_once<F: Future + ?Sized>(fut: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+    fut.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+/// Starts an ask in arrival order: its first poll, on the reader, hands it to the actor's
+/// mailbox (or the next hop's lane) in the common case; the wait for the answer continues in
+/// a task owned by the node.
+fn start_ask(inner: &Arc<NodeInner>, ask: Ask, hops: u8, origin: NodeId, reply: Responder) {
     let i = inner.clone();
-    inner.spawn(async move {
+    let mut run: Delivery = Box::pin(async move {
         let r = i.route_ask(ask, hops, origin, true).await;
         reply.send(r);
     });
+    if poll_once(run.as_mut()).is_pending() {
+        inner.spawn(run);
+    }
 }
 
-fn spawn_tell(inner: &Arc<NodeInner>, tell: cortex_protocol::Tell, hops: u8, origin: NodeId) {
+/// True when a tell for `id` (forwarded `hops` times) is delivered here right now, as the
+/// router would decide it without waiting.
+fn local_now(inner: &NodeInner, id: &ActorId, hops: u8) -> bool {
+    let view = inner.placement.view();
+    let live = || inner.system.virtuals().is_live(id);
+    match decide(&inner.id, &view, id, false, hops, MAX_HOPS, Instant::now()) {
+        // A node that has not joined activates nothing (the router waits for its first view).
+        Decision::Local => inner.joined.load(Ordering::Acquire) || live(),
+        Decision::WaitUntil(_) => live(),
+        Decision::Forward(_) | Decision::Fail(..) => false,
+    }
+}
+
+/// Delivers an inbound tell: into the mailbox now when the actor is here and has room
+/// (`None`), else the routing the lane's reader must await before its next envelope.
+fn deliver_tell(inner: &Arc<NodeInner>, tell: Tell, hops: u8, origin: NodeId) -> Option<Delivery> {
+    if let Target::Virtual(id) = &tell.target
+        && local_now(inner, id, hops)
+    {
+        let budget = match tell.meta.budget_us {
+            0 => DEFAULT_BUDGET,
+            us => Duration::from_micros(us),
+        };
+        let sent = {
+            let fut = inner.system.virtuals().tell_erased(
+                id,
+                &tell.message,
+                &tell.payload,
+                Codec::Bincode,
+                budget,
+            );
+            poll_once(std::pin::pin!(fut))
+        };
+        match sent {
+            Poll::Ready(Ok(())) => {
+                inner.metrics.message_received(id.kind(), true);
+                return None;
+            }
+            Poll::Ready(Err(e)) => {
+                inner.metrics.message_received(id.kind(), true);
+                inner.metrics.message_dropped(id.kind(), true);
+                tracing::debug!(error = %e, "tell dropped");
+                return None;
+            }
+            // Nothing was enqueued (the runtime pushes only when there is room, and holds
+            // the message while it waits): the mailbox is full or an old activation is
+            // still stopping. Route it below, awaited in order.
+            Poll::Pending => {}
+        }
+    }
     let i = inner.clone();
-    inner.spawn(async move {
+    Some(Box::pin(async move {
         let kind = match &tell.target {
-            cortex_protocol::Target::Virtual(id) => id.kind().to_owned(),
+            Target::Virtual(id) => id.kind().to_owned(),
             _ => "system".to_owned(),
         };
         if let Err(e) = i.route_tell(tell, hops, origin, true).await {
             i.metrics.message_dropped(&kind, true);
             tracing::debug!(error = ?e, "tell dropped");
         }
-    });
+    }))
 }

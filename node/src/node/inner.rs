@@ -584,28 +584,47 @@ impl NodeInner {
                 if received {
                     self.metrics.message_forwarded(id.kind(), true);
                 }
-                let conn = self.connection(&owner).await?;
-                let key = cortex_transport::lane_key(&tell.target);
-                let mut tell = tell;
-                tell.epoch = self.placement.view().digest;
-                tell.meta.budget_us = deadline
-                    .saturating_duration_since(Instant::now())
-                    .as_micros() as u64;
-                if tell.meta.trace.parent.is_none() {
-                    tell.meta.trace = crate::trace::inject(&tracing::Span::current());
-                }
-                let env = if !received {
-                    cortex_protocol::Envelope::Tell(tell)
-                } else {
-                    cortex_protocol::Envelope::Forward(cortex_protocol::Forward {
-                        hops: hops + 1,
-                        origin,
-                        body: cortex_protocol::ForwardBody::Tell(tell),
-                    })
-                };
-                conn.send(env, key).await.map_err(|e| transport_err(&e))
+                self.send_tell(&owner, tell, hops, origin, received, deadline)
+                    .await
             }
         }
+    }
+
+    /// Sends `tell` to `owner` (already resolved): as a plain tell when it starts here
+    /// (`received` false), else as a `Forward` one hop further.
+    async fn send_tell(
+        &self,
+        owner: &NodeId,
+        mut tell: Tell,
+        hops: u8,
+        origin: NodeId,
+        received: bool,
+        deadline: Instant,
+    ) -> Result<(), ReplyResult> {
+        let conn = self.connection(owner).await?;
+        let key = cortex_transport::lane_key(&tell.target);
+        tell.epoch = self.placement.view().digest;
+        tell.meta.budget_us = deadline
+            .saturating_duration_since(Instant::now())
+            .as_micros() as u64;
+        if tell.meta.trace.parent.is_none() {
+            // A disabled span has no trace to carry; skipping it saves a context lookup
+            // per message.
+            let span = tracing::Span::current();
+            if !span.is_disabled() {
+                tell.meta.trace = crate::trace::inject(&span);
+            }
+        }
+        let env = if !received {
+            cortex_protocol::Envelope::Tell(tell)
+        } else {
+            cortex_protocol::Envelope::Forward(cortex_protocol::Forward {
+                hops: hops + 1,
+                origin,
+                body: cortex_protocol::ForwardBody::Tell(tell),
+            })
+        };
+        conn.send(env, key).await.map_err(|e| transport_err(&e))
     }
 
     pub(crate) async fn ask_typed<A, M>(
@@ -682,7 +701,7 @@ impl NodeInner {
                     .tell(msg, deadline.saturating_duration_since(Instant::now()))
                     .await
             }
-            Ok(Some(_)) => {
+            Ok(Some(owner)) => {
                 self.metrics.message_sent(id.kind(), true);
                 let payload = cortex_runtime::encode_with(&msg, Codec::Bincode)?;
                 let name = MessageName::new(M::NAME).map_err(|e| ActorError::Encode {
@@ -698,7 +717,8 @@ impl NodeInner {
                     },
                     epoch: 0,
                 };
-                self.route_tell(tell, 0, self.id.clone(), false)
+                // Resolved once above: straight to the owner's connection.
+                self.send_tell(&owner, tell, 0, self.id.clone(), false, deadline)
                     .await
                     .map_err(|e| match e {
                         ReplyResult::Err(e) => to_actor_error(e),
