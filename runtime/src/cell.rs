@@ -16,7 +16,7 @@ use crate::actor::{Actor, RestartScope};
 use crate::actor_ref::ActorRef;
 use crate::context::Context;
 use crate::envelope::{Panic, panic_message};
-use crate::mailbox::{Control, ControlSink, Item, Mailbox};
+use crate::mailbox::{Control, Item, Mailbox};
 use crate::supervision::{Parent, TaskGuard};
 use crate::system::{SpawnOptions, SystemInner};
 
@@ -29,20 +29,17 @@ const BATCH: u32 = 128;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Spawns the task of a new actor. `make_parent` receives the new actor's control sink
-/// (for supervisors that decide inline) and returns where it reports failures.
+/// Spawns the task of a new actor, which reports failures and its end to `parent`.
 pub(crate) fn spawn_actor<A: Actor>(
     sys: &Weak<SystemInner>,
     actor: A,
     factory: Option<Factory<A>>,
     opts: &SpawnOptions,
-    make_parent: impl FnOnce(Weak<dyn ControlSink>) -> Arc<dyn Parent>,
+    parent: Arc<dyn Parent>,
     virtual_id: Option<Arc<ActorId>>,
 ) -> (ActorRef<A>, TaskGuard) {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let mb = Arc::new(Mailbox::new(id, opts.mailbox));
-    let weak: Weak<Mailbox<A>> = Arc::downgrade(&mb);
-    let parent = make_parent(weak);
     let cell = Cell {
         actor,
         factory,
@@ -151,7 +148,8 @@ impl<A: Actor> Cell<A> {
 
     fn report_failure(&self, reason: String) {
         tracing::warn!(actor = self.ctx.id(), %reason, "actor failed");
-        self.parent.child_failed(self.ctx.id(), reason);
+        self.parent
+            .child_failed(self.ctx.id(), &*self.ctx.myself.mb, reason);
     }
 
     fn forget_child(&mut self, id: u64) {

@@ -101,7 +101,7 @@ impl<A: Actor> Context<A> {
     ) -> ActorRef<C> {
         let parent: Arc<dyn Parent> = self.myself.mb.clone();
         let sys = self.sys.clone();
-        let (r, task) = spawn_actor(&sys, child, factory, opts, |_| parent, None);
+        let (r, task) = spawn_actor(&sys, child, factory, opts, parent, None);
         let ctl: Arc<dyn ControlSink> = r.mb.clone();
         self.extras().children.map.insert(
             r.id(),

@@ -2,8 +2,8 @@
 //! failing actor reports to.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
@@ -14,15 +14,17 @@ use crate::mailbox::{Control, ControlSink, Mailbox};
 
 /// Where an actor reports failure and termination.
 pub(crate) trait Parent: Send + Sync {
-    /// The child failed and now waits for a `Restart` or `Stop` on its control lane.
-    fn child_failed(&self, child: u64, reason: String);
+    /// The child failed and now waits for a `Restart` or `Stop` on its control lane
+    /// (`lane`: passed in rather than kept, so a parent shared by many actors stays one
+    /// object).
+    fn child_failed(&self, child: u64, lane: &dyn ControlSink, reason: String);
     /// The child's task has ended.
     fn child_terminated(&self, child: u64);
 }
 
 /// An actor parent decides on its own task: the report goes through its control lane.
 impl<A: Actor> Parent for Mailbox<A> {
-    fn child_failed(&self, child: u64, reason: String) {
+    fn child_failed(&self, child: u64, _lane: &dyn ControlSink, reason: String) {
         self.push_control(Control::ChildFailed { id: child, reason });
     }
     fn child_terminated(&self, child: u64) {
@@ -95,7 +97,6 @@ impl Drop for TaskGuard {
 pub(crate) struct InlineParent<F> {
     strategy: SupervisorStrategy,
     history: Mutex<RestartHistory>,
-    child: Weak<dyn ControlSink>,
     gave_up: AtomicBool,
     on_terminated: F,
 }
@@ -103,15 +104,10 @@ pub(crate) struct InlineParent<F> {
 impl<F: Fn(u64, bool) + Send + Sync> InlineParent<F> {
     /// `on_terminated(child, gave_up)` runs on the child's task as it ends. Generic rather
     /// than boxed: one allocation less per top-level or virtual actor.
-    pub(crate) fn new(
-        strategy: SupervisorStrategy,
-        child: Weak<dyn ControlSink>,
-        on_terminated: F,
-    ) -> Self {
+    pub(crate) fn new(strategy: SupervisorStrategy, on_terminated: F) -> Self {
         Self {
             strategy,
             history: Mutex::new(RestartHistory::default()),
-            child,
             gave_up: AtomicBool::new(false),
             on_terminated,
         }
@@ -119,11 +115,8 @@ impl<F: Fn(u64, bool) + Send + Sync> InlineParent<F> {
 }
 
 impl<F: Fn(u64, bool) + Send + Sync> Parent for InlineParent<F> {
-    fn child_failed(&self, child: u64, reason: String) {
+    fn child_failed(&self, child: u64, sink: &dyn ControlSink, reason: String) {
         let allowed = self.history.lock().allow(Instant::now(), &self.strategy);
-        let Some(sink) = self.child.upgrade() else {
-            return;
-        };
         if allowed {
             tracing::warn!(actor = child, %reason, "actor failed; restarting");
             sink.push_control(Control::Restart);

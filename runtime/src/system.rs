@@ -13,7 +13,7 @@ use crate::actor_ref::ActorRef;
 use crate::cell::{DEFAULT_STOP_TIMEOUT, Factory, spawn_actor};
 use crate::mailbox::{Control, ControlSink};
 use crate::remote::ErasedRef;
-use crate::supervision::{InlineParent, Parent, TaskGuard};
+use crate::supervision::{Parent, RestartHistory, TaskGuard};
 use crate::virtual_actor::{VirtualConfig, VirtualRegistry};
 
 /// Default mailbox capacity.
@@ -96,6 +96,53 @@ pub(crate) struct SystemInner {
     top: Mutex<HashMap<u64, TopEntry>>,
     named: RwLock<HashMap<String, ErasedRef>>,
     locals: RwLock<HashMap<u64, ErasedRef>>,
+    /// The one supervisor of every top-level actor.
+    root: Arc<RootParent>,
+}
+
+/// Supervises every top-level actor of a system inline: one object for all of them (an
+/// object each cost every idle top-level actor 112 bytes). Past the limits the actor is
+/// stopped, since there is no one to escalate to.
+struct RootParent {
+    sys: Weak<SystemInner>,
+    strategy: SupervisorStrategy,
+    /// Restart histories of the top-level actors that have failed (most never do), dropped
+    /// when the actor ends.
+    failures: Mutex<HashMap<u64, RestartHistory>>,
+}
+
+impl Parent for RootParent {
+    fn child_failed(&self, child: u64, lane: &dyn ControlSink, reason: String) {
+        let allowed = self
+            .failures
+            .lock()
+            .entry(child)
+            .or_default()
+            .allow(Instant::now(), &self.strategy);
+        if allowed {
+            tracing::warn!(actor = child, %reason, "actor failed; restarting");
+            lane.push_control(Control::Restart);
+        } else {
+            tracing::error!(
+                actor = child,
+                %reason,
+                max_restarts = self.strategy.max_restarts,
+                within = ?self.strategy.within,
+                "actor failed too often; stopping it"
+            );
+            lane.push_control(Control::Stop);
+        }
+    }
+
+    fn child_terminated(&self, child: u64) {
+        self.failures.lock().remove(&child);
+        if let Some(s) = self.sys.upgrade() {
+            if let Some(e) = s.top.lock().remove(&child) {
+                e.task.detach();
+            }
+            s.locals.write().remove(&child);
+        }
+    }
 }
 
 /// What [`System::shutdown`] achieved.
@@ -157,7 +204,12 @@ impl System {
     /// Creates a system. Must be called inside a tokio runtime (the virtual registry
     /// starts its idle sweeper).
     pub fn new(config: SystemConfig) -> Self {
-        let inner = Arc::new(SystemInner {
+        let inner = Arc::new_cyclic(|sys| SystemInner {
+            root: Arc::new(RootParent {
+                sys: sys.clone(),
+                strategy: config.root_strategy,
+                failures: Mutex::new(HashMap::new()),
+            }),
             config,
             accepting: AtomicBool::new(true),
             top: Mutex::new(HashMap::new()),
@@ -208,22 +260,11 @@ impl System {
         opts: &SpawnOptions,
     ) -> ActorRef<A> {
         let weak_sys = Arc::downgrade(&self.inner);
-        let strategy = self.inner.config.root_strategy;
-        let make_parent = |child: Weak<dyn ControlSink>| -> Arc<dyn Parent> {
-            let sys = weak_sys.clone();
-            Arc::new(InlineParent::new(strategy, child, move |id, _gave_up| {
-                if let Some(s) = sys.upgrade() {
-                    if let Some(e) = s.top.lock().remove(&id) {
-                        e.task.detach();
-                    }
-                    s.locals.write().remove(&id);
-                }
-            }))
-        };
+        let parent: Arc<dyn Parent> = self.inner.root.clone();
         // Held across the spawn so a child that ends at once cannot try to remove its
         // entry before it exists.
         let mut top = self.inner.top.lock();
-        let (r, task) = spawn_actor(&weak_sys, actor, factory, opts, make_parent, None);
+        let (r, task) = spawn_actor(&weak_sys, actor, factory, opts, parent, None);
         if !self.is_accepting() {
             drop(top);
             r.stop();

@@ -10,7 +10,6 @@ use crate::actor::{Actor, Handler, SupervisorStrategy};
 use crate::cell::spawn_actor;
 use crate::envelope::panic_message;
 use crate::error::ActorError;
-use crate::mailbox::ControlSink;
 use crate::remote::{ErasedActor, ErasedRef, MessageTable, RemoteMessage};
 use crate::supervision::{Parent, TaskGuard};
 use crate::system::{DEFAULT_MAILBOX, SpawnOptions, SystemInner};
@@ -149,9 +148,6 @@ impl<A: Actor> Kind<A> {
     }
 }
 
-/// Builds the supervisor link of a new activation from its control sink.
-pub(crate) type MakeParent<'a> = Box<dyn FnOnce(Weak<dyn ControlSink>) -> Arc<dyn Parent> + 'a>;
-
 pub(crate) trait KindEntry: Send + Sync {
     fn options(&self) -> &KindOptions;
     fn handles(&self, name: &str) -> bool;
@@ -159,7 +155,7 @@ pub(crate) trait KindEntry: Send + Sync {
         &self,
         sys: &Weak<SystemInner>,
         id: Arc<ActorId>,
-        make_parent: MakeParent<'_>,
+        parent: Arc<dyn Parent>,
     ) -> Result<(Arc<dyn ErasedActor>, TaskGuard), ActorError>;
 }
 
@@ -180,7 +176,7 @@ impl<A: Actor> KindEntry for TypedKind<A> {
         &self,
         sys: &Weak<SystemInner>,
         id: Arc<ActorId>,
-        make_parent: MakeParent<'_>,
+        parent: Arc<dyn Parent>,
     ) -> Result<(Arc<dyn ErasedActor>, TaskGuard), ActorError> {
         let first =
             std::panic::catch_unwind(AssertUnwindSafe(|| (self.factory)(&id))).map_err(|p| {
@@ -196,7 +192,7 @@ impl<A: Actor> KindEntry for TypedKind<A> {
             first,
             Some(Box::new(move || factory(&fid))),
             &opts,
-            make_parent,
+            parent,
             Some(id),
         );
         let erased = ErasedRef::new(r, Arc::clone(&self.table));

@@ -23,7 +23,6 @@ use tokio::time::Instant;
 use crate::actor::{Actor, Handler, Message};
 use crate::actor_ref::{ActorRef, AskFail};
 use crate::error::{ActorError, SendError};
-use crate::mailbox::ControlSink;
 use crate::remote::{Codec, ErasedActor, ErasedFail};
 use crate::supervision::{InlineParent, Parent, TaskGuard};
 use crate::system::SystemInner;
@@ -567,18 +566,13 @@ impl Inner {
         let weak_reg = Arc::downgrade(self);
         let term_id = Arc::clone(&id_arc);
         let strategy = kind.options().strategy;
-        let make_parent = Box::new(move |child: Weak<dyn ControlSink>| -> Arc<dyn Parent> {
-            Arc::new(InlineParent::new(
-                strategy,
-                child,
-                move |_local, gave_up| {
-                    if let Some(reg) = weak_reg.upgrade() {
-                        reg.on_terminated(&term_id, number, gave_up);
-                    }
-                },
-            ))
-        });
-        let (erased, task) = match kind.activate(&self.sys, Arc::clone(&id_arc), make_parent) {
+        let parent: Arc<dyn Parent> =
+            Arc::new(InlineParent::new(strategy, move |_local, gave_up| {
+                if let Some(reg) = weak_reg.upgrade() {
+                    reg.on_terminated(&term_id, number, gave_up);
+                }
+            }));
+        let (erased, task) = match kind.activate(&self.sys, Arc::clone(&id_arc), parent) {
             Ok(v) => v,
             Err(e) => {
                 drop(shard);
