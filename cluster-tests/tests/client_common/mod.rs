@@ -106,6 +106,11 @@ impl NodeProc {
         self.child.is_some()
     }
 
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts the process again under the same name, ports and data directory (a new
     /// incarnation). The log is appended to.
     pub fn restart(&mut self, bin: &Path) {
