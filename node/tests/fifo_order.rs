@@ -1,0 +1,114 @@
+//! FIFO per (sender, actor) across nodes: one node tells a remote actor many times, then
+//! asks it; the ask sees every tell, and the tells arrived in send order. The actor's
+//! mailbox is tiny and its handler yields, so most tells find it full and take the
+//! receiver's waiting path, where order used to be lost.
+
+use std::time::Duration;
+
+use cortex_node::config::{NodeConfig, Secret, TlsFiles};
+use cortex_node::{Node, NodeBuilder};
+use cortex_protocol::ActorId;
+use cortex_runtime::{Actor, Context, Handler, Kind};
+use cortex_transport::certs::{self, CertRole};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// Appends its number to the recorder's log.
+#[derive(Debug, Serialize, Deserialize)]
+struct Note(u64);
+cortex_runtime::message!(Note => (), "fifo.Note");
+
+/// Returns the recorder's log.
+#[derive(Debug, Serialize, Deserialize)]
+struct Seen;
+cortex_runtime::message!(Seen => Vec<u64>, "fifo.Seen");
+
+#[derive(Default)]
+struct Recorder(Vec<u64>);
+impl Actor for Recorder {}
+impl Handler<Note> for Recorder {
+    async fn handle(&mut self, n: Note, _: &mut Context<Self>) {
+        self.0.push(n.0);
+        // Slower than the lane: the mailbox fills and deliveries must wait.
+        tokio::task::yield_now().await;
+    }
+}
+impl Handler<Seen> for Recorder {
+    async fn handle(&mut self, _: Seen, _: &mut Context<Self>) -> Vec<u64> {
+        self.0.clone()
+    }
+}
+
+async fn poll<F: FnMut() -> bool>(what: &str, mut f: F) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn two_nodes(dir: &std::path::Path) -> Vec<Node> {
+    let ca = certs::generate_ca("test").unwrap();
+    certs::write_pem_files(dir, "ca", &ca).unwrap();
+    let mut nodes: Vec<Node> = Vec::new();
+    for i in 0..2 {
+        let name = format!("n{i}");
+        let ck = certs::issue(&ca, &name, CertRole::Node, &[]).unwrap();
+        certs::write_pem_files(dir, &name, &ck).unwrap();
+        let mut cfg = NodeConfig::local(
+            &name,
+            TlsFiles::in_dir(dir, &name),
+            Secret::new(*b"0123456789abcdef0123456789abcdef"),
+        )
+        .unwrap();
+        cfg.cluster_name = "test".into();
+        cfg.data_dir = dir.join(&name);
+        cfg.settle_time = Duration::from_millis(300);
+        cfg.leave_timeout = Duration::from_secs(5);
+        if let Some(first) = nodes.first() {
+            cfg.seeds = vec![first.gossip_addr().unwrap().to_string()];
+        }
+        let kind = Kind::new("recorder", |_| Recorder::default())
+            .handles::<Note>()
+            .handles::<Seen>()
+            .mailbox(4);
+        nodes.push(NodeBuilder::new(cfg).kind(kind).start().await.unwrap());
+    }
+    let ns = nodes.clone();
+    poll("membership to converge", || {
+        ns.iter()
+            .all(|x| x.ring().ring.members().len() == 2 && x.ring().is_settled(Instant::now()))
+    })
+    .await;
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_from_one_sender_arrive_in_order_and_before_a_later_ask() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = two_nodes(dir.path()).await;
+    let (sender, owner) = (&nodes[0], &nodes[1]);
+    // Three recorders owned by the other node, told in an interleaved stream.
+    let ids: Vec<ActorId> = (0..1_000)
+        .map(|i| ActorId::new("recorder", format!("r{i}")).unwrap())
+        .filter(|id| owner.ring().owner(id) == Some(owner.id()))
+        .take(3)
+        .collect();
+    assert_eq!(ids.len(), 3, "the other node owns some recorders");
+    const N: u64 = 3_000;
+    let t = Duration::from_secs(20);
+    for seq in 0..N {
+        let id = &ids[(seq % 3) as usize];
+        sender.tell::<Recorder, _>(id, Note(seq), t).await.unwrap();
+    }
+    for (k, id) in ids.iter().enumerate() {
+        let seen = sender.ask::<Recorder, _>(id, Seen, t).await.unwrap();
+        let want: Vec<u64> = (0..N).filter(|s| s % 3 == k as u64).collect();
+        assert_eq!(seen.len(), want.len(), "the ask sees every earlier tell");
+        assert_eq!(seen, want, "tells arrive in send order");
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
