@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -90,6 +90,8 @@ pub(crate) struct ConnInner {
     pub(crate) superseded: OnceLock<Connection>,
     pub(crate) superseded_notify: Notify,
     pub(crate) closed: CancellationToken,
+    /// Set with `closed`: a lock-free check for the per-message paths.
+    closed_flag: AtomicBool,
     close_reason: OnceLock<String>,
     /// Inbound asks whose [`crate::Responder`] has not answered yet.
     pub(crate) outstanding: AtomicUsize,
@@ -177,6 +179,7 @@ impl Connection {
             superseded: OnceLock::new(),
             superseded_notify: Notify::new(),
             closed: CancellationToken::new(),
+            closed_flag: AtomicBool::new(false),
             close_reason: OnceLock::new(),
             outstanding: AtomicUsize::new(0),
             seq: n.seq,
@@ -257,7 +260,7 @@ impl Connection {
 
     /// True once the connection is closed.
     pub fn is_closed(&self) -> bool {
-        self.inner.closed.is_cancelled() || self.inner.quinn.close_reason().is_some()
+        self.inner.closed_flag.load(Ordering::Acquire) || self.inner.quinn.close_reason().is_some()
     }
 
     /// Closes the connection now; queued envelopes may be lost, pending asks fail.
@@ -522,6 +525,7 @@ impl Connection {
         for o in &self.inner.outboxes {
             o.close();
         }
+        self.inner.closed_flag.store(true, Ordering::Release);
         self.inner.closed.cancel();
     }
 

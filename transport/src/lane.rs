@@ -197,7 +197,10 @@ impl LaneReader {
         }
     }
 
-    fn take_chunk(&mut self, r: Result<Option<quinn::Chunk>, quinn::ReadError>) -> Result<(), Stop> {
+    fn take_chunk(
+        &mut self,
+        r: Result<Option<quinn::Chunk>, quinn::ReadError>,
+    ) -> Result<(), Stop> {
         match r {
             Ok(Some(chunk)) => {
                 self.buf.extend_from_slice(&chunk.bytes);

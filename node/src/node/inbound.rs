@@ -29,12 +29,11 @@ const DEFAULT_BUDGET: Duration = Duration::from_secs(30);
 
 pub(crate) struct Inbound(pub(crate) Weak<NodeInner>);
 
-impl Inbound {
-    fn origin(&self, inner: &NodeInner, conn: &Connection) -> NodeId {
-        conn.peer_node()
-            .cloned()
-            .unwrap_or_else(|| inner.id.clone())
-    }
+/// Where a request entered the cluster: the peer node, or this node for a client.
+fn origin(inner: &NodeInner, conn: &Connection) -> NodeId {
+    conn.peer_node()
+        .cloned()
+        .unwrap_or_else(|| inner.id.clone())
 }
 
 impl Handler for Inbound {
@@ -75,12 +74,9 @@ impl Handler for Inbound {
     fn deliver_envelope(&self, conn: &Connection, env: Envelope) -> Option<Delivery> {
         let inner = self.0.upgrade()?;
         match env {
-            Envelope::Tell(tell) => {
-                let origin = self.origin(&inner, conn);
-                deliver_tell(&inner, tell, 0, origin)
-            }
+            Envelope::Tell(tell) => deliver_tell(&inner, tell, 0, || origin(&inner, conn)),
             Envelope::Forward(fwd) => match fwd.body {
-                ForwardBody::Tell(tell) => deliver_tell(&inner, tell, fwd.hops, fwd.origin),
+                ForwardBody::Tell(tell) => deliver_tell(&inner, tell, fwd.hops, || fwd.origin),
                 // Forwarded asks arrive through `deliver_forward_ask`; one here has no reply
                 // path.
                 ForwardBody::Ask(ask) => {
@@ -121,8 +117,7 @@ impl Handler for Inbound {
             reply.send(err(ErrorCode::Unreachable, "node is shutting down"));
             return None;
         };
-        let origin = self.origin(&inner, conn);
-        start_ask(&inner, ask, 0, origin, reply);
+        start_ask(&inner, ask, 0, origin(&inner, conn), reply);
         None
     }
 
@@ -178,7 +173,13 @@ fn local_now(inner: &NodeInner, id: &ActorId, hops: u8) -> bool {
 
 /// Delivers an inbound tell: into the mailbox now when the actor is here and has room
 /// (`None`), else the routing the lane's reader must await before its next envelope.
-fn deliver_tell(inner: &Arc<NodeInner>, tell: Tell, hops: u8, origin: NodeId) -> Option<Delivery> {
+/// `origin` is only needed (and its id only copied) when the tell is routed.
+fn deliver_tell(
+    inner: &Arc<NodeInner>,
+    tell: Tell,
+    hops: u8,
+    origin: impl FnOnce() -> NodeId,
+) -> Option<Delivery> {
     if let Target::Virtual(id) = &tell.target
         && local_now(inner, id, hops)
     {
@@ -214,6 +215,7 @@ fn deliver_tell(inner: &Arc<NodeInner>, tell: Tell, hops: u8, origin: NodeId) ->
         }
     }
     let i = inner.clone();
+    let origin = origin();
     Some(Box::pin(async move {
         let kind = match &tell.target {
             Target::Virtual(id) => id.kind().to_owned(),
