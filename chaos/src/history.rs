@@ -244,7 +244,8 @@ impl Snapshot {
         line(
             "run",
             serde_json::json!({"start_us": self.start_us, "end_us": self.end_us,
-                "last_heal_us": self.last_heal_us, "nodes": self.nodes}),
+                "last_heal_us": self.last_heal_us, "nodes": self.nodes,
+                "expected_members": self.expected_members}),
         )?;
         for f in &self.faults {
             line("fault", j(f))?;
@@ -262,6 +263,59 @@ impl Snapshot {
             line("pubsub", j(p))?;
         }
         w.flush().map_err(|e| ChaosError::io(path, e))
+    }
+}
+
+impl Snapshot {
+    /// Reads a `history.jsonl` written by [`Snapshot::write_jsonl`], so that a recorded run
+    /// can be judged again (`cortex-chaos check`).
+    ///
+    /// # Errors
+    /// [`ChaosError::Io`] when unreadable; [`ChaosError::History`] for a malformed line.
+    pub fn read_jsonl(path: &Path) -> Result<Self, ChaosError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ChaosError::io(path, e))?;
+        let mut s = Snapshot::default();
+        let bad = |line: usize, detail: String| ChaosError::History {
+            path: path.to_path_buf(),
+            line,
+            detail,
+        };
+        for (i, l) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let v: serde_json::Value =
+                serde_json::from_str(l).map_err(|e| bad(i + 1, e.to_string()))?;
+            let kind = v.get("type").and_then(|t| t.as_str()).unwrap_or("");
+            let de = |e: serde_json::Error| bad(i + 1, e.to_string());
+            match kind {
+                "run" => {
+                    #[derive(Deserialize)]
+                    struct Run {
+                        start_us: u64,
+                        end_us: u64,
+                        last_heal_us: u64,
+                        nodes: Vec<String>,
+                        expected_members: Option<usize>,
+                    }
+                    let r: Run = serde_json::from_value(v).map_err(de)?;
+                    s.start_us = r.start_us;
+                    s.end_us = r.end_us;
+                    s.last_heal_us = r.last_heal_us;
+                    // Histories from before the field was written: every node ran at the end.
+                    s.expected_members = r.expected_members.unwrap_or(r.nodes.len());
+                    s.nodes = r.nodes;
+                }
+                "fault" => s.faults.push(serde_json::from_value(v).map_err(de)?),
+                "op" => s.ops.push(serde_json::from_value(v).map_err(de)?),
+                "membership" => s.members.push(serde_json::from_value(v).map_err(de)?),
+                "activation" => s.activations.push(serde_json::from_value(v).map_err(de)?),
+                "pubsub" => s.pubsub.push(serde_json::from_value(v).map_err(de)?),
+                other => return Err(bad(i + 1, format!("unknown record type {other:?}"))),
+            }
+        }
+        Ok(s)
     }
 }
 

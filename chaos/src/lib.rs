@@ -64,6 +64,18 @@ pub enum ChaosError {
         /// Status and output.
         detail: String,
     },
+    /// A recorded history has a line that is not a history record.
+    #[error(
+        "{path}:{line}: not a cortex-chaos history record ({detail}); pass the history.jsonl of a run's report folder"
+    )]
+    History {
+        /// File.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        detail: String,
+    },
     /// A file operation failed.
     #[error("{path}: {source}")]
     Io {

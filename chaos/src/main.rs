@@ -3,6 +3,7 @@
 //! ```text
 //! cortex-chaos run chaos/scenarios/partition-halves.toml [--short] [--out DIR]
 //! cortex-chaos plan chaos/scenarios/random-mix.toml      # print the fault schedule
+//! cortex-chaos check target/chaos/partition-halves-1795753953  # judge a recorded run again
 //! cortex-chaos cleanup                                   # remove leftovers of a killed run
 //! ```
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -56,6 +57,16 @@ enum Cmd {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+    },
+    /// Judge a recorded run again: read a report folder's history.jsonl, run every checker,
+    /// print the verdicts; exits 0 when every gating checker passes, 1 when one fails.
+    Check {
+        /// A report folder, or its history.jsonl.
+        history: PathBuf,
+        /// Bound on membership convergence after the last heal (the scenario's
+        /// `converge_within`).
+        #[arg(long, value_parser = parse_duration, default_value = "20s")]
+        converge_within: Duration,
     },
     /// Print a scenario's fault schedule.
     Plan {
@@ -119,6 +130,43 @@ fn main() -> ExitCode {
                 println!("removed {r}");
             }
             ExitCode::SUCCESS
+        }
+        Cmd::Check {
+            history,
+            converge_within,
+        } => {
+            let path = if history.is_dir() {
+                history.join("history.jsonl")
+            } else {
+                history
+            };
+            let snap = match cortex_chaos::history::Snapshot::read_jsonl(&path) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let verdicts = cortex_chaos::check::all(&snap, converge_within.as_micros() as u64);
+            let mut passed = true;
+            for v in &verdicts {
+                passed &= v.passed || !v.gating;
+                let mark = match (v.passed, v.gating) {
+                    (true, _) => "PASS",
+                    (false, true) => "FAIL",
+                    (false, false) => "WARN",
+                };
+                println!("  {mark} {:<17} {}", v.name, v.summary);
+                for e in &v.examples {
+                    println!("         - {e}");
+                }
+            }
+            println!("verdict: {}", if passed { "PASS" } else { "FAIL" });
+            if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         Cmd::Plan { scenario, short } => match Scenario::load(&scenario) {
             Ok(s) => {
