@@ -18,7 +18,7 @@ k8s_dir="$(cd "${1:-$repo/k8s}" && pwd)"
 k8s_version="${K8S_VALIDATE_VERSION:-1.34.0}"
 
 # Replicas each kustomization must render; a new overlay must be added here.
-declare -A expect_replicas=([base]=3 [overlays/scale-5]=5 [overlays/rolling-update]=5)
+declare -A expect_replicas=([.]=3 [base]=3 [overlays/scale-5]=5 [overlays/rolling-update]=5)
 declare -A extra_expect=([overlays/rolling-update]=",image_differs_from=base")
 
 die() { echo "k8s-validate: $*" >&2; exit 1; }
@@ -55,6 +55,7 @@ files=()
 render() {
   local name="$1"
   local file="$out/${name//\//_}.yaml"
+  [ "$name" = . ] && file="$out/k8s-root.yaml"
   [ -n "${expect_replicas[$name]:-}" ] \
     || die "no expected replica count for $name: add it to expect_replicas in scripts/k8s-validate.sh"
   python3 "$k8s_dir/tools/render.py" "$k8s_dir/$name" >"$file" || die "rendering $name failed"
@@ -63,6 +64,7 @@ render() {
   echo "k8s-validate: rendered $name -> $file" >&2
 }
 
+render .
 render base
 found_overlay=0
 for dir in "$k8s_dir"/overlays/*/; do

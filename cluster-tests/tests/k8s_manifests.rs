@@ -80,8 +80,8 @@ fn manifests_validate() {
         "schema validation did not run:\n{out}"
     );
     assert!(
-        out.contains("3 targets consistent"),
-        "not every overlay was checked:\n{out}"
+        out.contains("4 targets consistent"),
+        "k8s/, base and every overlay must be checked:\n{out}"
     );
 }
 

@@ -2,8 +2,10 @@
 //!
 //! A dev CA, a cluster secret and one certificate per node are made once under
 //! `DIR/dev-ca/` and reused later. Node `i` is named `dev-i`, keeps its data in `DIR/dev-i/`
-//! and, with base port P, listens on QUIC P+2i, gossip P+2i+1 and HTTP P+80+i (P = 7400
-//! gives node 0 the standard 7400/7401/7480); `--base-port 0` picks free ports instead.
+//! and, with base port P, listens on QUIC P+2i, gossip P+2i+1 and HTTP P+80+2i (P = 7400
+//! gives node 0 the standard 7400/7401/7480). P+81+2i stays free for node i's gRPC port
+//! (7481 by default), so a dev node's HTTP never takes another's gRPC port.
+//! `--base-port 0` picks free ports instead.
 //! Node 0 is the seed of the others. Their output is forwarded with a `[dev-i]` prefix.
 //!
 //! Children never outlive this process: on Ctrl-C or SIGTERM each gets SIGTERM and, past
@@ -41,7 +43,8 @@ pub struct DevArgs {
     /// How many nodes to run (1 to 40).
     #[arg(long, default_value_t = 3)]
     pub nodes: u16,
-    /// First port: node i uses QUIC P+2i, gossip P+2i+1, HTTP P+80+i; 0 picks free ports.
+    /// First port: node i uses QUIC P+2i, gossip P+2i+1, HTTP P+80+2i (P+81+2i is kept for
+    /// its gRPC port); 0 picks free ports.
     #[arg(long, default_value_t = crate::config::DEFAULT_QUIC_PORT)]
     pub base_port: u16,
     /// Directory for the dev CA (DIR/dev-ca) and the nodes' data (DIR/dev-0, ...).
@@ -123,13 +126,13 @@ pub fn plan(args: &DevArgs) -> Result<Vec<DevNode>, DevError> {
         free_ports(n)?
     } else {
         let p = u32::from(args.base_port);
-        if p + 80 + u32::from(n) > u32::from(u16::MAX) {
+        if p + 81 + 2 * u32::from(n) > u32::from(u16::MAX) {
             return Err(DevError::Ports(args.base_port, n));
         }
         // In range: checked just above.
         let at = |off: u32| u16::try_from(p + off).unwrap_or(u16::MAX);
         (0..u32::from(n))
-            .map(|i| (at(2 * i), at(2 * i + 1), at(80 + i)))
+            .map(|i| (at(2 * i), at(2 * i + 1), at(80 + 2 * i)))
             .collect()
     };
     Ok(ports
@@ -473,7 +476,9 @@ mod tests {
         assert_eq!(p[0].http, loopback(7480));
         assert_eq!(p[2].quic, loopback(7404));
         assert_eq!(p[2].gossip, loopback(7405));
-        assert_eq!(p[2].http, loopback(7482));
+        assert_eq!(p[2].http, loopback(7484));
+        // Node 0's gRPC port (HTTP + 1, 7481 by default) is nobody's HTTP port.
+        assert!(p.iter().all(|n| n.http != loopback(7481)));
         assert_eq!(p[1].name, "dev-1");
         assert_eq!(p[1].data_dir, Path::new("/tmp/x/dev-1"));
         let p = plan(&args(40, 7400)).unwrap();
