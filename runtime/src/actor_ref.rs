@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::actor::{Actor, Handler, Message};
-use crate::envelope::{AskEnvelope, BoxEnvelope, TellEnvelope};
+use crate::envelope::{AskEnvelope, TellEnvelope};
 use crate::error::{ActorError, SendError};
 use crate::mailbox::{Control, Mailbox, PushError};
 
@@ -82,15 +82,6 @@ pub(crate) enum AskFail<M> {
     Failed(ActorError),
 }
 
-fn give_back<A: Actor, M: 'static>(env: BoxEnvelope<A>) -> M {
-    match env.into_any().downcast::<M>() {
-        Ok(m) => *m,
-        // Invariant: every envelope built in this module for message type M returns an M
-        // from into_any, and the callers below only ever downcast to that same M.
-        Err(_) => unreachable!("envelope gave back a different message type"),
-    }
-}
-
 impl<A: Actor> ActorRef<A> {
     pub(crate) fn from_mailbox(mb: Arc<Mailbox<A>>) -> Self {
         Self { mb }
@@ -129,9 +120,9 @@ impl<A: Actor> ActorRef<A> {
         M: Message,
     {
         self.mb
-            .push(Box::new(TellEnvelope(msg)))
+            .push::<TellEnvelope<M>>(msg)
             .await
-            .map_err(|e| SendError::Stopped(give_back::<A, M>(e)))
+            .map_err(SendError::Stopped)
     }
 
     /// Like [`ActorRef::tell`], giving up after `timeout`.
@@ -170,10 +161,10 @@ impl<A: Actor> ActorRef<A> {
         M: Message,
     {
         self.mb
-            .try_push(Box::new(TellEnvelope(msg)))
+            .try_push::<TellEnvelope<M>>(msg)
             .map_err(|e| match e {
-                PushError::Full(e) => SendError::Full(give_back::<A, M>(e)),
-                PushError::Closed(e) => SendError::Stopped(give_back::<A, M>(e)),
+                PushError::Full(m) => SendError::Full(m),
+                PushError::Closed(m) => SendError::Stopped(m),
             })
     }
 
@@ -208,12 +199,9 @@ impl<A: Actor> ActorRef<A> {
         M: Message,
     {
         let (tx, rx) = oneshot::channel();
-        let env: BoxEnvelope<A> = Box::new(AskEnvelope { msg, tx });
-        let env = match self.mb.try_push(env) {
+        let env = match self.mb.try_push::<AskEnvelope<M>>((msg, tx)) {
             Ok(()) => None,
-            Err(PushError::Closed(env)) => {
-                return Err(AskFail::NotDelivered(give_back::<A, M>(env)));
-            }
+            Err(PushError::Closed((msg, _))) => return Err(AskFail::NotDelivered(msg)),
             Err(PushError::Full(env)) => Some(env),
         };
         let mut rx = rx;
@@ -231,9 +219,9 @@ impl<A: Actor> ActorRef<A> {
         }
         let wait = async {
             if let Some(env) = env
-                && let Err(env) = self.mb.push(env).await
+                && let Err((msg, _)) = self.mb.push::<AskEnvelope<M>>(env).await
             {
-                return Err(AskFail::NotDelivered(give_back::<A, M>(env)));
+                return Err(AskFail::NotDelivered(msg));
             }
             match rx.await {
                 Ok(Ok(r)) => Ok(r),

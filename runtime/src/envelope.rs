@@ -17,22 +17,51 @@ pub(crate) type Panic = Box<dyn Any + Send>;
 /// A queued message for actor `A`.
 pub(crate) type BoxEnvelope<A> = Box<dyn Envelope<A>>;
 
+/// A spent envelope box, kept by the mailbox for the next sender of the same type.
+pub(crate) type Spare = Box<dyn Any + Send>;
+
 pub(crate) trait Envelope<A>: Send {
-    /// Runs the handler; `Err` carries a caught panic (any ask was already answered
-    /// with `Failed`).
+    /// Moves the message out and returns the handler run; `Err` carries a caught panic
+    /// (any ask was already answered with `Failed`). The future does not borrow the
+    /// envelope, which is spent afterwards (see [`Envelope::recycle`]).
     fn handle<'a>(
-        self: Box<Self>,
+        &mut self,
         actor: &'a mut A,
         ctx: &'a mut Context<A>,
     ) -> BoxFuture<'a, Result<(), Panic>>
     where
         A: crate::Actor;
 
-    /// Gives the message back after a failed push.
-    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+    /// The box itself, for reuse by a later sender (see [`Fill`]).
+    fn recycle(self: Box<Self>) -> Spare;
 }
 
-pub(crate) struct TellEnvelope<M>(pub(crate) M);
+/// An envelope type that a sender fills with its payload, reusing a spent box of the same
+/// type when the mailbox has one: one allocation less per message, and none of the
+/// cross-thread frees that a box allocated by the sender's thread and freed by the
+/// actor's costs the allocator.
+pub(crate) trait Fill: Sized + Send + 'static {
+    type Payload;
+    fn new(p: Self::Payload) -> Self;
+    fn put(&mut self, p: Self::Payload);
+}
+
+pub(crate) struct TellEnvelope<M>(pub(crate) Option<M>);
+
+impl<M: Send + 'static> Fill for TellEnvelope<M> {
+    type Payload = M;
+    fn new(p: M) -> Self {
+        Self(Some(p))
+    }
+    fn put(&mut self, p: M) {
+        self.0 = Some(p);
+    }
+}
+
+/// The future of a spent envelope (never run: a spent envelope is never queued).
+fn spent<'a>() -> BoxFuture<'a, Result<(), Panic>> {
+    Box::pin(std::future::ready(Ok(())))
+}
 
 impl<A, M> Envelope<A> for TellEnvelope<M>
 where
@@ -40,11 +69,13 @@ where
     M: Message,
 {
     fn handle<'a>(
-        self: Box<Self>,
+        &mut self,
         actor: &'a mut A,
         ctx: &'a mut Context<A>,
     ) -> BoxFuture<'a, Result<(), Panic>> {
-        let msg = self.0;
+        let Some(msg) = self.0.take() else {
+            return spent();
+        };
         Box::pin(async move {
             AssertUnwindSafe(actor.handle(msg, ctx))
                 .catch_unwind()
@@ -53,16 +84,23 @@ where
         })
     }
 
-    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
-        Box::new(self.0)
+    fn recycle(self: Box<Self>) -> Spare {
+        self
     }
 }
 
 pub(crate) type ReplyTx<R> = oneshot::Sender<Result<R, ActorError>>;
 
-pub(crate) struct AskEnvelope<M: Message> {
-    pub(crate) msg: M,
-    pub(crate) tx: ReplyTx<M::Reply>,
+pub(crate) struct AskEnvelope<M: Message>(Option<(M, ReplyTx<M::Reply>)>);
+
+impl<M: Message> Fill for AskEnvelope<M> {
+    type Payload = (M, ReplyTx<M::Reply>);
+    fn new(p: Self::Payload) -> Self {
+        Self(Some(p))
+    }
+    fn put(&mut self, p: Self::Payload) {
+        self.0 = Some(p);
+    }
 }
 
 impl<A, M> Envelope<A> for AskEnvelope<M>
@@ -71,11 +109,13 @@ where
     M: Message,
 {
     fn handle<'a>(
-        self: Box<Self>,
+        &mut self,
         actor: &'a mut A,
         ctx: &'a mut Context<A>,
     ) -> BoxFuture<'a, Result<(), Panic>> {
-        let AskEnvelope { msg, tx } = *self;
+        let Some((msg, tx)) = self.0.take() else {
+            return spent();
+        };
         Box::pin(async move {
             if tx.is_closed() {
                 // The asker gave up (deadline passed); skip the work.
@@ -101,8 +141,8 @@ where
         })
     }
 
-    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
-        Box::new(self.msg)
+    fn recycle(self: Box<Self>) -> Spare {
+        self
     }
 }
 
