@@ -7,7 +7,6 @@
 //! to) is sent again only when it carries an idempotency key and retries are left: the
 //! owner then runs it at most once.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,7 +17,7 @@ use cortex_protocol::{
 use cortex_runtime::{Codec, RemoteMessage, decode_with, encode_with};
 use tokio::time::Instant;
 
-use crate::client::{Client, budget_us};
+use crate::client::{Avoid, Client, budget_us};
 use crate::config::AskOptions;
 use crate::error::ClientError;
 
@@ -121,7 +120,7 @@ impl Client {
             .idempotency_key
             .or_else(|| (opts.retries > 0).then(rand::random::<[u8; 16]>));
         let mut retries_left = opts.retries;
-        let mut avoid = HashSet::new();
+        let mut avoid = Avoid::new();
         let mut last = None;
         for attempt in 0..inner.cfg.max_attempts {
             if Instant::now() >= deadline {
@@ -151,9 +150,8 @@ impl Client {
                 epoch: route.digest,
                 idempotency_key: key,
             };
-            let node = route.node.name().to_owned();
-            let conn = route.conn.clone();
-            let err = match conn.ask(ask, left).await {
+            let mut route = route;
+            let err = match route.conn.ask(ask, left).await {
                 Ok(ReplyResult::Ok { message, payload }) => {
                     route.success();
                     return Ok(RawReply { message, payload });
@@ -166,7 +164,7 @@ impl Client {
                         // on its way to the owner (a dial to a dead node), not the
                         // caller's deadline. Like a lost connection, it may have run.
                         ClientError::Unreachable {
-                            detail: format!("{node}: {}", e.detail),
+                            detail: format!("{}: {}", route.node, e.detail),
                             maybe_ran: true,
                         }
                     } else {
@@ -175,7 +173,7 @@ impl Client {
                 }
                 Err(e) => {
                     route.failure();
-                    avoid.insert(node.clone());
+                    avoid.push(route.node.name().to_owned());
                     ClientError::from_in_flight(&e, opts.timeout)
                 }
             };
@@ -193,7 +191,7 @@ impl Client {
             if !again {
                 return Err(err);
             }
-            tracing::debug!(%id, %node, attempt, error = %err, "ask failed over");
+            tracing::debug!(%id, node = %route.node, attempt, error = %err, "ask failed over");
             last = Some(err);
             inner.backoff(attempt, deadline).await;
         }
@@ -242,7 +240,7 @@ impl Client {
         let deadline = Instant::now() + timeout;
         let target = Target::Virtual(id.clone());
         let lane = cortex_transport::lane_key(&target);
-        let mut avoid = HashSet::new();
+        let mut avoid = Avoid::new();
         let mut last = None;
         for attempt in 0..inner.cfg.max_attempts {
             if Instant::now() >= deadline {
@@ -269,15 +267,15 @@ impl Client {
                 },
                 epoch: route.digest,
             });
-            let conn = route.conn.clone();
-            match tokio::time::timeout_at(deadline, conn.send(env, lane)).await {
+            let mut route = route;
+            match tokio::time::timeout_at(deadline, route.conn.send(env, lane)).await {
                 Ok(Ok(())) => {
                     route.success();
                     return Ok(());
                 }
                 Ok(Err(e)) => {
                     // Not queued: the connection is gone, so another node may take it.
-                    avoid.insert(route.node.name().to_owned());
+                    avoid.push(route.node.name().to_owned());
                     route.failure();
                     last = Some(ClientError::from_dial(&e));
                 }

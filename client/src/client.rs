@@ -2,7 +2,7 @@
 //! topology, a circuit breaker per node and a maintenance task that keeps at least one
 //! connection (and every subscription) alive.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -98,17 +98,26 @@ pub(crate) struct Route {
 
 impl Route {
     /// The node answered (whatever it said).
-    pub(crate) fn success(mut self) {
+    pub(crate) fn success(&mut self) {
         if let Some(g) = self.guard.take() {
             g.success();
         }
     }
     /// The node did not answer.
-    pub(crate) fn failure(mut self) {
+    pub(crate) fn failure(&mut self) {
         if let Some(g) = self.guard.take() {
             g.failure();
         }
     }
+}
+
+/// Names of nodes one call no longer tries (it failed there). A call meets few nodes, so a
+/// vector beats a hash set: nothing to allocate or hash on the common path, where it stays
+/// empty.
+pub(crate) type Avoid = Vec<String>;
+
+fn avoids(avoid: &[String], name: &str) -> bool {
+    avoid.iter().any(|n| n == name)
 }
 
 /// Counters for monitoring a client.
@@ -404,7 +413,7 @@ impl Inner {
     pub(crate) async fn route(
         &self,
         id: Option<&ActorId>,
-        avoid: &HashSet<String>,
+        avoid: &[String],
         deadline: Instant,
     ) -> Result<Route, ClientError> {
         if self.cancel.is_cancelled() {
@@ -415,7 +424,7 @@ impl Inner {
         let mut last: Option<ClientError> = None;
         if let (Some(id), Some(view)) = (id, &view)
             && let Some(owner) = view.owner(id)
-            && !avoid.contains(owner.name())
+            && !avoids(avoid, owner.name())
         {
             match self.dial_member(view, owner, deadline).await {
                 Ok((conn, guard)) => {
@@ -432,7 +441,7 @@ impl Inner {
         let conns: Vec<Connection> = self
             .live_connections()
             .into_iter()
-            .filter(|c| c.peer_node().is_some_and(|n| !avoid.contains(n.name())))
+            .filter(|c| c.peer_node().is_some_and(|n| !avoids(avoid, n.name())))
             .collect();
         let start = self.next_pick.fetch_add(1, Ordering::Relaxed);
         for k in 0..conns.len() {
@@ -453,7 +462,7 @@ impl Inner {
             let owners = view.owners();
             for k in 0..owners.len() {
                 let node = &owners[(start + k) % owners.len()];
-                if avoid.contains(node.name()) {
+                if avoids(avoid, node.name()) {
                     continue;
                 }
                 match self.dial_member(view, node, deadline).await {
@@ -480,7 +489,7 @@ impl Inner {
                     let Some(node) = conn.peer_node().cloned() else {
                         continue;
                     };
-                    if avoid.contains(node.name()) {
+                    if avoids(avoid, node.name()) {
                         continue;
                     }
                     return Ok(Route {
@@ -516,6 +525,12 @@ impl Inner {
                     ),
                     maybe_ran: false,
                 })?;
+        // Hot path: the open connection to this very process, without arming a dial timer.
+        if let Some(conn) = self.endpoint.cached_connection(node.name())
+            && conn.peer_node() == Some(node)
+        {
+            return Ok((conn, guard));
+        }
         let Some(addr) = view.member(node.name()).map(|m| m.quic_addr) else {
             return Err(ClientError::Unreachable {
                 detail: format!("{node} has no address in the topology"),
@@ -548,7 +563,7 @@ impl Inner {
     async fn maintain_once(&self) -> bool {
         if self.live_connections().is_empty() {
             let deadline = Instant::now() + self.cfg.connect_timeout;
-            if let Err(e) = self.route(None, &HashSet::new(), deadline).await {
+            if let Err(e) = self.route(None, &[], deadline).await {
                 tracing::warn!(error = %e, "no node reachable; retrying with backoff");
                 return false;
             }

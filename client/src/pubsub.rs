@@ -7,7 +7,6 @@
 //! number of deliveries; when the subscriber falls behind, new ones are dropped and counted
 //! ([`crate::ClientStats::dropped_deliveries`]).
 
-use std::collections::HashSet;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
@@ -164,7 +163,7 @@ impl Client {
         let inner = &self.inner;
         let timeout = inner.cfg.default_timeout;
         let deadline = Instant::now() + timeout;
-        let mut avoid = HashSet::new();
+        let mut avoid = crate::client::Avoid::new();
         let mut last = None;
         for attempt in 0..inner.cfg.max_attempts {
             if Instant::now() >= deadline {
@@ -189,14 +188,14 @@ impl Client {
                     .publish_seq
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             });
-            let conn = route.conn.clone();
-            match tokio::time::timeout_at(deadline, conn.send(env, topic_lane(topic))).await {
+            let mut route = route;
+            match tokio::time::timeout_at(deadline, route.conn.send(env, topic_lane(topic))).await {
                 Ok(Ok(())) => {
                     route.success();
                     return Ok(());
                 }
                 Ok(Err(e)) => {
-                    avoid.insert(route.node.name().to_owned());
+                    avoid.push(route.node.name().to_owned());
                     route.failure();
                     last = Some(ClientError::from_dial(&e));
                 }
@@ -273,7 +272,7 @@ impl Inner {
         topic: &TopicId,
         deadline: Instant,
     ) -> Result<(), ClientError> {
-        let route = self.route(None, &HashSet::new(), deadline).await?;
+        let mut route = self.route(None, &[], deadline).await?;
         let env = Envelope::Subscribe(Subscribe {
             subscription: id,
             topic: topic.clone(),
