@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use cortex_node::routing::sim::{self, SimConfig, SimReport};
+use cortex_node::routing::sim::{self, DoubleCounts, SimConfig, SimReport};
 
 fn env_u64(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;
@@ -25,7 +25,7 @@ fn env_u64(name: &str) -> Option<u64> {
 fn summary(r: &SimReport) -> String {
     format!(
         "seed {}: {} steps, {} asks ({} ok, errors {:?}, {} quiet), max {} hops, worst answer {:?}, \
-         {} activations, {} handed over, {} ring changes, doubles {:?}, checked agreement {:?}, \
+         {} activations, {} handed over, {} ring changes ({} unsettles), doubles {:?}, checked agreement {:?}, \
          faults {:?}, converged after {:?}",
         r.seed,
         r.steps,
@@ -38,6 +38,7 @@ fn summary(r: &SimReport) -> String {
         r.activations,
         r.handovers,
         r.ring_changes,
+        r.unsettles,
         r.doubles,
         r.checked_agreement,
         r.faults,
@@ -56,7 +57,8 @@ fn routing_holds_its_invariants_under_random_faults() {
         }
     };
     let mut failures = Vec::new();
-    let (mut steps, mut asks, mut doubles, mut alone, mut unpartitioned) = (0, 0, 0, 0, 0);
+    let (mut steps, mut asks, mut unsettles) = (0, 0, 0);
+    let mut doubles = DoubleCounts::default();
     let mut worst_hops = 0;
     for &seed in &seeds {
         match sim::run(&SimConfig::new(seed)) {
@@ -67,9 +69,11 @@ fn routing_holds_its_invariants_under_random_faults() {
                 assert!(r.checked_agreement > Duration::ZERO);
                 steps += r.steps;
                 asks += r.asks;
-                doubles += r.doubles.total();
-                alone += r.doubles.alone;
-                unpartitioned += r.doubles.unpartitioned;
+                unsettles += r.unsettles;
+                doubles.partitioned += r.doubles.partitioned;
+                doubles.merging += r.doubles.merging;
+                doubles.unpartitioned += r.doubles.unpartitioned;
+                doubles.young_agreement += r.doubles.young_agreement;
                 worst_hops = worst_hops.max(r.max_hops);
             }
             Err(f) => {
@@ -79,10 +83,10 @@ fn routing_holds_its_invariants_under_random_faults() {
         }
     }
     eprintln!(
-        "{} seeds, {steps} steps, {asks} asks, {doubles} double activations outside checked \
-         windows ({alone} by a node alone in its view, {unpartitioned} other without a partition \
-         between the holders), max {worst_hops} hops",
-        seeds.len()
+        "{} seeds, {steps} steps, {asks} asks, {unsettles} unsettled views, {} double \
+         activations outside checked windows {doubles:?}, max {worst_hops} hops",
+        seeds.len(),
+        doubles.total()
     );
     assert!(
         failures.is_empty(),
@@ -100,4 +104,25 @@ fn a_seed_replays_exactly() {
     assert_eq!(a, b);
     assert!(a.steps > 5_000, "only {} steps", a.steps);
     assert!(a.activations > 100, "only {} activations", a.activations);
+}
+
+/// A build without the join gate lets a node that has seen no other member yet (its first
+/// join requests lost, its one-member view settled) take ids another node holds: the check
+/// on double activations by a node that had not joined fails such seeds, and only such.
+#[test]
+fn activating_before_joining_fails_the_run() {
+    let mut caught = Vec::new();
+    for seed in 1..=8 {
+        let mut c = SimConfig::new(seed);
+        c.model.join_gate = false;
+        if let Err(f) = sim::run(&c) {
+            assert!(f.reason.contains("before joining"), "{f}");
+            caught.push(seed);
+        }
+    }
+    eprintln!("without the join gate, seeds {caught:?} of 1..=8 fail");
+    assert!(
+        !caught.is_empty(),
+        "no seed of 1..=8 caught a build without the join gate"
+    );
 }

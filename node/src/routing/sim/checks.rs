@@ -31,6 +31,7 @@ pub(super) struct Checks {
     activations: u64,
     pub(super) handovers: u64,
     pub(super) ring_changes: u64,
+    pub(super) unsettles: u64,
     ok: u64,
     errors: BTreeMap<String, u64>,
     quiet_asks: u64,
@@ -134,6 +135,30 @@ impl World {
             .is_some_and(|o| o.name() == self.slots[slot].name)
     }
 
+    /// After a node starts or stops: the one node left running counts as joined from now
+    /// on (its seeds resolve only to itself).
+    pub(super) fn note_sole(&mut self) {
+        if let [only] = self.running()[..]
+            && let Some(node) = self.node_mut(only)
+        {
+            node.was_sole = true;
+        }
+    }
+
+    /// Holders of `id` (among `slot` and `others`) whose activation began before their node
+    /// had joined by the checks' observation.
+    fn unjoined_holders(&self, slot: usize, others: &[usize], id: &ActorId) -> Vec<String> {
+        std::iter::once(slot)
+            .chain(others.iter().copied())
+            .filter(|&h| {
+                self.node(h)
+                    .and_then(|n| n.acts.get(id))
+                    .is_some_and(|a| a.unjoined)
+            })
+            .map(|h| self.slots[h].name.clone())
+            .collect()
+    }
+
     /// `slot` has just activated `id`: count or fail a double activation.
     pub(super) fn on_activation(&mut self, slot: usize, id: &ActorId) -> Result<(), SimFailure> {
         self.checks.activations += 1;
@@ -148,6 +173,13 @@ impl World {
                 .map(|&h| self.slots[h].name.as_str())
                 .collect();
             let line = format!("double activation of {id} on {name}, also live on {who:?}");
+            let unjoined = self.unjoined_holders(slot, &holders, id);
+            if !unjoined.is_empty() {
+                return Err(self.fail(format!(
+                    "{line}: {unjoined:?} activated it before joining (no other live member \
+                     ever in its view, never the only running node)"
+                )));
+            }
             if self.agreement_is_old() {
                 return Err(self.fail(format!(
                     "{line} while membership has agreed for at least {:?}",
@@ -163,8 +195,6 @@ impl World {
                 .any(|&h| self.recently_separated(slot, h, self.merge_window()))
             {
                 self.checks.doubles.merging += 1;
-            } else if self.node(slot).is_some_and(|n| n.live.len() <= 1) {
-                self.checks.doubles.alone += 1;
             } else {
                 self.checks.doubles.unpartitioned += 1;
             }
@@ -312,6 +342,7 @@ impl World {
             activations: c.activations,
             handovers: c.handovers,
             ring_changes: c.ring_changes,
+            unsettles: c.unsettles,
             doubles: c.doubles.clone(),
             checked_agreement: c.checked,
             faults: self.faults.clone(),

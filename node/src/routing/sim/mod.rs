@@ -6,12 +6,25 @@
 //! simulation drives), a [`PlacementState`](crate::placement::PlacementState) fed with the
 //! core's live members the way the node's watch task feeds it, and
 //! [`decide`](crate::routing::decide::decide) for every request. Around them the simulation
-//! models what the async node does (`node/inner.rs`, `node/watch.rs`): ring admission (a
-//! member enters a node's ring once a QUIC handshake with it succeeds), the activation gate,
-//! handover (passivation of ids a node no longer owns, taking a random time during which the
-//! activation still counts as live), forwarding over a lossy network with per-hop deadlines
-//! and hop counts, waiting for the view to settle, and graceful leaves (hand over first, then
-//! leave).
+//! models what the async node does (`node/inner.rs`, `node/watch.rs`), rule by rule:
+//! - *`apply_view`* (the watch loop, woken by a membership change, an admission verdict or
+//!   every 2 s): the node has *joined* once its view holds another live member or its seeds
+//!   resolve only to itself (here: it is the only running node); a member enters the ring
+//!   once a QUIC handshake with it succeeds (*admission*: the dial retransmits until the
+//!   connect timeout, a refused member is dialled again 2 s later); a change of the gossip
+//!   set that leaves the admitted ring as it was *unsettles* the view (a new epoch, the
+//!   settle time restarted); a ring change starts a *handover*;
+//! - *handover*: passivation of ids the node no longer owns, in chunks, each taking a random
+//!   time during which the activation still counts as live;
+//! - *the activation gate*: only the owner, in a settled view, once joined;
+//! - *routing* (`resolve_at`, `forward_ask`): wait for the view to settle; a node that has not
+//!   joined waits for the next ring epoch instead of delivering locally; forwarding over a
+//!   lossy network with per-hop deadlines and hop counts;
+//! - *graceful leaves*: drop out of the own ring, hand everything over, then leave.
+//!
+//! [`NodeModel`] can switch rules off to show that the checks catch a build without them.
+//! Not modelled: tells (delivered inline by the inbound reader), idempotency keys, client
+//! connections.
 //!
 //! One seeded RNG drives everything and time is virtual: a seed replays exactly. `tokio`'s
 //! `Instant` is only built as `base + virtual time` from one `Instant` taken at start and used
@@ -20,13 +33,16 @@
 //! # What is checked
 //! *Agreement* holds when every running node's membership view has the same live set and
 //! that set contains every running node's current id (it may still hold a crashed member not
-//! yet detected). Then:
+//! yet detected). The checks:
 //! 1. once agreement has held continuously for [`SimConfig::grace`] (the node's default
 //!    settle time), no id has two live activations;
 //! 2. in a *stable* state (agreement, every node's ring installed from the agreed set, no
 //!    leave, handover or passivation in progress) every activation sits at its id's owner;
 //! 3. every ask gets exactly one answer, a success or a typed error, no later than its
-//!    deadline; once the faults have stopped and the cluster is stable, every ask succeeds.
+//!    deadline; once the faults have stopped and the cluster is stable, every ask succeeds;
+//! 4. at any time, no double activation involves an activation started by a node that had
+//!    not joined by the checks' own observation: no other live member ever in its view, and
+//!    never the only running node (the join gate's promise).
 //!
 //! Double activations created outside those windows are counted, not failed (an AP system
 //! cannot avoid them across a partition): see [`DoubleCounts`].
@@ -55,19 +71,28 @@ pub struct NodeModel {
     pub gate_requires_settled: bool,
     /// Whether a ring change passivates the ids a node no longer owns (it does).
     pub handover: bool,
+    /// Whether a node activates nothing until it has joined: seen another live member, or
+    /// found that its seeds resolve only to itself (`NodeInner::joined`; it does).
+    pub join_gate: bool,
+    /// Whether a change of the gossip member set that leaves the admitted ring as it was
+    /// (a member awaiting admission) restarts the settle time (`PlacementState::unsettle`
+    /// in `apply_view`; it does).
+    pub unsettle_on_gossip_change: bool,
     /// Range of the time one passivation takes (its stop hooks).
     pub passivation: (Duration, Duration),
 }
 
 impl NodeModel {
-    /// The node as built: default settle time and vnodes, gate on settledness, handover on,
-    /// passivations of 0 to 50 ms.
+    /// The node as built: default settle time and vnodes, gate on settledness and on having
+    /// joined, handover on, unsettle on a gossip change, passivations of 0 to 50 ms.
     pub fn as_built() -> Self {
         Self {
             settle: DEFAULT_SETTLE_TIME,
             vnodes: DEFAULT_VNODES,
             gate_requires_settled: true,
             handover: true,
+            join_gate: true,
+            unsettle_on_gossip_change: true,
             passivation: (Duration::ZERO, Duration::from_millis(50)),
         }
     }
@@ -151,14 +176,11 @@ pub struct DoubleCounts {
     /// than a seed re-resolution interval plus the grace period ago: the two sides, each
     /// settled on its own membership, are still merging.
     pub merging: u64,
-    /// Outside agreement, no partition involved, the activating node alone in its own
-    /// membership view: it has not joined anyone yet (its first join requests were lost, and
-    /// the core re-announces only every `reannounce_interval`, 2 s, the settle time), so its
-    /// one-member view settled and it took every id asked of it.
-    pub alone: u64,
     /// Outside agreement, no partition between the two holders recently: disagreement
-    /// outlasted the settle time (a join not yet seen, a slow failure detection). These are
-    /// the ones a longer settle time would prevent.
+    /// outlasted the settle time (a join not yet seen, a slow failure detection, a node whose
+    /// view lost every other member). These are the ones a longer settle time would prevent.
+    /// A node alone in its view because it has not joined yet activates nothing (the join
+    /// gate): check 4 fails such a double rather than counting it.
     pub unpartitioned: u64,
     /// While agreement held, but for less than the grace period (the tail of an earlier
     /// disagreement).
@@ -168,7 +190,7 @@ pub struct DoubleCounts {
 impl DoubleCounts {
     /// All counted double activations.
     pub fn total(&self) -> u64 {
-        self.partitioned + self.merging + self.alone + self.unpartitioned + self.young_agreement
+        self.partitioned + self.merging + self.unpartitioned + self.young_agreement
     }
 }
 
@@ -212,6 +234,9 @@ pub struct SimReport {
     pub handovers: u64,
     /// Ring view changes over all nodes.
     pub ring_changes: u64,
+    /// Of those, views that only restarted the settle time (the gossip set moved, the
+    /// admitted ring did not).
+    pub unsettles: u64,
     /// Double activations counted outside the checked windows.
     pub doubles: DoubleCounts,
     /// Virtual time agreement held with the grace period over (the checked window).

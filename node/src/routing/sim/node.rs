@@ -16,14 +16,20 @@ use crate::placement::PlacementState;
 use crate::routing::decide::{Decision, decide};
 
 /// What `transport_err` in `node/inner.rs` makes of a forwarded ask that got no reply in
-/// time: `TransportError::AskTimeout` is not `TransportError::Timeout`, so it becomes
-/// `Unreachable`.
-const ASK_TIMEOUT_CODE: ErrorCode = ErrorCode::Unreachable;
+/// time (`TransportError::AskTimeout`: the request may have run).
+const ASK_TIMEOUT_CODE: ErrorCode = ErrorCode::Timeout;
+
+/// `resolve_at`'s answer when the node has not joined by the deadline.
+const NOT_JOINED: (ErrorCode, &str) = (ErrorCode::Unreachable, "not joined by the deadline");
 
 pub(super) struct Act {
     pub(super) serial: u64,
     /// When its passivation completes, once begun.
     pub(super) stopping: Option<Duration>,
+    /// The checks' observation when it started: its node had never had another live member
+    /// in its view and had never been the only running node, so it had not joined by any
+    /// rule.
+    pub(super) unjoined: bool,
 }
 
 pub(super) enum ReplyTo {
@@ -39,6 +45,10 @@ pub(super) enum ReplyTo {
 
 pub(super) enum ReqState {
     Routing,
+    /// In `resolve_at`'s "not joined yet" wait for the next ring epoch.
+    Joining {
+        token: u64,
+    },
     /// In `Placement::wait_settled`.
     Settling {
         token: u64,
@@ -105,6 +115,15 @@ pub(super) struct SimNode {
     pub(super) leaving: bool,
     /// Activations passivating.
     pub(super) stopping: usize,
+    /// `NodeInner::joined`: set by `apply_view` once the view holds another live member or
+    /// the seeds resolve only to this node; never cleared.
+    pub(super) joined: bool,
+    /// `NodeInner::last_fingerprint`: the gossip set `apply_view` saw last.
+    pub(super) last_fingerprint: u64,
+    /// Observed by the checks, not by the node: this node's view has held another live
+    /// member, or it has been the only running node.
+    pub(super) saw_peer: bool,
+    pub(super) was_sole: bool,
 }
 
 impl SimNode {
@@ -125,16 +144,30 @@ impl SimNode {
             jobs: BTreeMap::new(),
             leaving: false,
             stopping: 0,
+            joined: false,
+            last_fingerprint: 0,
+            saw_peer: false,
+            was_sole: false,
         }
     }
 
-    /// Requests in `wait_settled`.
-    pub(super) fn settling(&self) -> Vec<u64> {
+    /// Requests waiting for the next ring epoch: in `wait_settled`, or not joined yet.
+    pub(super) fn epoch_waiters(&self) -> Vec<u64> {
         self.reqs
             .iter()
-            .filter(|(_, r)| matches!(r.state, ReqState::Settling { .. }))
+            .filter(|(_, r)| {
+                matches!(
+                    r.state,
+                    ReqState::Settling { .. } | ReqState::Joining { .. }
+                )
+            })
             .map(|(k, _)| *k)
             .collect()
+    }
+
+    /// Whether this node has joined by the checks' own observation (see [`Act::unjoined`]).
+    pub(super) fn observed_joined(&self) -> bool {
+        self.saw_peer || self.was_sole
     }
 }
 
@@ -198,7 +231,9 @@ impl World {
         let view = node.placement.current();
         let live = node.acts.get(&req.id).is_some_and(|a| a.stopping.is_none());
         let decision = decide(&node.me, view, &req.id, live, req.hops, MAX_HOPS, now);
+        let unjoined = self.cfg.model.join_gate && !node.joined;
         match decision {
+            Decision::Local if !live && unjoined => self.join_wait(slot, req_id),
             Decision::Local => {
                 // `ask_erased` hands the local registry the caller's whole timeout, even after
                 // waiting in `resolve`; `route_ask` hands it what is left of the deadline.
@@ -213,6 +248,32 @@ impl World {
             Decision::WaitUntil(_) => self.settle_wait(slot, req_id),
             Decision::Fail(code, why) => self.answer(slot, req_id, Err((code, why))),
         }
+    }
+
+    /// `resolve_at` on a node that has not joined: wait for the next ring epoch (an
+    /// `apply_view` that changed the ring or unsettled it), then decide again; at the
+    /// deadline, fail with `Unreachable`.
+    fn join_wait(&mut self, slot: usize, req_id: u64) -> Result<(), SimFailure> {
+        let t = self.now;
+        let token = self.fresh_id();
+        let generation = self.slots[slot].generation;
+        let Some(req) = self.node_mut(slot).and_then(|n| n.reqs.get_mut(&req_id)) else {
+            return Ok(());
+        };
+        if t >= req.deadline {
+            return self.answer(slot, req_id, Err(NOT_JOINED));
+        }
+        req.state = ReqState::Joining { token };
+        let wake = req.deadline - t;
+        self.at(
+            wake,
+            Event::Wake {
+                slot,
+                generation,
+                req: req_id,
+                token,
+            },
+        )
     }
 
     /// `Placement::wait_settled`: re-decide once the current view is settled, fail with
@@ -266,6 +327,7 @@ impl World {
         let t = self.now;
         let now = self.instant(t);
         let gate_settled = self.cfg.model.gate_requires_settled;
+        let gate_joined = self.cfg.model.join_gate;
         let token = self.fresh_id();
         let generation = self.slots[slot].generation;
         let Some(node) = self.slots[slot].node.as_mut() else {
@@ -307,7 +369,10 @@ impl World {
                 // The activation gate installed by `node/watch.rs`.
                 let view = node.placement.current();
                 let mine = view.owner(&id).is_some_and(|o| o.name() == node.me.name());
-                if mine && (!gate_settled || view.is_settled(now)) {
+                let settled = !gate_settled || view.is_settled(now);
+                let joined = !gate_joined || node.joined;
+                let unjoined = !node.observed_joined();
+                if mine && settled && joined {
                     let serial = self.fresh_id();
                     if let Some(node) = self.slots[slot].node.as_mut() {
                         node.acts.insert(
@@ -315,6 +380,7 @@ impl World {
                             Act {
                                 serial,
                                 stopping: None,
+                                unjoined,
                             },
                         );
                     }
@@ -448,6 +514,20 @@ impl World {
         Ok(())
     }
 
+    /// The ring epoch changed: requests waiting in `wait_settled` or for the join decide
+    /// again.
+    pub(super) fn on_epoch(&mut self, slot: usize, req_id: u64) -> Result<(), SimFailure> {
+        match self
+            .node(slot)
+            .and_then(|n| n.reqs.get(&req_id))
+            .map(|r| &r.state)
+        {
+            Some(ReqState::Settling { .. }) => self.settle_wait(slot, req_id),
+            Some(ReqState::Joining { .. }) => self.route(slot, req_id),
+            _ => Ok(()),
+        }
+    }
+
     pub(super) fn on_wake(
         &mut self,
         slot: usize,
@@ -459,6 +539,9 @@ impl World {
         };
         match req.state {
             ReqState::Settling { token: t } if t == token => self.settle_wait(slot, req_id),
+            ReqState::Joining { token: t } if t == token => {
+                self.answer(slot, req_id, Err(NOT_JOINED))
+            }
             ReqState::Stopping {
                 token: t,
                 local_deadline,

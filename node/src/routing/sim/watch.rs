@@ -40,6 +40,8 @@ impl World {
         node.signature = sig;
         node.live = view.live_ids();
         node.fingerprint = view.fingerprint;
+        let me = node.me.name();
+        node.saw_peer |= node.live.iter().any(|n| n.name() != me);
         self.checks.membership_dirty = true;
         self.wake_watch(slot)
     }
@@ -100,11 +102,16 @@ impl World {
         if due { self.run_watch(slot) } else { Ok(()) }
     }
 
-    /// `apply_view`: the live members (without this node while it leaves), only those
-    /// admitted, plus this node; installs them. True when the ring changed.
+    /// `apply_view`: joins once the view holds another member (or the seeds resolve only to
+    /// this node); the live members (without this node while it leaves), only those
+    /// admitted, plus this node, installed as the ring; the settle time restarted when the
+    /// gossip set changed but the ring did not. True when the ring view changed.
     fn apply_view(&mut self, slot: usize) -> Result<bool, SimFailure> {
         let now = self.instant(self.now);
         let t = self.now;
+        let unsettle = self.cfg.model.unsettle_on_gossip_change;
+        // `seeds_are_only_me`: the seeds resolve to every running node's address.
+        let seeds_only_me = self.running() == [slot];
         let Some(node) = self.slots[slot].node.as_mut() else {
             return Ok(false);
         };
@@ -116,6 +123,10 @@ impl World {
             .filter(|n| !(leaving && n.name() == me.name()))
             .cloned()
             .collect();
+        let joins = !node.joined && (live.iter().any(|n| n.name() != me.name()) || seeds_only_me);
+        node.joined |= joins;
+        let gossip_changed = node.last_fingerprint != node.fingerprint;
+        node.last_fingerprint = node.fingerprint;
         // `admit`: only this node and members that passed their QUIC/TLS check.
         node.admission.retain(|n, _| live.contains(n));
         let mut to_check = Vec::new();
@@ -137,7 +148,19 @@ impl World {
         if !leaving && !live.iter().any(|n| n.name() == me.name()) {
             live.push(me);
         }
-        let changed = node.placement.update(live, now).is_some();
+        let changed = match node.placement.update(live, now) {
+            Some(_) => true,
+            // A member awaits admission: other nodes may already count it.
+            None if unsettle && gossip_changed => {
+                node.placement.unsettle(now);
+                self.checks.unsettles += 1;
+                true
+            }
+            None => false,
+        };
+        if joins {
+            self.log(format!("{}: joined", self.slots[slot].name));
+        }
         for member in to_check {
             self.check_admission(slot, member)?;
         }
@@ -222,12 +245,12 @@ impl World {
         };
         let view = node.placement.current().clone();
         let members: Vec<String> = view.ring.members().iter().map(|m| m.to_string()).collect();
-        let waiting = node.settling();
+        let waiting = node.epoch_waiters();
         let line = format!("{}: ring epoch {} {members:?}", node.me, view.epoch);
         self.log(line);
         self.checks.ring_changes += 1;
         for req in waiting {
-            self.settle_wait(slot, req)?;
+            self.on_epoch(slot, req)?;
         }
         Ok(())
     }

@@ -516,6 +516,7 @@ impl World {
             node.core.set_seed_addrs(addrs, now);
         }
         self.checks.membership_dirty = true;
+        self.note_sole();
         self.pump(slot)
     }
 
@@ -541,6 +542,7 @@ impl World {
             }
         }
         self.checks.membership_dirty = true;
+        self.note_sole();
         Ok(())
     }
 
