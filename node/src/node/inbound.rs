@@ -221,7 +221,12 @@ fn deliver_tell(
             Target::Virtual(id) => id.kind().to_owned(),
             _ => "system".to_owned(),
         };
-        if let Err(e) = i.route_tell(tell, hops, origin, true).await {
+        // The reader runs it, not a node task: stop with the node all the same.
+        let routed = tokio::select! {
+            _ = i.cancel.cancelled() => return,
+            r = i.route_tell(tell, hops, origin, true) => r,
+        };
+        if let Err(e) = routed {
             i.metrics.message_dropped(&kind, true);
             tracing::debug!(error = ?e, "tell dropped");
         }

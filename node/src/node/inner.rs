@@ -172,9 +172,8 @@ impl NodeInner {
         // Hot path: the open connection to that name. Connections to processes that left
         // or were replaced are closed on every membership change (`watch::close_departed`),
         // so an open one reaches the member's current process.
-        if let Some(c) = ep.cached_connection(node.name())
-            && !c.is_closed()
-        {
+        // `cached_connection` returns only connections that are still open.
+        if let Some(c) = ep.cached_connection(node.name()) {
             return Ok(c);
         }
         // By name: `node` may be a gossip id (renewed incarnation) or a process id; the
