@@ -70,6 +70,32 @@ pub trait Handler: Send + Sync + 'static {
     }
     /// Ordered delivery of what [`Handler::on_envelope`] receives: `Some` work is awaited
     /// by the lane's reader before the lane's next envelope.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use cortex_transport::{Connection, Delivery, Handler, Responder};
+    /// use cortex_protocol::{Ask, Envelope};
+    /// use tokio::sync::mpsc;
+    /// /// Tells go to a bounded queue: at once when it has room, else the lane waits for it.
+    /// struct Queue(mpsc::Sender<Envelope>);
+    /// impl Handler for Queue {
+    ///     fn on_envelope(&self, _conn: &Connection, env: Envelope) {
+    ///         let _ = self.0.try_send(env);
+    ///     }
+    ///     fn on_ask(&self, _conn: &Connection, _ask: Ask, _reply: Responder) {}
+    ///     fn deliver_envelope(&self, _conn: &Connection, env: Envelope) -> Option<Delivery> {
+    ///         match self.0.try_send(env) {
+    ///             Err(mpsc::error::TrySendError::Full(env)) => {
+    ///                 let tx = self.0.clone();
+    ///                 Some(Box::pin(async move {
+    ///                     let _ = tx.send_timeout(env, std::time::Duration::from_secs(5)).await;
+    ///                 }))
+    ///             }
+    ///             _ => None,
+    ///         }
+    ///     }
+    /// }
+    /// ```
     fn deliver_envelope(&self, conn: &Connection, env: Envelope) -> Option<Delivery> {
         self.on_envelope(conn, env);
         None

@@ -8,7 +8,10 @@
 //!   the `Hello`/`Welcome` handshake and keeps one [`Connection`] per peer.
 //! - A [`Connection`] has N ordered lanes per direction; an envelope goes on lane
 //!   `lane_key % N`, so order holds per actor while a slow actor blocks no other lane.
-//! - Inbound traffic goes to your [`Handler`]; asks come with a [`Responder`].
+//! - Inbound traffic goes to your [`Handler`]; asks come with a [`Responder`]. Each lane's
+//!   reader dispatches in arrival order and awaits any [`Delivery`] the handler returns
+//!   before the lane's next envelope (replies and pings still pass), so order and
+//!   backpressure hold without a task per message.
 //!
 //! QUIC close codes on the wire: 0 normal, 1 protocol violation, 2 handshake refused,
 //! 3 duplicate connection (simultaneous dial), 4 superseded (newer incarnation),
