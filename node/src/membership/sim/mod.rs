@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use super::config::SwimTuning;
 
+pub(crate) mod harness;
 mod world;
 
 use world::World;
@@ -141,13 +142,7 @@ pub struct SimFailure {
 
 impl fmt::Display for SimFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "simulation seed {} failed: {}", self.seed, self.reason)?;
-        writeln!(f, "replay with CORTEX_SIM_SEED={}", self.seed)?;
-        writeln!(f, "--- last {} trace lines ---", self.trace.len())?;
-        for line in &self.trace {
-            writeln!(f, "{line}")?;
-        }
-        Ok(())
+        harness::write_failure(f, "simulation", self.seed, &self.reason, &self.trace)
     }
 }
 

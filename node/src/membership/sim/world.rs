@@ -1,25 +1,22 @@
 //! The simulated world: node slots, the network, the event queue and the fault schedule.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::time::{Duration, UNIX_EPOCH};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
 
-use cortex_protocol::{NodeId, VersionRange};
+use cortex_protocol::NodeId;
 use rand::rngs::SmallRng;
-use rand::{Rng, RngExt, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
+use super::harness::{self, Fault, HoldsCore, Slot, Trace, fnv};
 use super::{FaultCounts, SimConfig, SimFailure, SimReport};
-use crate::membership::identity::{MemberIdentity, MemberMeta};
-use crate::membership::machine::{CoreConfig, CoreTimer, MembershipCore, Now};
+use crate::membership::machine::{CoreTimer, MembershipCore, Now};
 use crate::membership::timers::TimerQueue;
 use crate::membership::view::MembershipEvent;
 
 mod checks;
 
-const SECRET: &[u8] = b"simulated cluster secret";
 const TRACE_LINES: usize = 400;
-/// Virtual epoch of the simulated wall clocks (2023-11-14), so counters look realistic.
-const WALL_BASE_SECS: u64 = 1_700_000_000;
 
 pub(super) enum Event {
     Deliver {
@@ -39,19 +36,19 @@ pub(super) enum Event {
     Check,
 }
 
-struct Slot {
-    name: String,
-    addr: SocketAddr,
-    offset_ms: i64,
-    next_incarnation: u64,
-    generation: u64,
-    node: Option<Node>,
-}
-
 struct Node {
     core: MembershipCore,
     /// Highest incarnation per name this node has accepted (to catch resurrections).
     seen: BTreeMap<String, u64>,
+}
+
+impl HoldsCore for Node {
+    fn core(&self) -> &MembershipCore {
+        &self.core
+    }
+    fn core_mut(&mut self) -> &mut MembershipCore {
+        &mut self.core
+    }
 }
 
 pub(super) struct World {
@@ -59,7 +56,7 @@ pub(super) struct World {
     rng: SmallRng,
     now: Duration,
     queue: TimerQueue<Event>,
-    slots: Vec<Slot>,
+    slots: Vec<Slot<Node>>,
     groups: Option<Vec<u8>>,
     faults_on: bool,
     partition_pinned: bool,
@@ -69,36 +66,15 @@ pub(super) struct World {
     duplicated: u64,
     renewals: u64,
     faults: FaultCounts,
-    digest: u64,
-    trace: VecDeque<String>,
+    trace: Trace,
     converged_since: Option<Duration>,
     faults_end: Duration,
-}
-
-fn fnv(h: &mut u64, bytes: &[u8]) {
-    for b in bytes {
-        *h ^= u64::from(*b);
-        *h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
 }
 
 impl World {
     pub(super) fn new(cfg: SimConfig) -> Self {
         let mut rng = SmallRng::seed_from_u64(cfg.seed);
-        let max_off = i64::try_from(cfg.max_clock_offset.as_millis()).unwrap_or(0);
-        let slots = (0..cfg.slots)
-            .map(|i| {
-                let ip = Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250 + 1) as u8);
-                Slot {
-                    name: format!("n{i}"),
-                    addr: SocketAddr::V4(SocketAddrV4::new(ip, 7401)),
-                    offset_ms: rng.random_range(-max_off..=max_off),
-                    next_incarnation: 1,
-                    generation: 0,
-                    node: None,
-                }
-            })
-            .collect();
+        let slots = Slot::all(cfg.slots, cfg.max_clock_offset, &mut rng);
         Self {
             rng,
             now: Duration::ZERO,
@@ -113,8 +89,7 @@ impl World {
             duplicated: 0,
             renewals: 0,
             faults: FaultCounts::default(),
-            digest: 0xcbf2_9ce4_8422_2325,
-            trace: VecDeque::new(),
+            trace: Trace::new(TRACE_LINES),
             converged_since: None,
             faults_end: cfg.fault_phase,
             cfg,
@@ -125,17 +100,12 @@ impl World {
         SimFailure {
             seed: self.cfg.seed,
             reason,
-            trace: self.trace.iter().cloned().collect(),
+            trace: self.trace.lines(),
         }
     }
 
     fn log(&mut self, line: String) {
-        fnv(&mut self.digest, line.as_bytes());
-        if self.trace.len() == TRACE_LINES {
-            self.trace.pop_front();
-        }
-        self.trace
-            .push_back(format!("{:>9.3}s {line}", self.now.as_secs_f64()));
+        self.trace.log(self.now, line);
     }
 
     fn at(&mut self, after: Duration, ev: Event) -> Result<(), SimFailure> {
@@ -146,17 +116,7 @@ impl World {
     }
 
     fn now_of(&self, slot: usize) -> Now {
-        let base = UNIX_EPOCH + Duration::from_secs(WALL_BASE_SECS) + self.now;
-        let off = self.slots[slot].offset_ms;
-        let wall = if off >= 0 {
-            base + Duration::from_millis(off.unsigned_abs())
-        } else {
-            base - Duration::from_millis(off.unsigned_abs())
-        };
-        Now {
-            mono: self.now,
-            wall,
-        }
+        self.slots[slot].now(self.now)
     }
 
     fn running(&self) -> Vec<usize> {
@@ -321,33 +281,10 @@ impl World {
     }
 
     fn start(&mut self, slot: usize) -> Result<(), SimFailure> {
-        let s = &mut self.slots[slot];
-        let inc = s.next_incarnation;
-        s.next_incarnation += 1;
-        s.generation += 1;
-        let id = NodeId::new(s.name.clone(), inc).map_err(|e| SimFailure {
-            seed: self.cfg.seed,
-            reason: format!("bad simulated node id: {e}"),
-            trace: Vec::new(),
-        })?;
-        let ip = s.addr.ip();
-        let identity = MemberIdentity {
-            id: id.clone(),
-            gossip_addr: s.addr,
-            meta: MemberMeta {
-                quic_addr: SocketAddr::new(ip, 7400),
-                http_addr: SocketAddr::new(ip, 7480),
-                roles: vec!["sim".to_owned()],
-                versions: VersionRange { min: 1, max: 1 },
-                process: id.incarnation(),
-            },
-        };
-        let mut cc = CoreConfig::new(identity, "sim", SECRET);
-        cc.tuning = self.cfg.tuning.clone();
-        let seed = self.rng.next_u64();
+        let (id, core) = self.slots[slot]
+            .start_core(&self.cfg.tuning, &mut self.rng, self.now)
+            .map_err(|e| self.fail(e))?;
         let now = self.now_of(slot);
-        let core = MembershipCore::new(cc, seed, now)
-            .map_err(|e| self.fail(format!("core did not start: {e}")))?;
         self.slots[slot].node = Some(Node {
             core,
             seen: BTreeMap::new(),
@@ -370,11 +307,7 @@ impl World {
             node.core.leave(now);
             self.pump(slot)?;
         }
-        if let Some(node) = self.slots[slot].node.take() {
-            let inc = node.core.local_id().incarnation();
-            let s = &mut self.slots[slot];
-            s.next_incarnation = s.next_incarnation.max(inc + 1);
-            s.generation += 1;
+        if let Some(node) = self.slots[slot].stop() {
             let verb = if graceful { "leave" } else { "crash" };
             self.log(format!("{verb} {}", node.core.local_id()));
         }
@@ -389,30 +322,24 @@ impl World {
         let stopped: Vec<usize> = (0..self.slots.len())
             .filter(|&i| self.slots[i].node.is_none())
             .collect();
-        match self.rng.random_range(0..10u32) {
-            0..=2 if running.len() > 1 => {
-                let slot = running[self.rng.random_range(0..running.len())];
+        let partitioned = self.groups.is_some();
+        let n = self.slots.len();
+        match harness::pick_fault(&mut self.rng, n, &running, &running, &stopped, partitioned) {
+            Fault::Crash(slot) => {
                 self.faults.crashes += 1;
                 self.stop(slot, false)?;
             }
-            3 | 4 if running.len() > 1 => {
-                let slot = running[self.rng.random_range(0..running.len())];
+            Fault::Leave(slot) => {
                 self.faults.leaves += 1;
                 self.stop(slot, true)?;
             }
-            5..=7 if !stopped.is_empty() => {
-                let slot = stopped[self.rng.random_range(0..stopped.len())];
-                self.start(slot)?;
-            }
-            8 if self.groups.is_none() => {
-                let groups: Vec<u8> = (0..self.slots.len())
-                    .map(|_| u8::from(self.rng.random_bool(0.5)))
-                    .collect();
+            Fault::Start(slot) => self.start(slot)?,
+            Fault::Partition(groups) => {
                 self.faults.partitions += 1;
                 self.log(format!("partition {groups:?}"));
                 self.groups = Some(groups);
             }
-            _ => {
+            Fault::Heal => {
                 if self.groups.take().is_some() {
                     self.faults.heals += 1;
                     self.log("heal".to_owned());
@@ -438,22 +365,15 @@ impl World {
     fn pump(&mut self, slot: usize) -> Result<(), SimFailure> {
         let generation = self.slots[slot].generation;
         let from = self.slots[slot].addr;
-        let mut sends = Vec::new();
-        let mut timers = Vec::new();
-        let mut events = Vec::new();
-        let mut local = None;
-        if let Some(node) = self.slots[slot].node.as_mut() {
-            while let Some(t) = node.core.poll_transmit() {
-                sends.push(t);
-            }
-            while let Some(t) = node.core.poll_timer() {
-                timers.push(t);
-            }
-            while let Some(e) = node.core.poll_event() {
-                events.push(e);
-            }
-            local = Some(node.core.local_id().clone());
-        }
+        let Some(core) = self.slots[slot].core_mut() else {
+            return Ok(());
+        };
+        let local = core.local_id().clone();
+        let harness::Outputs {
+            sends,
+            timers,
+            events,
+        } = harness::drain(core);
         for (at, timer) in timers {
             let after = at.saturating_sub(self.now);
             self.at(
@@ -488,10 +408,7 @@ impl World {
                 1
             };
             for _ in 0..copies {
-                let (lo, hi) = self.cfg.latency;
-                let lat = Duration::from_micros(self.rng.random_range(
-                    lo.as_micros() as u64..=hi.as_micros().max(lo.as_micros()) as u64,
-                ));
+                let lat = harness::latency(&mut self.rng, self.cfg.latency);
                 self.at(
                     lat,
                     Event::Deliver {
@@ -502,7 +419,6 @@ impl World {
                 )?;
             }
         }
-        let Some(local) = local else { return Ok(()) };
         for ev in events {
             self.check_event(slot, &local, &ev)?;
             let line = match &ev {

@@ -53,6 +53,10 @@ use std::time::Duration;
 
 use crate::config::{DEFAULT_SETTLE_TIME, DEFAULT_VNODES};
 use crate::membership::SwimTuning;
+/// Fault actions taken (the same faults as the membership simulation's; a leave hands over
+/// first).
+pub use crate::membership::sim::FaultCounts;
+use crate::membership::sim::harness;
 
 mod checks;
 mod node;
@@ -194,21 +198,6 @@ impl DoubleCounts {
     }
 }
 
-/// Fault actions taken.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FaultCounts {
-    /// Processes killed without a farewell.
-    pub crashes: u64,
-    /// Graceful leaves (hand over, then leave).
-    pub leaves: u64,
-    /// Starts after the initial ones.
-    pub restarts: u64,
-    /// Partitions made.
-    pub partitions: u64,
-    /// Partitions healed.
-    pub heals: u64,
-}
-
 /// What a successful run did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimReport {
@@ -262,17 +251,13 @@ pub struct SimFailure {
 
 impl fmt::Display for SimFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
+        harness::write_failure(
             f,
-            "routing simulation seed {} failed: {}",
-            self.seed, self.reason
-        )?;
-        writeln!(f, "replay with CORTEX_SIM_SEED={}", self.seed)?;
-        writeln!(f, "--- last {} trace lines ---", self.trace.len())?;
-        for line in &self.trace {
-            writeln!(f, "{line}")?;
-        }
-        Ok(())
+            "routing simulation",
+            self.seed,
+            &self.reason,
+            &self.trace,
+        )
     }
 }
 

@@ -12,6 +12,7 @@ use super::SimFailure;
 use super::world::{Answer, AskRecord, Event, Msg, World};
 use crate::MAX_HOPS;
 use crate::membership::MembershipCore;
+use crate::membership::sim::harness::HoldsCore;
 use crate::placement::PlacementState;
 use crate::routing::decide::{Decision, decide};
 
@@ -124,6 +125,15 @@ pub(super) struct SimNode {
     /// member, or it has been the only running node.
     pub(super) saw_peer: bool,
     pub(super) was_sole: bool,
+}
+
+impl HoldsCore for SimNode {
+    fn core(&self) -> &MembershipCore {
+        &self.core
+    }
+    fn core_mut(&mut self) -> &mut MembershipCore {
+        &mut self.core
+    }
 }
 
 impl SimNode {

@@ -2,28 +2,25 @@
 //! the fault schedule. Requests live in `node.rs`, the watch task and handover in
 //! `watch.rs`, the invariants in `checks.rs`.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::time::{Duration, UNIX_EPOCH};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
 
-use cortex_protocol::{ActorId, ErrorCode, NodeId, VersionRange};
+use cortex_protocol::{ActorId, ErrorCode, NodeId};
+use rand::RngExt;
+use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use rand::{Rng, RngExt, SeedableRng};
 use tokio::time::Instant;
 
 use super::checks::Checks;
 use super::node::SimNode;
 use super::{FaultCounts, SimConfig, SimFailure, SimReport};
-use crate::membership::{
-    CoreConfig, CoreTimer, MemberIdentity, MemberMeta, MembershipCore, MembershipEvent, Now,
-    TimerQueue,
-};
+pub(super) use crate::membership::sim::harness::fnv;
+use crate::membership::sim::harness::{self, Fault, Slot, Trace};
+use crate::membership::{CoreTimer, MembershipEvent, Now, TimerQueue};
 use crate::placement::PlacementState;
 
-const SECRET: &[u8] = b"simulated cluster secret";
 const TRACE_LINES: usize = 300;
-/// Virtual epoch of the simulated wall clocks (2023-11-14).
-const WALL_BASE_SECS: u64 = 1_700_000_000;
 
 /// A request's outcome: success, or the error code and why.
 pub(super) type Answer = Result<(), (ErrorCode, &'static str)>;
@@ -114,15 +111,6 @@ pub(super) enum Msg {
     },
 }
 
-pub(super) struct Slot {
-    pub(super) name: String,
-    addr: SocketAddr,
-    offset_ms: i64,
-    next_incarnation: u64,
-    pub(super) generation: u64,
-    pub(super) node: Option<SimNode>,
-}
-
 /// One client ask, as its caller sees it.
 pub(super) struct AskRecord {
     pub(super) issued: Duration,
@@ -140,7 +128,7 @@ pub(super) struct World {
     /// The one real `Instant` of the run; every simulated instant is `base + now`.
     pub(super) base: Instant,
     queue: TimerQueue<Event>,
-    pub(super) slots: Vec<Slot>,
+    pub(super) slots: Vec<Slot<SimNode>>,
     pub(super) by_name: BTreeMap<String, usize>,
     pub(super) groups: Option<Vec<u8>>,
     /// Partitions healed, and when.
@@ -149,38 +137,17 @@ pub(super) struct World {
     pub(super) faults_end: Duration,
     pub(super) steps: u64,
     pub(super) faults: FaultCounts,
-    digest: u64,
-    trace: VecDeque<String>,
+    trace: Trace,
     pub(super) asks: Vec<AskRecord>,
     pub(super) next_id: u64,
     pub(super) checks: Checks,
     ended: bool,
 }
 
-pub(super) fn fnv(h: &mut u64, bytes: &[u8]) {
-    for b in bytes {
-        *h ^= u64::from(*b);
-        *h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-}
-
 impl World {
     pub(super) fn new(cfg: SimConfig) -> Self {
         let mut rng = SmallRng::seed_from_u64(cfg.seed);
-        let max_off = i64::try_from(cfg.max_clock_offset.as_millis()).unwrap_or(0);
-        let slots: Vec<Slot> = (0..cfg.slots)
-            .map(|i| {
-                let ip = Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250 + 1) as u8);
-                Slot {
-                    name: format!("n{i}"),
-                    addr: SocketAddr::V4(SocketAddrV4::new(ip, 7401)),
-                    offset_ms: rng.random_range(-max_off..=max_off),
-                    next_incarnation: 1,
-                    generation: 0,
-                    node: None,
-                }
-            })
-            .collect();
+        let slots = Slot::all(cfg.slots, cfg.max_clock_offset, &mut rng);
         let by_name = slots
             .iter()
             .enumerate()
@@ -199,8 +166,7 @@ impl World {
             faults_end: cfg.fault_phase,
             steps: 0,
             faults: FaultCounts::default(),
-            digest: 0xcbf2_9ce4_8422_2325,
-            trace: VecDeque::new(),
+            trace: Trace::new(TRACE_LINES),
             asks: Vec::new(),
             next_id: 1,
             checks: Checks::default(),
@@ -213,17 +179,12 @@ impl World {
         SimFailure {
             seed: self.cfg.seed,
             reason,
-            trace: self.trace.iter().cloned().collect(),
+            trace: self.trace.lines(),
         }
     }
 
     pub(super) fn log(&mut self, line: String) {
-        fnv(&mut self.digest, line.as_bytes());
-        if self.trace.len() == TRACE_LINES {
-            self.trace.pop_front();
-        }
-        self.trace
-            .push_back(format!("{:>9.3}s {line}", self.now.as_secs_f64()));
+        self.trace.log(self.now, line);
     }
 
     pub(super) fn at(&mut self, after: Duration, ev: Event) -> Result<(), SimFailure> {
@@ -239,7 +200,7 @@ impl World {
     }
 
     pub(super) fn digest(&self) -> u64 {
-        self.digest
+        self.trace.digest()
     }
 
     pub(super) fn fresh_id(&mut self) -> u64 {
@@ -248,17 +209,7 @@ impl World {
     }
 
     fn now_of(&self, slot: usize) -> Now {
-        let base = UNIX_EPOCH + Duration::from_secs(WALL_BASE_SECS) + self.now;
-        let off = self.slots[slot].offset_ms;
-        let wall = if off >= 0 {
-            base + Duration::from_millis(off.unsigned_abs())
-        } else {
-            base - Duration::from_millis(off.unsigned_abs())
-        };
-        Now {
-            mono: self.now,
-            wall,
-        }
+        self.slots[slot].now(self.now)
     }
 
     pub(super) fn running(&self) -> Vec<usize> {
@@ -290,9 +241,7 @@ impl World {
     }
 
     pub(super) fn latency(&mut self) -> Duration {
-        let (lo, hi) = self.cfg.latency;
-        let (lo, hi) = (lo.as_micros() as u64, hi.as_micros() as u64);
-        Duration::from_micros(self.rng.random_range(lo..=hi.max(lo)))
+        harness::latency(&mut self.rng, self.cfg.latency)
     }
 
     pub(super) fn run(mut self) -> Result<SimReport, SimFailure> {
@@ -480,30 +429,10 @@ impl World {
     }
 
     pub(super) fn start(&mut self, slot: usize) -> Result<(), SimFailure> {
-        let s = &mut self.slots[slot];
-        let inc = s.next_incarnation;
-        s.next_incarnation += 1;
-        s.generation += 1;
-        let id = NodeId::new(s.name.clone(), inc)
-            .map_err(|e| self.fail(format!("bad simulated node id: {e}")))?;
-        let ip = self.slots[slot].addr.ip();
-        let identity = MemberIdentity {
-            id: id.clone(),
-            gossip_addr: self.slots[slot].addr,
-            meta: MemberMeta {
-                quic_addr: SocketAddr::new(ip, 7400),
-                http_addr: SocketAddr::new(ip, 7480),
-                roles: vec!["sim".to_owned()],
-                versions: VersionRange { min: 1, max: 1 },
-                process: inc,
-            },
-        };
-        let mut cc = CoreConfig::new(identity, "sim", SECRET);
-        cc.tuning = self.cfg.tuning.clone();
-        let seed = self.rng.next_u64();
+        let (id, core) = self.slots[slot]
+            .start_core(&self.cfg.tuning, &mut self.rng, self.now)
+            .map_err(|e| self.fail(e))?;
         let now = self.now_of(slot);
-        let core = MembershipCore::new(cc, seed, now)
-            .map_err(|e| self.fail(format!("core did not start: {e}")))?;
         let m = &self.cfg.model;
         let placement = PlacementState::new(id.clone(), m.vnodes, m.settle, self.instant(self.now));
         self.slots[slot].node = Some(SimNode::new(core, id.clone(), placement));
@@ -522,13 +451,9 @@ impl World {
 
     /// The process ends: its activations vanish with it, its callers see the connection drop.
     pub(super) fn stop(&mut self, slot: usize, verb: &str) -> Result<(), SimFailure> {
-        let Some(node) = self.slots[slot].node.take() else {
+        let Some(node) = self.slots[slot].stop() else {
             return Ok(());
         };
-        let inc = node.core.local_id().incarnation();
-        let s = &mut self.slots[slot];
-        s.next_incarnation = s.next_incarnation.max(inc + 1);
-        s.generation += 1;
         self.log(format!("{verb} {}", node.core.local_id()));
         for id in node.acts.keys() {
             self.checks.deactivated(id);
@@ -556,30 +481,24 @@ impl World {
         let stopped: Vec<usize> = (0..self.slots.len())
             .filter(|&i| self.slots[i].node.is_none())
             .collect();
-        match self.rng.random_range(0..10u32) {
-            0..=2 if running.len() > 1 => {
-                let slot = running[self.rng.random_range(0..running.len())];
+        let partitioned = self.groups.is_some();
+        let n = self.slots.len();
+        match harness::pick_fault(&mut self.rng, n, &running, &idle, &stopped, partitioned) {
+            Fault::Crash(slot) => {
                 self.faults.crashes += 1;
                 self.stop(slot, "crash")?;
             }
-            3 | 4 if idle.len() > 1 => {
-                let slot = idle[self.rng.random_range(0..idle.len())];
+            Fault::Leave(slot) => {
                 self.faults.leaves += 1;
                 self.begin_leave(slot)?;
             }
-            5..=7 if !stopped.is_empty() => {
-                let slot = stopped[self.rng.random_range(0..stopped.len())];
-                self.start(slot)?;
-            }
-            8 if self.groups.is_none() => {
-                let groups: Vec<u8> = (0..self.slots.len())
-                    .map(|_| u8::from(self.rng.random_bool(0.5)))
-                    .collect();
+            Fault::Start(slot) => self.start(slot)?,
+            Fault::Partition(groups) => {
                 self.faults.partitions += 1;
                 self.log(format!("partition {groups:?}"));
                 self.groups = Some(groups);
             }
-            _ => {
+            Fault::Heal => {
                 if let Some(g) = self.groups.take() {
                     self.faults.heals += 1;
                     self.healed.push((g, self.now));
@@ -613,21 +532,14 @@ impl World {
     pub(super) fn pump(&mut self, slot: usize) -> Result<(), SimFailure> {
         let generation = self.slots[slot].generation;
         let from = self.slots[slot].addr;
-        let mut sends = Vec::new();
-        let mut timers = Vec::new();
-        let mut events = Vec::new();
-        let Some(node) = self.node_mut(slot) else {
+        let Some(core) = self.slots[slot].core_mut() else {
             return Ok(());
         };
-        while let Some(t) = node.core.poll_transmit() {
-            sends.push(t);
-        }
-        while let Some(t) = node.core.poll_timer() {
-            timers.push(t);
-        }
-        while let Some(e) = node.core.poll_event() {
-            events.push(e);
-        }
+        let harness::Outputs {
+            sends,
+            timers,
+            events,
+        } = harness::drain(core);
         for (at, timer) in timers {
             let after = at.saturating_sub(self.now);
             self.at(

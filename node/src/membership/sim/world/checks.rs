@@ -98,7 +98,7 @@ impl World {
             .filter_map(|&i| self.slots[i].node.as_ref())
             .map(|n| n.core.counters().rejected.total())
             .sum();
-        let mut digest = self.digest;
+        let mut digest = self.trace.digest();
         fnv(&mut digest, &self.steps.to_le_bytes());
         fnv(&mut digest, &self.datagrams.to_le_bytes());
         SimReport {
