@@ -12,7 +12,10 @@
 //! truncated; rate = 1e6 / mean). Member and client alternate, `CORTEX_BENCH_ROUNDS` rounds
 //! (default 3; the member node is restarted for each of its runs), so both see the same
 //! machine load. CPU per ask (all threads of the asking process, and of the owner `n1`, from
-//! `/proc/PID/task/*/schedstat`) is measured over the same 21,000 asks on both sides.
+//! `/proc/PID/task/*/schedstat`) is measured over the same 21,000 asks on both sides. Each
+//! round also runs the client loop straight in the test body, i.e. on the thread that
+//! `block_on`s the runtime rather than on a worker (what `#[tokio::main]` code does), to
+//! show what that costs.
 //!
 //! ```sh
 //! cargo build --release -p cortex-node --example remote_bench
@@ -154,35 +157,40 @@ async fn member_run(log: &Path, k: usize, member_pid: u32, owner_pid: u32) -> Ru
     }
 }
 
-/// The client's closed loop over `ids`, shaped like the member's (see the module docs).
+/// The client's closed loop over `ids`, shaped like the member's (see the module docs):
+/// from a spawned task, as the member's driver runs.
 async fn client_run(client: &Client, ids: &Arc<Vec<ActorId>>, owner_pid: u32) -> Run {
     let (client, ids) = (client.clone(), ids.clone());
+    tokio::spawn(async move { closed_loop(&client, &ids, owner_pid).await })
+        .await
+        .unwrap()
+}
+
+/// The closed loop itself. Called straight from the test body it runs on the thread that
+/// `block_on`s the runtime, not on a worker: every reply then wakes another thread.
+async fn closed_loop(client: &Client, ids: &[ActorId], owner_pid: u32) -> Run {
     let me = std::process::id();
-    tokio::spawn(async move {
-        let payload = vec![7u8; 64];
-        let (c0, o0) = (cpu_ns(me), cpu_ns(owner_pid));
-        let mut lat = Vec::with_capacity(ROUND_TRIPS);
-        for i in 0..WARM + ROUND_TRIPS {
-            let id = &ids[i % ids.len()];
-            let t = Instant::now();
-            let r = client.ask(id, Echo(payload.clone())).await;
-            if let Err(e) = r {
-                panic!("client ask {i} failed: {e}");
-            }
-            if i >= WARM {
-                lat.push(t.elapsed().as_micros() as u64);
-            }
+    let payload = vec![7u8; 64];
+    let (c0, o0) = (cpu_ns(me), cpu_ns(owner_pid));
+    let mut lat = Vec::with_capacity(ROUND_TRIPS);
+    for i in 0..WARM + ROUND_TRIPS {
+        let id = &ids[i % ids.len()];
+        let t = Instant::now();
+        let r = client.ask(id, Echo(payload.clone())).await;
+        if let Err(e) = r {
+            panic!("client ask {i} failed: {e}");
         }
-        let (c1, o1) = (cpu_ns(me), cpu_ns(owner_pid));
-        let asks = (WARM + ROUND_TRIPS) as f64;
-        Run {
-            stats: Stats::of(lat),
-            cpu_us: (c1 - c0) as f64 / asks / 1e3,
-            owner_cpu_us: (o1 - o0) as f64 / asks / 1e3,
+        if i >= WARM {
+            lat.push(t.elapsed().as_micros() as u64);
         }
-    })
-    .await
-    .unwrap()
+    }
+    let (c1, o1) = (cpu_ns(me), cpu_ns(owner_pid));
+    let asks = (WARM + ROUND_TRIPS) as f64;
+    Run {
+        stats: Stats::of(lat),
+        cpu_us: (c1 - c0) as f64 / asks / 1e3,
+        owner_cpu_us: (o1 - o0) as f64 / asks / 1e3,
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -249,8 +257,10 @@ async fn client_asks_beside_member_asks() {
     );
 
     let mut client_runs = Vec::new();
+    let mut inline_runs = Vec::new();
     for r in 0..rounds {
         client_runs.push(client_run(&client, &on_n1, owner_pid).await);
+        inline_runs.push(closed_loop(&client, &on_n1, owner_pid).await);
         if r + 1 < rounds {
             cluster.restart(member);
             let pid = cluster.nodes[member].pid().unwrap();
@@ -342,6 +352,22 @@ async fn client_asks_beside_member_asks() {
         );
     }
     println!("\nmedian client / member: {:.2}", median(ratios));
+    println!(
+        "\nthe same client loop run in the test body (the runtime's block_on thread, not a worker):"
+    );
+    println!("\n| round | asks/s | p50 µs | p99 µs | client CPU µs/ask | / spawned client |");
+    println!("|---|---|---|---|---|---|");
+    for (r, (i, c)) in inline_runs.iter().zip(&client_runs).enumerate() {
+        println!(
+            "| {} | {:.0} | {} | {} | {:.1} | {:.2} |",
+            r + 1,
+            i.stats.rate(),
+            i.stats.p50,
+            i.stats.p99,
+            i.cpu_us,
+            i.stats.rate() / c.stats.rate()
+        );
+    }
     println!("\n| in flight (4 owners) | client asks/s | p50 µs | p99 µs | client CPU µs/ask |");
     println!("|---|---|---|---|---|");
     for (c, rate, s, cpu) in &level_rows {
