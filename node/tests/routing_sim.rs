@@ -106,13 +106,22 @@ fn a_seed_replays_exactly() {
     assert!(a.activations > 100, "only {} activations", a.activations);
 }
 
-/// A build without the join gate lets a node that has seen no other member yet (its first
-/// join requests lost, its one-member view settled) take ids another node holds: the check
-/// on double activations by a node that had not joined fails such seeds, and only such.
+/// A build without the join gate lets a node that has seen no other member yet (its join
+/// requests lost, or unanswered across a partition) take ids another node holds once its
+/// one-member view has settled: check 4 (no double activation by a node that had not
+/// joined) fails some seeds, and for that reason only.
+///
+/// `NodeModel::unsettle_on_gossip_change` has no such test: no seed of 200 fails without
+/// it. The rule keeps a node whose gossip set moved ahead of its ring (a member awaiting
+/// admission) from activating on the old ring; the doubles that allows last until the
+/// admission, one round trip here (at most a dial retransmission, 250 ms, after a heal), far
+/// less than the settle time after agreement, so the checks count them (young agreement,
+/// partitioned) instead of failing. Over seeds 1..=200 the counted doubles rose from 168 to
+/// 255 without it.
 #[test]
 fn activating_before_joining_fails_the_run() {
     let mut caught = Vec::new();
-    for seed in 1..=8 {
+    for seed in 1..=5 {
         let mut c = SimConfig::new(seed);
         c.model.join_gate = false;
         if let Err(f) = sim::run(&c) {
@@ -120,9 +129,9 @@ fn activating_before_joining_fails_the_run() {
             caught.push(seed);
         }
     }
-    eprintln!("without the join gate, seeds {caught:?} of 1..=8 fail");
+    eprintln!("without the join gate, seeds {caught:?} of 1..=5 fail");
     assert!(
         !caught.is_empty(),
-        "no seed of 1..=8 caught a build without the join gate"
+        "no seed of 1..=5 caught a build without the join gate"
     );
 }
