@@ -34,10 +34,14 @@ use crate::envelope::{BoxEnvelope, Envelope, Fill, Spare};
 pub(crate) const TAKE: usize = 63;
 
 /// Spare envelopes kept while the actor is busy (enough for the messages a sender can
-/// push between two scheduler turns of the actor), and while it is idle (a few, so that a
-/// trickle of messages to many actors still reuses them, and an idle actor stays small).
+/// push between two scheduler turns of the actor). When it goes idle it keeps as many as
+/// it handled since it last went idle, between `SPARE_IDLE` and `SPARE_IDLE_MAX`: an actor
+/// fed in bursts reuses them across bursts (freeing them at each pause made the next
+/// burst allocate on the sender's thread what the actor's thread had just freed), and one
+/// fed a trickle shrinks back to a few.
 const SPARE_BUSY: usize = 256;
 const SPARE_IDLE: usize = 4;
+const SPARE_IDLE_MAX: usize = 16;
 /// Handled envelopes the receiver holds between two lock acquisitions (at most a batch).
 const SPENT_MAX: usize = TAKE + 1;
 /// Spares a sender inspects for one of its type.
@@ -127,6 +131,8 @@ struct State<A> {
     /// against the capacity until it comes back.
     taken: u32,
     waiting_senders: u32,
+    /// Envelopes recycled since the receiver last went idle.
+    recycled: u32,
     /// Spent envelopes for senders to refill.
     spare: Vec<Spare>,
     /// Where senders wait for room; created by the first one (most actors never have one).
@@ -168,6 +174,7 @@ impl<A> Mailbox<A> {
                 rx_waker: None,
                 taken: 0,
                 waiting_senders: 0,
+                recycled: 0,
                 spare: Vec::new(),
                 room: None,
                 closed: false,
@@ -350,6 +357,7 @@ impl<A> Mailbox<A> {
                 && !b.spent.is_empty()
             {
                 let k = SPARE_BUSY.saturating_sub(st.spare.len()).min(b.spent.len());
+                st.recycled = st.recycled.saturating_add(b.spent.len() as u32);
                 st.spare.extend(b.spent.drain(..k));
                 b.spent.clear();
             }
@@ -389,14 +397,21 @@ impl<A> Mailbox<A> {
                         }
                     }
                     // Going idle: keep a little for the next message, not a burst's worth.
-                    st.spare.truncate(SPARE_IDLE);
-                    if st.spare.capacity() > 2 * SPARE_IDLE {
-                        st.spare.shrink_to(SPARE_IDLE);
+                    let keep = (std::mem::take(&mut st.recycled) as usize)
+                        .clamp(SPARE_IDLE, SPARE_IDLE_MAX);
+                    st.spare.truncate(keep);
+                    if st.spare.capacity() > 2 * SPARE_IDLE_MAX {
+                        st.spare.shrink_to(keep);
                     }
-                    if batch.0.as_ref().is_some_and(|b| {
-                        b.queue.is_empty() && (b.queue.capacity() > 8 || b.spent.capacity() > 8)
-                    }) {
-                        batch.0 = None;
+                    if let Some(b) = batch.0.as_mut()
+                        && b.queue.is_empty()
+                    {
+                        if b.queue.capacity() > 16 {
+                            b.queue = VecDeque::new();
+                        }
+                        if b.spent.capacity() > 16 {
+                            b.spent = Vec::new();
+                        }
                     }
                     let room = (released && st.waiting_senders > 0).then(|| st.room.clone());
                     (None, room.flatten())
