@@ -382,10 +382,6 @@ impl<A> Mailbox<A> {
                         b.queue.extend(st.queue.drain(..n));
                         st.taken = n as u32;
                     }
-                    if st.queue.is_empty() && st.queue.capacity() > 64 {
-                        // A burst grew the queue; give the memory back while idle.
-                        st.queue.shrink_to(8);
-                    }
                     let room = (st.waiting_senders > 0).then(|| st.room.clone());
                     (Some(env), room.flatten())
                 }
@@ -397,6 +393,11 @@ impl<A> Mailbox<A> {
                         }
                     }
                     // Going idle: keep a little for the next message, not a burst's worth.
+                    // (Only here: shrinking whenever a batch emptied the queue made a
+                    // steady stream regrow it, allocation by allocation.)
+                    if st.queue.is_empty() && st.queue.capacity() > 64 {
+                        st.queue.shrink_to(8);
+                    }
                     let keep = (std::mem::take(&mut st.recycled) as usize)
                         .clamp(SPARE_IDLE, SPARE_IDLE_MAX);
                     st.spare.truncate(keep);
