@@ -89,8 +89,12 @@ pub(crate) fn start(inner: &Arc<NodeInner>, tasks: &TaskTracker) {
                     r = rx.changed() => if r.is_err() { return },
                     // A member passed (or failed) its TLS admission check.
                     _ = i.admission.changed.notified() => {}
-                    // Retry refused members now and then.
-                    _ = tokio::time::sleep(ADMISSION_RETRY) => {}
+                    // Retry refused members when due (and re-check now and then).
+                    _ = tokio::time::sleep_until(
+                        i.admission
+                            .next_retry()
+                            .unwrap_or_else(|| tokio::time::Instant::now() + ADMISSION_RETRY),
+                    ) => {}
                 }
             }
         });
@@ -200,11 +204,14 @@ pub(crate) async fn apply_view(i: &Arc<NodeInner>, view: &crate::membership::Mem
         .last_fingerprint
         .swap(gossip_set, std::sync::atomic::Ordering::AcqRel)
         != gossip_set;
+    let mut gossip_live = live.clone();
     admit(i, view, &mut live);
     close_departed(i, view);
     if !leaving && !live.iter().any(|n| n.name() == i.id.name()) {
         live.push(i.id.clone());
+        gossip_live.push(i.id.clone());
     }
+    let admitted = live.len();
     let changed = match i.placement.update(live) {
         Some(ring) => Some(ring),
         // Membership moved but the admitted ring did not (a member awaits admission):
@@ -212,6 +219,9 @@ pub(crate) async fn apply_view(i: &Arc<NodeInner>, view: &crate::membership::Mem
         None if gossip_changed => Some(i.placement.unsettle()),
         None => None,
     };
+    if gossip_changed && gossip_live.len() != admitted {
+        handover_ahead(i, gossip_live).await;
+    }
     if let Some(ring) = changed {
         tracing::info!(
             epoch = ring.epoch,
@@ -244,28 +254,57 @@ async fn seeds_are_only_me(i: &NodeInner) -> bool {
 /// QUIC idle timeout.
 fn close_departed(i: &NodeInner, view: &crate::membership::MembershipView) {
     let Some(ep) = i.endpoint() else { return };
+    let fresh = fresh_departures(&mut i.admission.departed.lock(), view);
     for conn in ep.connections() {
         let Some(peer) = conn.peer_node() else {
             continue;
         };
-        let same_name = |m: &&crate::membership::Member| m.id.name() == peer.name();
-        let live = view.members.iter().filter(same_name).find(|m| m.is_live());
-        let departed = match live {
-            // Restarted: a newer process holds the name.
-            Some(m) => m.transport_id() != *peer,
-            // Declared down or left; a name this node has not heard of yet is left alone
-            // (a new member may dial before gossip reaches us).
-            None => view.removed.iter().any(|m| m.id.name() == peer.name()),
-        };
-        if departed && !conn.is_closed() {
+        if is_departed(peer, view, &fresh) && !conn.is_closed() {
             tracing::debug!(peer = %peer, "closing the connection to a departed member");
             conn.close("member departed");
         }
     }
 }
 
-/// How often refused members are checked again.
+/// The removals of `view` not acted on before (`seen` remembers them while the view lists
+/// them). Connections close on the departure, not on the state: once a removal has been
+/// acted on, a later connection from that process (falsely declared down, back, and dialling
+/// us before we heard of its return) proves that it lives; closing it would fail its ring
+/// admission for nothing and keep twin activations alive after a heal.
+fn fresh_departures(
+    seen: &mut std::collections::HashSet<NodeId>,
+    view: &crate::membership::MembershipView,
+) -> Vec<NodeId> {
+    seen.retain(|id| view.removed.iter().any(|m| &m.id == id));
+    view.removed
+        .iter()
+        .filter(|m| seen.insert(m.id.clone()))
+        .map(|m| m.id.clone())
+        .collect()
+}
+
+/// Whether the connection to `peer` (a `name#process` transport id) belongs to a process
+/// that left: a newer process holds the name, or the name was removed just now (`fresh`).
+fn is_departed(peer: &NodeId, view: &crate::membership::MembershipView, fresh: &[NodeId]) -> bool {
+    let live = view
+        .members
+        .iter()
+        .filter(|m| m.id.name() == peer.name())
+        .find(|m| m.is_live());
+    match live {
+        // Restarted: a newer process holds the name.
+        Some(m) => m.transport_id() != *peer,
+        // Declared down or left just now; a name this node has not heard of yet is left
+        // alone (a new member may dial before gossip reaches us).
+        None => fresh.iter().any(|m| m.name() == peer.name()),
+    }
+}
+
+/// How often refused members are checked again, at most.
 const ADMISSION_RETRY: Duration = Duration::from_secs(2);
+/// First re-check after a refusal, doubling up to [`ADMISSION_RETRY`]: a dial that failed
+/// because the network was still healing is retried within the settle time.
+const ADMISSION_RETRY_FIRST: Duration = Duration::from_millis(100);
 
 /// Members' admission: gossip proves a member knows the cluster secret; the ring also
 /// requires that it holds a certificate from the cluster CA naming it, and speaks a common
@@ -275,13 +314,31 @@ const ADMISSION_RETRY: Duration = Duration::from_secs(2);
 pub(crate) struct Admission {
     state: Mutex<HashMap<NodeId, Admit>>,
     pub(crate) changed: tokio::sync::Notify,
+    /// Removed members whose connections were already closed (bounded by the view's
+    /// removed list, which it mirrors).
+    departed: Mutex<std::collections::HashSet<NodeId>>,
+}
+
+impl Admission {
+    /// When the earliest refused member is due for another check.
+    fn next_retry(&self) -> Option<tokio::time::Instant> {
+        self.state
+            .lock()
+            .values()
+            .filter_map(|a| match a {
+                Admit::Refused(at, backoff) => Some(*at + *backoff),
+                _ => None,
+            })
+            .min()
+    }
 }
 
 #[derive(Clone, Copy)]
 enum Admit {
     Pending,
     Ok,
-    Refused(tokio::time::Instant),
+    /// Refused at, and how long to wait before the next check.
+    Refused(tokio::time::Instant, Duration),
 }
 
 /// Keeps in `live` only this node and members that passed admission; starts checks for
@@ -291,6 +348,7 @@ fn admit(i: &Arc<NodeInner>, view: &crate::membership::MembershipView, live: &mu
     let mut st = i.admission.state.lock();
     st.retain(|n, _| live.contains(n));
     let mut to_check = Vec::new();
+    let mut retries: HashMap<NodeId, Duration> = HashMap::new();
     live.retain(|n| {
         if n.name() == i.id.name() {
             return true;
@@ -298,8 +356,14 @@ fn admit(i: &Arc<NodeInner>, view: &crate::membership::MembershipView, live: &mu
         match st.get(n).copied() {
             Some(Admit::Ok) => true,
             Some(Admit::Pending) => false,
-            Some(Admit::Refused(at)) if now.duration_since(at) < ADMISSION_RETRY => false,
-            _ => {
+            Some(Admit::Refused(at, backoff)) if now.duration_since(at) < backoff => false,
+            prev => {
+                // Keep the backoff of a member refused before, for the next refusal.
+                let backoff = match prev {
+                    Some(Admit::Refused(_, b)) => b,
+                    _ => Duration::ZERO,
+                };
+                retries.insert(n.clone(), backoff);
                 st.insert(n.clone(), Admit::Pending);
                 to_check.push(n.clone());
                 false
@@ -308,6 +372,7 @@ fn admit(i: &Arc<NodeInner>, view: &crate::membership::MembershipView, live: &mu
     });
     drop(st);
     for n in to_check {
+        let last_backoff = retries.get(&n).copied().unwrap_or(Duration::ZERO);
         let versions = view.get(&n).map(|m| m.meta.versions);
         let inner = i.clone();
         i.spawn(async move {
@@ -335,8 +400,12 @@ fn admit(i: &Arc<NodeInner>, view: &crate::membership::MembershipView, live: &mu
                     st.insert(n.clone(), Admit::Ok);
                 }
                 Err(why) => {
-                    let first = !matches!(st.get(&n), Some(Admit::Refused(_)));
-                    st.insert(n.clone(), Admit::Refused(tokio::time::Instant::now()));
+                    let first = last_backoff.is_zero();
+                    let backoff = (last_backoff * 2).clamp(ADMISSION_RETRY_FIRST, ADMISSION_RETRY);
+                    st.insert(
+                        n.clone(),
+                        Admit::Refused(tokio::time::Instant::now(), backoff),
+                    );
                     if first {
                         tracing::warn!(member = %n, reason = %why, "member kept out of the ring: its QUIC/TLS admission failed");
                     }
@@ -366,8 +435,12 @@ async fn handover(inner: &Arc<NodeInner>) {
         epoch = view.epoch,
         "handing over activations"
     );
-    // Bounded parallelism: stop hooks may be slow.
-    for chunk in moved.chunks(256) {
+    passivate_all(&reg, &moved).await;
+}
+
+/// Passivates `ids`, 256 at a time (stop hooks may be slow).
+async fn passivate_all(reg: &cortex_runtime::VirtualRegistry, ids: &[cortex_protocol::ActorId]) {
+    for chunk in ids.chunks(256) {
         let stops = chunk.iter().map(|id| reg.passivate(id));
         for r in futures::future::join_all(stops).await {
             if let Err(e) = r {
@@ -375,6 +448,30 @@ async fn handover(inner: &Arc<NodeInner>) {
             }
         }
     }
+}
+
+/// Passivates the activations that a member awaiting admission owns on the full gossip
+/// ring. Such a member is live and may already host them (a node back from a partition, or
+/// falsely declared down, kept its activations): keeping ours until its QUIC admission
+/// completes would leave two live activations while every view already agrees. Nothing is
+/// activated meanwhile: the view was unsettled by the same gossip change, and by the time it
+/// settles the member is normally in the ring and the ids go to it.
+async fn handover_ahead(inner: &Arc<NodeInner>, gossip_live: Vec<NodeId>) {
+    let full = cortex_protocol::Ring::new(gossip_live, inner.placement.view().ring.vnodes());
+    let reg = inner.system.virtuals().clone();
+    let ahead: Vec<_> = reg
+        .live_ids()
+        .into_iter()
+        .filter(|id| full.owner(id).map(|o| o.name()) != Some(inner.id.name()))
+        .collect();
+    if ahead.is_empty() {
+        return;
+    }
+    tracing::info!(
+        count = ahead.len(),
+        "handing over activations owned by members awaiting admission"
+    );
+    passivate_all(&reg, &ahead).await;
 }
 
 /// Sends the current topology to a client connection.
@@ -394,5 +491,82 @@ pub(crate) fn send_topology(inner: &NodeInner, conn: &Connection) {
     };
     if let Err(e) = conn.try_send(Envelope::TopologySnapshot(snapshot), 0) {
         tracing::debug!(error = %e, "topology not sent to client");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::membership::{Member, MemberMeta, MemberState, MembershipView};
+
+    fn member(name: &str, inc: u64, process: u64, state: MemberState) -> Member {
+        let addr: std::net::SocketAddr = "127.0.0.1:7400".parse().unwrap();
+        Member {
+            id: NodeId::new(name, inc).unwrap(),
+            gossip_addr: addr,
+            meta: MemberMeta {
+                quic_addr: addr,
+                http_addr: addr,
+                roles: Vec::new(),
+                versions: cortex_protocol::VersionRange { min: 1, max: 1 },
+                process,
+            },
+            state,
+            since: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    fn view(members: Vec<Member>, removed: Vec<Member>) -> MembershipView {
+        MembershipView {
+            local: NodeId::new("a", 1).unwrap(),
+            members,
+            removed,
+            epoch: 1,
+            fingerprint: 0,
+        }
+    }
+
+    #[test]
+    fn a_departed_process_is_closed_once_and_its_later_connection_kept() {
+        let b_proc = NodeId::new("b", 10).unwrap();
+        let mut seen = HashSet::new();
+        // b (process 10, gossip incarnation 11) is declared down.
+        let down = view(vec![], vec![member("b", 11, 10, MemberState::Down)]);
+        let fresh = fresh_departures(&mut seen, &down);
+        assert!(is_departed(&b_proc, &down, &fresh), "closed at the departure");
+        // The same process dials again before this node hears of its return: kept.
+        let fresh = fresh_departures(&mut seen, &down);
+        assert!(fresh.is_empty());
+        assert!(!is_departed(&b_proc, &down, &fresh));
+        // It is back under a renewed incarnation, same process: kept.
+        let back = view(
+            vec![member("b", 12, 10, MemberState::Up)],
+            vec![member("b", 11, 10, MemberState::Down)],
+        );
+        let fresh = fresh_departures(&mut seen, &back);
+        assert!(!is_departed(&b_proc, &back, &fresh));
+        // Declared down again under the new incarnation: a new departure, closed.
+        let again = view(
+            vec![],
+            vec![
+                member("b", 11, 10, MemberState::Down),
+                member("b", 12, 10, MemberState::Down),
+            ],
+        );
+        let fresh = fresh_departures(&mut seen, &again);
+        assert!(is_departed(&b_proc, &again, &fresh));
+    }
+
+    #[test]
+    fn a_restarted_process_replaces_the_old_connection() {
+        let old = NodeId::new("b", 10).unwrap();
+        let v = view(vec![member("b", 20, 20, MemberState::Up)], vec![]);
+        assert!(is_departed(&old, &v, &[]));
+        assert!(!is_departed(&NodeId::new("b", 20).unwrap(), &v, &[]));
+        // A name never heard of is left alone.
+        assert!(!is_departed(&NodeId::new("c", 1).unwrap(), &v, &[]));
     }
 }

@@ -11,6 +11,13 @@
 //!   view has been unchanged for that long, so two nodes with briefly different views do not
 //!   both activate one id.
 //!
+//! The ring holds only members that passed QUIC admission (`node/watch.rs`). Handover runs
+//! on two rings: activations whose id this node no longer owns on its ring are passivated
+//! when the ring changes, and, as soon as gossip shows a live member still awaiting
+//! admission, so are the activations that member owns on the full gossip ring (it may
+//! already host them: a node back from a partition or a false death kept its activations).
+//! Both changes unsettle the view, so nothing is activated here meanwhile.
+//!
 //! The core ([`PlacementState`]) takes `now` as input and does no I/O; [`Placement`] wraps it
 //! for concurrent readers and lets callers wait for the view to settle.
 
