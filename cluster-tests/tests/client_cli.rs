@@ -197,6 +197,46 @@ async fn cli_commands_against_a_local_cluster() {
     assert_eq!(line["message"], "bank.Deposit");
     assert_eq!(line["payload_hex"], "05");
 
+    // publish JSON: node 1 encodes it with the registered type; the subscriber (on node 0)
+    // gets the same wire bytes as from a raw publish.
+    let mut sub = cli
+        .cmd(0)
+        .args([
+            "--json",
+            "subscribe",
+            "cli-json",
+            "--count",
+            "1",
+            "--for",
+            "30s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let out = cli.json(1, &["publish", "cli-json", "bank.Deposit", "6"]);
+        assert_eq!(out["accepted"], true, "{out}");
+        if let Some(s) = sub.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no JSON-published delivery to the CLI subscriber"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(status.success());
+    let out = sub.wait_with_output().unwrap();
+    let line: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(line["message"], "bank.Deposit");
+    assert_eq!(line["payload_hex"], "06");
+    let (code, err) = cli.code(1, &["publish", "cli-json", "bank.Nope", "6"]);
+    assert_eq!(code, 1, "an unknown message is an operation failure: {err}");
+    assert!(err.contains("bank.Nope"), "{err}");
+
     // exit codes
     let (code, err) = cli.code(0, &["ask", "nokind/x", "counter.Get", "--payload-hex="]);
     assert_eq!(code, 1, "unknown kind is an operation failure: {err}");

@@ -152,10 +152,12 @@ type AskFn<A> =
     fn(&ActorRef<A>, &[u8], Codec, Instant) -> BoxFuture<'static, Result<Vec<u8>, ErasedFail>>;
 type TellFn<A> =
     fn(&ActorRef<A>, &[u8], Codec, Option<Instant>) -> BoxFuture<'static, Result<(), ErasedFail>>;
+type TranscodeFn = fn(&[u8], Codec, Codec) -> Result<Vec<u8>, ActorError>;
 
 struct Entry<A: Actor> {
     ask: AskFn<A>,
     tell: TellFn<A>,
+    transcode: TranscodeFn,
     reply_name: MessageName,
 }
 
@@ -214,6 +216,7 @@ impl<A: Actor> MessageTable<A> {
             Entry {
                 ask: ask_fn::<A, M>,
                 tell: tell_fn::<A, M>,
+                transcode: transcode_fn::<M>,
                 reply_name,
             },
         );
@@ -223,6 +226,21 @@ impl<A: Actor> MessageTable<A> {
     /// True when a message of this name is registered.
     pub fn contains(&self, name: &str) -> bool {
         self.entries.contains_key(name)
+    }
+
+    /// Re-encodes a message of type `name` from `from` to `to` (for example JSON from an
+    /// HTTP edge into the wire codec) by decoding it as the registered type; `None` when no
+    /// type of that name is registered here.
+    pub fn transcode(
+        &self,
+        name: &str,
+        payload: &[u8],
+        from: Codec,
+        to: Codec,
+    ) -> Option<Result<Vec<u8>, ActorError>> {
+        self.entries
+            .get(name)
+            .map(|e| (e.transcode)(payload, from, to))
     }
 
     /// The registered names.
@@ -237,6 +255,14 @@ impl<A: Actor> MessageTable<A> {
                 name: name.chars().take(128).collect(),
             })
     }
+}
+
+fn transcode_fn<M: RemoteMessage>(
+    payload: &[u8],
+    from: Codec,
+    to: Codec,
+) -> Result<Vec<u8>, ActorError> {
+    encode_with(&decode_with::<M>(payload, from)?, to)
 }
 
 fn ask_fn<A, M>(

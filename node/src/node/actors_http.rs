@@ -6,15 +6,22 @@
 //! owner's admin endpoint (one hop, hop-limited, deadline carried in `x-cortex-budget-ms`),
 //! where the owner decodes the JSON by the message's registered type.
 //!
+//! `POST /topics/{topic}/{message}` publishes a JSON message cluster-wide: any node decodes
+//! it by the message's registered type (every node registers the same kinds) into the wire
+//! codec and fans it out exactly as it does a client's publish, so every subscriber, node
+//! or client, receives the same bytes as from a publish by the Rust client. `202`
+//! once handed to every live member (at most once, like any publish).
+//!
 //! Query: `timeout_ms` (default 5000), `tell=1`. Errors: `{"error": CODE, "detail": ...}`
 //! with a status per code (404 unknown kind or message, 400 decode, 504 timeout, 503
-//! unreachable or stopped, 429 rejected, 500 actor failed, 508 hop limit).
+//! unreachable or stopped, 429 rejected, 500 actor failed, 508 hop limit, 413 a publish
+//! body above [`MAX_PUBLISH_BODY`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cortex_protocol::{ActorId, ErrorCode, MessageName};
+use cortex_protocol::{ActorId, ErrorCode, MessageName, TopicId};
 use cortex_runtime::{ActorError, Codec};
 use http_body_util::{BodyExt, Full};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
@@ -25,6 +32,9 @@ use crate::http::{AdminRequest, AdminResponse};
 const HOPS_HEADER: &str = "x-cortex-hops";
 const BUDGET_HEADER: &str = "x-cortex-budget-ms";
 const MAX_HTTP_HOPS: u32 = 2;
+/// Largest JSON body `POST /topics/..` takes. A publish is copied to every member and every
+/// subscriber, so it is kept well below the request cap and the frame limit.
+pub(crate) const MAX_PUBLISH_BODY: usize = 64 * 1024;
 
 fn status_of(code: ErrorCode) -> u16 {
     match code {
@@ -88,6 +98,66 @@ fn parse(path: &str) -> Result<(ActorId, MessageName), String> {
     let id = ActorId::new(kind, key).map_err(|e| e.to_string())?;
     let name = MessageName::new(msg).map_err(|e| e.to_string())?;
     Ok((id, name))
+}
+
+/// Parses `/topics/{topic}/{message}`.
+fn parse_topic(path: &str) -> Result<(TopicId, MessageName), String> {
+    const SHAPE: &str = "path must be /topics/TOPIC/MESSAGE";
+    let rest = path.strip_prefix("/topics/").ok_or(SHAPE)?;
+    let (topic, msg) = rest.split_once('/').ok_or(SHAPE)?;
+    if msg.contains('/') {
+        return Err(SHAPE.into());
+    }
+    let dec = |s: &str| decode_segment(s).ok_or_else(|| format!("bad percent-encoding in {s:?}"));
+    let topic = TopicId::new(dec(topic)?).map_err(|e| e.to_string())?;
+    let name = MessageName::new(dec(msg)?).map_err(|e| e.to_string())?;
+    Ok((topic, name))
+}
+
+/// `POST /topics/{topic}/{message}`: JSON in, wire codec out to the whole cluster.
+pub(crate) async fn publish(inner: Arc<NodeInner>, req: AdminRequest) -> AdminResponse {
+    let (topic, name) = match parse_topic(&req.path) {
+        Ok(v) => v,
+        Err(e) => return fail(ErrorCode::Decode, &e),
+    };
+    if req.body.len() > MAX_PUBLISH_BODY {
+        return AdminResponse::json(
+            413,
+            &serde_json::json!({
+                "error": format!("{:?}", ErrorCode::Rejected),
+                "detail": format!(
+                    "a published message may be at most {MAX_PUBLISH_BODY} bytes of JSON; this one has {}",
+                    req.body.len()
+                ),
+            }),
+        );
+    }
+    let timeout_ms = req
+        .query_param("timeout_ms")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(5_000)
+        .clamp(1, 600_000);
+    let payload =
+        match inner
+            .system
+            .virtuals()
+            .transcode(&name, &req.body, Codec::Json, Codec::Bincode)
+        {
+            Ok(p) => p,
+            Err(e) => return from_actor(&e),
+        };
+    let timeout = Duration::from_millis(timeout_ms);
+    let fanout = inner.publish(&topic, name.clone(), Bytes::from(payload));
+    if tokio::time::timeout(timeout, fanout).await.is_err() {
+        return fail(
+            ErrorCode::Timeout,
+            "not handed to every member before the deadline; some subscribers may have it",
+        );
+    }
+    AdminResponse::json(
+        202,
+        &serde_json::json!({ "accepted": true, "topic": topic.as_str(), "message": name.as_str() }),
+    )
 }
 
 pub(crate) async fn handle(inner: Arc<NodeInner>, req: AdminRequest) -> AdminResponse {
@@ -239,5 +309,16 @@ mod tests {
         assert_eq!(id.key(), "a/b/c");
         assert!(parse("/actors/k/x.Y").is_err());
         assert!(parse("/actors/k/a%zz/x.Y").is_err());
+    }
+
+    #[test]
+    fn topic_paths() {
+        let (t, m) = parse_topic("/topics/payments/bank.Deposit").unwrap();
+        assert_eq!((t.as_str(), m.as_str()), ("payments", "bank.Deposit"));
+        let (t, _) = parse_topic("/topics/a%3Ab/x.Y").unwrap();
+        assert_eq!(t.as_str(), "a:b");
+        assert!(parse_topic("/topics/payments").is_err());
+        assert!(parse_topic("/topics/a/b/x.Y").is_err());
+        assert!(parse_topic("/topics/a%zz/x.Y").is_err());
     }
 }

@@ -171,6 +171,9 @@ impl AdminSource for Admin {
             let req = req.clone();
             return Some(Box::pin(super::actors_http::handle(inner, req)));
         }
+        if req.method == Method::POST && req.path.starts_with("/topics/") {
+            return Some(Box::pin(super::actors_http::publish(inner, req.clone())));
+        }
         if req.method != Method::GET {
             return None;
         }

@@ -10,7 +10,7 @@ use crate::actor::{Actor, Handler, SupervisorStrategy};
 use crate::cell::spawn_actor;
 use crate::envelope::panic_message;
 use crate::error::ActorError;
-use crate::remote::{ErasedActor, ErasedRef, MessageTable, RemoteMessage};
+use crate::remote::{Codec, ErasedActor, ErasedRef, MessageTable, RemoteMessage};
 use crate::supervision::{Parent, TaskGuard};
 use crate::system::{DEFAULT_MAILBOX, SpawnOptions, SystemInner};
 
@@ -151,6 +151,13 @@ impl<A: Actor> Kind<A> {
 pub(crate) trait KindEntry: Send + Sync {
     fn options(&self) -> &KindOptions;
     fn handles(&self, name: &str) -> bool;
+    fn transcode(
+        &self,
+        name: &str,
+        payload: &[u8],
+        from: Codec,
+        to: Codec,
+    ) -> Option<Result<Vec<u8>, ActorError>>;
     fn activate(
         &self,
         sys: &Weak<SystemInner>,
@@ -171,6 +178,15 @@ impl<A: Actor> KindEntry for TypedKind<A> {
     }
     fn handles(&self, name: &str) -> bool {
         self.table.contains(name)
+    }
+    fn transcode(
+        &self,
+        name: &str,
+        payload: &[u8],
+        from: Codec,
+        to: Codec,
+    ) -> Option<Result<Vec<u8>, ActorError>> {
+        self.table.transcode(name, payload, from, to)
     }
     fn activate(
         &self,

@@ -242,6 +242,60 @@ impl VirtualRegistry {
         Ok(())
     }
 
+    /// Re-encodes a message by name from codec `from` to `to` with the type some registered
+    /// kind declares for that name (every kind that handles a name must use one type for
+    /// it): how an edge turns a JSON message into the wire codec without an actor, for
+    /// example to publish it.
+    ///
+    /// # Errors
+    /// [`ActorError::UnknownMessage`] when no registered kind handles `name`;
+    /// [`ActorError::Decode`] or [`ActorError::Encode`] when the payload is not that type.
+    ///
+    /// ```
+    /// use cortex_protocol::MessageName;
+    /// use cortex_runtime::{Actor, Codec, Context, Handler, Kind, System};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize)] struct Deposit(u64);
+    /// # cortex_runtime::message!(Deposit => u64, "bank.Deposit");
+    /// struct Account(u64);
+    /// impl Actor for Account {}
+    /// impl Handler<Deposit> for Account {
+    ///     async fn handle(&mut self, d: Deposit, _: &mut Context<Self>) -> u64 { self.0 += d.0; self.0 }
+    /// }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let system = System::new(Default::default());
+    /// let reg = system.virtuals();
+    /// reg.register(Kind::new("account", |_| Account(0)).handles::<Deposit>()).unwrap();
+    /// let name = MessageName::new("bank.Deposit").unwrap();
+    /// let wire = reg.transcode(&name, b"5", Codec::Json, Codec::Bincode).unwrap();
+    /// assert_eq!(wire, cortex_protocol::encode_payload(&5u64).unwrap());
+    /// use cortex_runtime::ActorError;
+    /// let nope = MessageName::new("bank.Nope").unwrap();
+    /// let err = reg.transcode(&nope, b"5", Codec::Json, Codec::Bincode).unwrap_err();
+    /// assert!(matches!(err, ActorError::UnknownMessage { .. }));
+    /// let err = reg.transcode(&name, b"\"five\"", Codec::Json, Codec::Bincode).unwrap_err();
+    /// assert!(matches!(err, ActorError::Decode { .. }));
+    /// # });
+    /// ```
+    pub fn transcode(
+        &self,
+        name: &MessageName,
+        payload: &[u8],
+        from: Codec,
+        to: Codec,
+    ) -> Result<Vec<u8>, ActorError> {
+        self.inner
+            .kinds
+            .read()
+            .values()
+            .find_map(|k| k.transcode(name.as_str(), payload, from, to))
+            .unwrap_or_else(|| {
+                Err(ActorError::UnknownMessage {
+                    name: name.as_str().chars().take(128).collect(),
+                })
+            })
+    }
+
     /// True when `kind` is registered.
     pub fn has_kind(&self, kind: &str) -> bool {
         self.inner.kinds.read().contains_key(kind)
