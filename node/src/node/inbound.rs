@@ -9,7 +9,6 @@
 //! it); only the wait for its answer moves to a task.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -19,10 +18,8 @@ use cortex_protocol::{
 };
 use cortex_runtime::Codec;
 use cortex_transport::{Connection, Delivery, Handler, Responder};
-use tokio::time::Instant;
 
-use super::inner::{MAX_HOPS, NodeInner, err};
-use crate::routing::decide::{Decision, decide};
+use super::inner::{NodeInner, err};
 
 /// Deadline of a tell that carries none (as the router's).
 const DEFAULT_BUDGET: Duration = Duration::from_secs(30);
@@ -161,14 +158,7 @@ fn start_ask(inner: &Arc<NodeInner>, ask: Ask, hops: u8, origin: NodeId, reply: 
 /// True when a tell for `id` (forwarded `hops` times) is delivered here right now, as the
 /// router would decide it without waiting.
 fn local_now(inner: &NodeInner, id: &ActorId, hops: u8) -> bool {
-    let view = inner.placement.view();
-    let live = || inner.system.virtuals().is_live(id);
-    match decide(&inner.id, &view, id, false, hops, MAX_HOPS, Instant::now()) {
-        // A node that has not joined activates nothing (the router waits for its first view).
-        Decision::Local => inner.joined.load(Ordering::Acquire) || live(),
-        Decision::WaitUntil(_) => live(),
-        Decision::Forward(_) | Decision::Fail(..) => false,
-    }
+    matches!(inner.resolve_now(id, hops), Some(Ok(None)))
 }
 
 /// Delivers an inbound tell: into the mailbox now when the actor is here and has room

@@ -10,7 +10,7 @@ use cortex_protocol::{
     Target, Tell, TopicId,
 };
 use cortex_runtime::{ActorError, Codec, Handler, PubSub, RemoteMessage, System};
-use cortex_transport::{Connection, Endpoint, TransportError};
+use cortex_transport::{Connection, Endpoint, TransportError, TrySendError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -600,7 +600,14 @@ impl NodeInner {
         received: bool,
         deadline: Instant,
     ) -> Result<(), ReplyResult> {
-        let conn = self.connection(owner).await?;
+        // The open connection without building `connection`'s (dialing) future.
+        let cached = self
+            .endpoint()
+            .and_then(|ep| ep.cached_connection(owner.name()));
+        let conn = match cached {
+            Some(c) => c,
+            None => self.connection(owner).await?,
+        };
         let key = cortex_transport::lane_key(&tell.target);
         tell.epoch = self.placement.view().digest;
         tell.meta.budget_us = deadline
@@ -623,7 +630,33 @@ impl NodeInner {
                 body: cortex_protocol::ForwardBody::Tell(tell),
             })
         };
+        // Room in the lane's buffer is the common case: queue without building the waiting
+        // future; otherwise wait for room (or get the connection's error).
+        let env = match conn.try_send(env, key) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(env) | TrySendError::Closed(env)) => *env,
+            Err(e) => return Err(err(ErrorCode::Unreachable, e.to_string())),
+        };
         conn.send(env, key).await.map_err(|e| transport_err(&e))
+    }
+
+    /// [`Self::resolve_at`] without waiting: `None` when it would wait (the view is not
+    /// settled, or this node has not joined).
+    pub(crate) fn resolve_now(
+        &self,
+        id: &ActorId,
+        hops: u8,
+    ) -> Option<Result<Option<NodeId>, ReplyResult>> {
+        let view = self.placement.view();
+        // Liveness matters only when this node owns `id`: look it up only then.
+        let live = || self.system.virtuals().is_live(id);
+        match decide(&self.id, &view, id, false, hops, MAX_HOPS, Instant::now()) {
+            Decision::Local => (self.joined.load(std::sync::atomic::Ordering::Acquire) || live())
+                .then_some(Ok(None)),
+            Decision::WaitUntil(_) => live().then_some(Ok(None)),
+            Decision::Forward(owner) => Some(Ok(Some(owner))),
+            Decision::Fail(code, why) => Some(Err(err(code, why))),
+        }
     }
 
     pub(crate) async fn ask_typed<A, M>(
@@ -689,7 +722,11 @@ impl NodeInner {
         M: RemoteMessage,
     {
         let deadline = Instant::now() + timeout;
-        match self.resolve(id, deadline).await {
+        let resolved = match self.resolve_now(id, 0) {
+            Some(r) => r,
+            None => self.resolve(id, deadline).await,
+        };
+        match resolved {
             Err(ReplyResult::Err(e)) => Err(to_actor_error(e)),
             Err(ReplyResult::Ok { .. }) => Err(ActorError::Stopped),
             Ok(None) => {
