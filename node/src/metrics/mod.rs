@@ -97,6 +97,8 @@ struct Inner {
     gossip_rejected: Family<ReasonOnly, Counter>,
     pubsub_delivered: Counter,
     pubsub_dropped: Counter,
+    idempotency_keys_handed_over: Counter,
+    idempotency_keys_adopted: Counter,
 }
 
 impl NodeMetrics {
@@ -131,6 +133,8 @@ impl NodeMetrics {
             gossip_rejected: Family::default(),
             pubsub_delivered: Counter::default(),
             pubsub_dropped: Counter::default(),
+            idempotency_keys_handed_over: Counter::default(),
+            idempotency_keys_adopted: Counter::default(),
             registry: Registry::default(),
         };
         // Zero series that dashboards and alerts expect to exist before the first event.
@@ -265,6 +269,16 @@ impl Inner {
             "pubsub_dropped",
             "Pub-sub messages dropped because a subscriber was full or gone",
             self.pubsub_dropped.clone(),
+        );
+        r.register(
+            "idempotency_keys_handed_over",
+            "Answered idempotency keys sent to the new owner of an actor this node handed over",
+            self.idempotency_keys_handed_over.clone(),
+        );
+        r.register(
+            "idempotency_keys_adopted",
+            "Answered idempotency keys taken from the previous owner of an actor that moved here",
+            self.idempotency_keys_adopted.clone(),
         );
         r.register(
             "build",

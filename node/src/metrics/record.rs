@@ -199,6 +199,16 @@ impl NodeMetrics {
         }
     }
 
+    /// Counts answered idempotency keys delivered to a new owner after a handover.
+    pub fn idempotency_keys_handed_over(&self, n: u64) {
+        self.inner.idempotency_keys_handed_over.inc_by(n);
+    }
+
+    /// Counts answered idempotency keys adopted from an actor's previous owner.
+    pub fn idempotency_keys_adopted(&self, n: u64) {
+        self.inner.idempotency_keys_adopted.inc_by(n);
+    }
+
     /// Counts one accepted gossip datagram.
     pub fn gossip_accepted(&self) {
         self.inner.gossip_accepted.inc();

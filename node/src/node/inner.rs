@@ -432,7 +432,7 @@ impl NodeInner {
                     .await,
             );
             if is_replayable(&r) {
-                dedupe.finish(k, &r, Instant::now());
+                dedupe.finish(k, Some(&id2), &r, Instant::now());
             } else {
                 dedupe.abandon(k, &r);
             }

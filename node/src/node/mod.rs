@@ -212,6 +212,9 @@ impl NodeBuilder {
             metrics,
             cancel.clone(),
         ));
+        // Always on: answered idempotency keys follow their actors through handovers.
+        crate::system::handover::spawn(&inner.system, inner.dedupe.clone(), inner.metrics.clone());
+        inner.metrics.register_kind(crate::metrics::SYSTEM);
         let endpoint = Endpoint::bind(ep_cfg, Arc::new(inbound::Inbound(Arc::downgrade(&inner))))?;
         let quic_bound = endpoint.local_addr().map_err(|e| {
             NodeError::Transport(cortex_transport::TransportError::Config(e.to_string()))

@@ -7,8 +7,11 @@ use std::time::Duration;
 use cortex_protocol::NodeId;
 use std::sync::Arc;
 
-use cortex_protocol::{Envelope, TopologySnapshot};
-use cortex_runtime::{VirtualEvent, VirtualEventKind};
+use cortex_protocol::{
+    ActorId, Ask, Envelope, MessageName, ReplyResult, RequestId, RequestMeta, Target,
+    TopologySnapshot,
+};
+use cortex_runtime::{Codec, VirtualEvent, VirtualEventKind};
 use cortex_transport::Connection;
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -17,6 +20,8 @@ use tokio_util::task::TaskTracker;
 
 use super::inner::NodeInner;
 use crate::membership::MembershipEvent;
+use crate::routing::dedupe::MovedKey;
+use crate::system::handover::{self, AdoptKeys};
 
 /// Most membership events kept for the dashboard.
 const MAX_EVENTS: usize = 200;
@@ -436,6 +441,7 @@ async fn handover(inner: &Arc<NodeInner>) {
         "handing over activations"
     );
     passivate_all(&reg, &moved).await;
+    send_moved_keys(inner, &moved, |id| view.owner(id).cloned());
 }
 
 /// Passivates `ids`, 256 at a time (stop hooks may be slow).
@@ -472,6 +478,75 @@ async fn handover_ahead(inner: &Arc<NodeInner>, gossip_live: Vec<NodeId>) {
         "handing over activations owned by members awaiting admission"
     );
     passivate_all(&reg, &ahead).await;
+    send_moved_keys(inner, &ahead, |id| full.owner(id).cloned());
+}
+
+/// How long the old owner tries to deliver moved keys.
+const MOVED_KEYS_BUDGET: Duration = Duration::from_secs(2);
+
+/// Sends the answered idempotency keys of the passivated `moved` ids to their new owners'
+/// `system/handover`, so a retry (or a delayed copy of a request) that reaches the new owner
+/// replays the answer instead of running again. Best effort: a key that does not arrive
+/// before the retry leaves the retry to run (documented in `routing::dedupe`).
+fn send_moved_keys(
+    inner: &Arc<NodeInner>,
+    moved: &[ActorId],
+    owner: impl Fn(&ActorId) -> Option<NodeId>,
+) {
+    let set: std::collections::HashSet<&ActorId> = moved.iter().collect();
+    let keys = inner
+        .dedupe
+        .export(|id| set.contains(id), tokio::time::Instant::now());
+    let mut by_owner: HashMap<NodeId, Vec<MovedKey>> = HashMap::new();
+    for k in keys {
+        if let Some(o) = owner(&k.actor).filter(|o| o.name() != inner.id.name()) {
+            by_owner.entry(o).or_default().push(k);
+        }
+    }
+    let Ok(message) = MessageName::new(<AdoptKeys as cortex_runtime::RemoteMessage>::NAME) else {
+        return;
+    };
+    for (node, keys) in by_owner {
+        for chunk in keys.chunks(handover::MAX_KEYS_PER_MESSAGE) {
+            let n = chunk.len();
+            let payload =
+                match cortex_runtime::encode_with(&AdoptKeys(chunk.to_vec()), Codec::Bincode) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "moved idempotency keys not encoded");
+                        continue;
+                    }
+                };
+            let ask = Ask {
+                request: RequestId(0),
+                target: Target::System {
+                    node: node.clone(),
+                    name: handover::NAME.into(),
+                },
+                message: message.clone(),
+                payload: payload.into(),
+                meta: RequestMeta {
+                    budget_us: MOVED_KEYS_BUDGET.as_micros() as u64,
+                    trace: Default::default(),
+                },
+                epoch: 0,
+                idempotency_key: None,
+            };
+            let i = inner.clone();
+            let to = node.clone();
+            inner.spawn(async move {
+                match i.route_ask(ask, 0, i.id.clone(), false).await {
+                    ReplyResult::Ok { .. } => {
+                        i.metrics.idempotency_keys_handed_over(n as u64);
+                        tracing::debug!(to = %to, keys = n, "idempotency keys handed over");
+                    }
+                    ReplyResult::Err(e) => {
+                        tracing::warn!(to = %to, keys = n, error = %e.detail, "idempotency keys not handed over: retries reaching the new owner may run again");
+                    }
+                }
+            });
+        }
+    }
 }
 
 /// Sends the current topology to a client connection.
@@ -536,7 +611,10 @@ mod tests {
         // b (process 10, gossip incarnation 11) is declared down.
         let down = view(vec![], vec![member("b", 11, 10, MemberState::Down)]);
         let fresh = fresh_departures(&mut seen, &down);
-        assert!(is_departed(&b_proc, &down, &fresh), "closed at the departure");
+        assert!(
+            is_departed(&b_proc, &down, &fresh),
+            "closed at the departure"
+        );
         // The same process dials again before this node hears of its return: kept.
         let fresh = fresh_departures(&mut seen, &down);
         assert!(fresh.is_empty());

@@ -24,6 +24,7 @@
 //! [`metrics::spawn`]; add the name to [`KNOWN`] and a match arm to [`start`]; document its
 //! messages in its module docs.
 
+pub mod handover;
 pub mod metrics;
 
 use cortex_runtime::System;
