@@ -122,13 +122,7 @@ impl<A: Actor> ActorRef<A> {
         self.mb
             .push::<TellEnvelope<M>>(msg)
             .await
-            .map_err(SendError::Stopped)?;
-        // A tell counts against tokio's cooperative budget, as a send on a tokio channel
-        // does: a sender that never meets a full mailbox still yields every so often, so
-        // the actors it woke run on its worker while their messages are in its cache,
-        // instead of piling up (and being stolen by the other worker).
-        tokio::task::consume_budget().await;
-        Ok(())
+            .map_err(SendError::Stopped)
     }
 
     /// Like [`ActorRef::tell`], giving up after `timeout`.
@@ -287,44 +281,5 @@ impl std::future::Future for YieldOnce {
         self.0 = true;
         cx.waker().wake_by_ref();
         std::task::Poll::Pending
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    use crate::{Actor, Context, Handler, Message, SpawnOptions, System};
-
-    struct Count(Arc<AtomicU64>);
-    impl Actor for Count {}
-    struct Tick;
-    impl Message for Tick {
-        type Reply = ();
-    }
-    impl Handler<Tick> for Count {
-        async fn handle(&mut self, _: Tick, _: &mut Context<Self>) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// On one thread, a sender that never meets a full mailbox still lets the actor run
-    /// (tells spend tokio's cooperative budget), rather than queueing everything first.
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_long_run_of_tells_yields_to_the_actor() {
-        let system = System::new(Default::default());
-        let handled = Arc::new(AtomicU64::new(0));
-        let r = system.spawn_with(
-            Count(handled.clone()),
-            SpawnOptions::default().mailbox(4096),
-        );
-        for _ in 0..2000 {
-            r.tell(Tick).await.unwrap();
-        }
-        let seen = handled.load(Ordering::Relaxed);
-        assert!(seen > 0, "the actor never ran while 2,000 tells were sent");
-        system.shutdown(std::time::Duration::from_secs(5)).await;
-        assert_eq!(handled.load(Ordering::Relaxed), 2000);
     }
 }
