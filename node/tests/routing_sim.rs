@@ -25,7 +25,7 @@ fn env_u64(name: &str) -> Option<u64> {
 fn summary(r: &SimReport) -> String {
     format!(
         "seed {}: {} steps, {} asks ({} ok, errors {:?}, {} quiet), max {} hops, worst answer {:?}, \
-         {} activations, {} handed over, {} ring changes ({} unsettles), doubles {:?}, checked agreement {:?}, \
+         {} activations, {} handed over ({} ahead of admission), {} ring changes ({} unsettles), doubles {:?} (live twice in agreement {:?}), checked agreement {:?}, \
          faults {:?}, converged after {:?}",
         r.seed,
         r.steps,
@@ -37,9 +37,11 @@ fn summary(r: &SimReport) -> String {
         r.worst_latency,
         r.activations,
         r.handovers,
+        r.handovers_ahead,
         r.ring_changes,
         r.unsettles,
         r.doubles,
+        r.overlap_in_agreement,
         r.checked_agreement,
         r.faults,
         r.converged_after
@@ -57,8 +59,9 @@ fn routing_holds_its_invariants_under_random_faults() {
         }
     };
     let mut failures = Vec::new();
-    let (mut steps, mut asks, mut unsettles) = (0, 0, 0);
+    let (mut steps, mut asks, mut unsettles, mut ahead) = (0, 0, 0, 0);
     let mut doubles = DoubleCounts::default();
+    let mut overlap = Duration::ZERO;
     let mut worst_hops = 0;
     for &seed in &seeds {
         match sim::run(&SimConfig::new(seed)) {
@@ -70,6 +73,8 @@ fn routing_holds_its_invariants_under_random_faults() {
                 steps += r.steps;
                 asks += r.asks;
                 unsettles += r.unsettles;
+                ahead += r.handovers_ahead;
+                overlap += r.overlap_in_agreement;
                 doubles.partitioned += r.doubles.partitioned;
                 doubles.merging += r.doubles.merging;
                 doubles.unpartitioned += r.doubles.unpartitioned;
@@ -83,8 +88,9 @@ fn routing_holds_its_invariants_under_random_faults() {
         }
     }
     eprintln!(
-        "{} seeds, {steps} steps, {asks} asks, {unsettles} unsettled views, {} double \
-         activations outside checked windows {doubles:?}, max {worst_hops} hops",
+        "{} seeds, {steps} steps, {asks} asks, {unsettles} unsettled views, {ahead} handed over \
+         ahead of admission, {} double activations outside checked windows {doubles:?}, ids live twice in agreement for \
+         {overlap:?} in all, max {worst_hops} hops",
         seeds.len(),
         doubles.total()
     );

@@ -26,10 +26,15 @@ pub(super) struct Checks {
     stable_since: Option<Duration>,
     converged_at: Option<Duration>,
     last_step: Duration,
+    /// Agreement held, and how many ids were live twice, as of the last step.
+    last_agreed: bool,
+    last_doubled: usize,
+    overlap_in_agreement: Duration,
     checked: Duration,
     doubles: DoubleCounts,
     activations: u64,
     pub(super) handovers: u64,
+    pub(super) handovers_ahead: u64,
     pub(super) ring_changes: u64,
     pub(super) unsettles: u64,
     ok: u64,
@@ -211,6 +216,10 @@ impl World {
 
     /// After every event.
     pub(super) fn check_step(&mut self) -> Result<(), SimFailure> {
+        if self.checks.last_agreed {
+            let span = self.now - self.checks.last_step;
+            self.checks.overlap_in_agreement += span * self.checks.last_doubled as u32;
+        }
         if let Some(s) = self.checks.agree_since {
             let from = (s + self.cfg.grace).max(self.checks.last_step);
             if self.now > from {
@@ -219,6 +228,8 @@ impl World {
         }
         self.checks.last_step = self.now;
         self.refresh_agreement();
+        self.checks.last_agreed = self.checks.agree_since.is_some();
+        self.checks.last_doubled = self.checks.doubled;
         if self.agreement_is_old() && self.checks.doubled > 0 {
             let doubled: Vec<String> = self
                 .checks
@@ -341,9 +352,11 @@ impl World {
             worst_latency: c.worst_latency,
             activations: c.activations,
             handovers: c.handovers,
+            handovers_ahead: c.handovers_ahead,
             ring_changes: c.ring_changes,
             unsettles: c.unsettles,
             doubles: c.doubles.clone(),
+            overlap_in_agreement: c.overlap_in_agreement,
             checked_agreement: c.checked,
             faults: self.faults.clone(),
             converged_after: converged.saturating_sub(self.faults_end),

@@ -7,15 +7,19 @@
 //! core's live members the way the node's watch task feeds it, and
 //! [`decide`](crate::routing::decide::decide) for every request. Around them the simulation
 //! models what the async node does (`node/inner.rs`, `node/watch.rs`), rule by rule:
-//! - *`apply_view`* (the watch loop, woken by a membership change, an admission verdict or
-//!   every 2 s): the node has *joined* once its view holds another live member or its seeds
-//!   resolve only to itself (here: it is the only running node); a member enters the ring
-//!   once a QUIC handshake with it succeeds (*admission*: the dial retransmits until the
-//!   connect timeout, a refused member is dialled again 2 s later); a change of the gossip
+//! - *`apply_view`* (the watch loop, woken by a membership change, an admission verdict,
+//!   when a refused member is due, or else every 2 s): the node has *joined* once its view
+//!   holds another live member or its seeds resolve only to itself (here: it is the only
+//!   running node); a member enters the ring once a QUIC handshake with it succeeds
+//!   (*admission*: the dial retransmits until the connect timeout; a refused member is
+//!   dialled again after a backoff of 100 ms, doubling up to 2 s); a change of the gossip
 //!   set that leaves the admitted ring as it was *unsettles* the view (a new epoch, the
-//!   settle time restarted); a ring change starts a *handover*;
-//! - *handover*: passivation of ids the node no longer owns, in chunks, each taking a random
-//!   time during which the activation still counts as live;
+//!   settle time restarted); a change of the gossip set while members await admission
+//!   *hands over ahead*: the live ids those members own on the full gossip ring are
+//!   passivated at once; a ring change (or unsettle) then starts a *handover*;
+//! - *handover* (ahead of admission, then on the ring): passivation of ids the node does
+//!   not own, in chunks, each taking a random time during which the activation still counts
+//!   as live;
 //! - *the activation gate*: only the owner, in a settled view, once joined;
 //! - *routing* (`resolve_at`, `forward_ask`): wait for the view to settle; a node that has not
 //!   joined waits for the next ring epoch instead of delivering locally; forwarding over a
@@ -82,13 +86,18 @@ pub struct NodeModel {
     /// (a member awaiting admission) restarts the settle time (`PlacementState::unsettle`
     /// in `apply_view`; it does).
     pub unsettle_on_gossip_change: bool,
+    /// Whether a change of the gossip member set that leaves members awaiting admission
+    /// passivates at once the live activations those members own on the full gossip ring
+    /// (`handover_ahead` in `apply_view`; it does).
+    pub handover_ahead: bool,
     /// Range of the time one passivation takes (its stop hooks).
     pub passivation: (Duration, Duration),
 }
 
 impl NodeModel {
     /// The node as built: default settle time and vnodes, gate on settledness and on having
-    /// joined, handover on, unsettle on a gossip change, passivations of 0 to 50 ms.
+    /// joined, handover on, unsettle and hand over ahead of admission on a gossip change,
+    /// passivations of 0 to 50 ms.
     pub fn as_built() -> Self {
         Self {
             settle: DEFAULT_SETTLE_TIME,
@@ -97,6 +106,7 @@ impl NodeModel {
             handover: true,
             join_gate: true,
             unsettle_on_gossip_change: true,
+            handover_ahead: true,
             passivation: (Duration::ZERO, Duration::from_millis(50)),
         }
     }
@@ -221,6 +231,8 @@ pub struct SimReport {
     pub activations: u64,
     /// Passivations by handover.
     pub handovers: u64,
+    /// Of those, activations handed over ahead of a member's admission.
+    pub handovers_ahead: u64,
     /// Ring view changes over all nodes.
     pub ring_changes: u64,
     /// Of those, views that only restarted the settle time (the gossip set moved, the
@@ -228,6 +240,9 @@ pub struct SimReport {
     pub unsettles: u64,
     /// Double activations counted outside the checked windows.
     pub doubles: DoubleCounts,
+    /// How long ids were live twice while membership agreed, summed over ids (the tail of
+    /// doubles from before the agreement, within the grace period).
+    pub overlap_in_agreement: Duration,
     /// Virtual time agreement held with the grace period over (the checked window).
     pub checked_agreement: Duration,
     /// Fault actions taken.

@@ -81,11 +81,14 @@ impl Req {
     }
 }
 
-/// A handover in progress (`handover` in `node/watch.rs`).
+/// A handover in progress: `handover_ahead` then `handover` in `node/watch.rs`.
 pub(super) struct Job {
     /// Started by the graceful leave rather than the watch task.
     pub(super) leave: bool,
     pub(super) pending: VecDeque<ActorId>,
+    /// The ring view changed: once `pending` (the ids handed over ahead of admission) is
+    /// done, `handover` lists the ids this node no longer owns and passivates them.
+    pub(super) then_handover: bool,
 }
 
 /// A member's ring admission on one node (`Admit` in `node/watch.rs`).
@@ -93,7 +96,8 @@ pub(super) struct Job {
 pub(super) enum Admit {
     Pending,
     Ok,
-    Refused(Duration),
+    /// Refused at, and how long to wait before the next check.
+    Refused(Duration, Duration),
 }
 
 pub(super) struct SimNode {
@@ -109,7 +113,7 @@ pub(super) struct SimNode {
     pub(super) signature: u64,
     pub(super) watch_busy: bool,
     pub(super) watch_dirty: bool,
-    /// The pending `ADMISSION_RETRY` wake of the watch loop (0: none).
+    /// The pending timed wake of the watch loop (0: none).
     pub(super) watch_token: u64,
     pub(super) admission: BTreeMap<NodeId, Admit>,
     pub(super) jobs: BTreeMap<u64, Job>,

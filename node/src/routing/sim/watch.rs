@@ -4,15 +4,19 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use cortex_protocol::{ActorId, MemberState, NodeId};
+use cortex_protocol::{ActorId, MemberState, NodeId, Ring};
 use rand::RngExt;
 
 use super::SimFailure;
 use super::node::{Admit, Job};
 use super::world::{Event, World, fnv};
 
-/// How often the watch task retries refused members (`ADMISSION_RETRY`).
+/// How often the watch loop wakes when no refused member is due, and the longest wait
+/// before a refused member is checked again (`ADMISSION_RETRY`).
 const ADMISSION_RETRY: Duration = Duration::from_secs(2);
+/// The wait after a first refusal, doubling up to `ADMISSION_RETRY`
+/// (`ADMISSION_RETRY_FIRST`).
+const ADMISSION_RETRY_FIRST: Duration = Duration::from_millis(100);
 /// How long a dial to an unreachable member takes to fail (the transport's
 /// `connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,34 +63,49 @@ impl World {
         self.run_watch(slot)
     }
 
-    /// One turn of the watch task's loop: `apply_view`, then (on a ring change) handover.
+    /// One turn of the watch task's loop: `apply_view`, then the handover ahead of
+    /// admission, then (on a ring change) the handover.
     fn run_watch(&mut self, slot: usize) -> Result<(), SimFailure> {
         let Some(node) = self.slots[slot].node.as_mut() else {
             return Ok(());
         };
         node.watch_dirty = false;
         node.watch_token = 0;
-        if self.apply_view(slot)? {
+        let applied = self.apply_view(slot)?;
+        if applied.changed || !applied.ahead.is_empty() {
             if let Some(node) = self.slots[slot].node.as_mut() {
                 node.watch_busy = true;
             }
-            self.ring_changed(slot)?;
-            self.start_handover(slot, false)
+            if applied.changed {
+                self.ring_changed(slot)?;
+            }
+            self.start_handover(slot, false, applied)
         } else {
             self.schedule_watch_tick(slot)
         }
     }
 
-    /// The watch loop also wakes `ADMISSION_RETRY` after its last turn.
+    /// The watch loop also wakes when the earliest refused member is due for another
+    /// check, or `ADMISSION_RETRY` after its last turn if none is (`Admission::next_retry`).
     fn schedule_watch_tick(&mut self, slot: usize) -> Result<(), SimFailure> {
         let token = self.fresh_id();
         let generation = self.slots[slot].generation;
+        let t = self.now;
         let Some(node) = self.slots[slot].node.as_mut() else {
             return Ok(());
         };
         node.watch_token = token;
+        let due = node
+            .admission
+            .values()
+            .filter_map(|a| match a {
+                Admit::Refused(at, backoff) => Some(*at + *backoff),
+                _ => None,
+            })
+            .min()
+            .unwrap_or(t + ADMISSION_RETRY);
         self.at(
-            ADMISSION_RETRY,
+            due.saturating_sub(t),
             Event::WatchTick {
                 slot,
                 generation,
@@ -105,15 +124,19 @@ impl World {
     /// `apply_view`: joins once the view holds another member (or the seeds resolve only to
     /// this node); the live members (without this node while it leaves), only those
     /// admitted, plus this node, installed as the ring; the settle time restarted when the
-    /// gossip set changed but the ring did not. True when the ring view changed.
-    fn apply_view(&mut self, slot: usize) -> Result<bool, SimFailure> {
+    /// gossip set changed but the ring did not; when the gossip set changed and holds
+    /// members awaiting admission, the live activations they own on the full gossip ring
+    /// listed for `handover_ahead`.
+    fn apply_view(&mut self, slot: usize) -> Result<Applied, SimFailure> {
         let now = self.instant(self.now);
         let t = self.now;
         let unsettle = self.cfg.model.unsettle_on_gossip_change;
+        let ahead_on = self.cfg.model.handover_ahead;
+        let vnodes = self.cfg.model.vnodes;
         // `seeds_are_only_me`: the seeds resolve to every running node's address.
         let seeds_only_me = self.running() == [slot];
         let Some(node) = self.slots[slot].node.as_mut() else {
-            return Ok(false);
+            return Ok(Applied::default());
         };
         let me = node.me.clone();
         let leaving = node.leaving;
@@ -127,7 +150,9 @@ impl World {
         node.joined |= joins;
         let gossip_changed = node.last_fingerprint != node.fingerprint;
         node.last_fingerprint = node.fingerprint;
-        // `admit`: only this node and members that passed their QUIC/TLS check.
+        let mut gossip_live = live.clone();
+        // `admit`: only this node and members that passed their QUIC/TLS check; a refused
+        // member is checked again once its backoff has passed.
         node.admission.retain(|n, _| live.contains(n));
         let mut to_check = Vec::new();
         live.retain(|n| {
@@ -137,17 +162,23 @@ impl World {
             match node.admission.get(n).copied() {
                 Some(Admit::Ok) => true,
                 Some(Admit::Pending) => false,
-                Some(Admit::Refused(at)) if t < at + ADMISSION_RETRY => false,
-                _ => {
+                Some(Admit::Refused(at, backoff)) if t < at + backoff => false,
+                prev => {
+                    let last_backoff = match prev {
+                        Some(Admit::Refused(_, b)) => b,
+                        _ => Duration::ZERO,
+                    };
                     node.admission.insert(n.clone(), Admit::Pending);
-                    to_check.push(n.clone());
+                    to_check.push((n.clone(), last_backoff));
                     false
                 }
             }
         });
         if !leaving && !live.iter().any(|n| n.name() == me.name()) {
-            live.push(me);
+            live.push(me.clone());
+            gossip_live.push(me.clone());
         }
+        let admitted = live.len();
         let changed = match node.placement.update(live, now) {
             Some(_) => true,
             // A member awaits admission: other nodes may already count it.
@@ -158,21 +189,51 @@ impl World {
             }
             None => false,
         };
+        // `handover_ahead`: the ids those members own on the full gossip ring (compared by
+        // name); they may already host them.
+        let ahead: VecDeque<ActorId> =
+            if ahead_on && gossip_changed && gossip_live.len() != admitted {
+                let full = Ring::new(gossip_live, vnodes);
+                node.acts
+                    .iter()
+                    .filter(|(id, a)| {
+                        a.stopping.is_none()
+                            && full.owner(id).map(|o| o.name()) != Some(me.name())
+                    })
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            } else {
+                VecDeque::new()
+            };
+        if !ahead.is_empty() {
+            self.checks.handovers_ahead += ahead.len() as u64;
+            let line = format!(
+                "{}: handing over {} ids ahead of admission",
+                self.slots[slot].name,
+                ahead.len()
+            );
+            self.log(line);
+        }
         if joins {
             self.log(format!("{}: joined", self.slots[slot].name));
         }
-        for member in to_check {
-            self.check_admission(slot, member)?;
+        for (member, last_backoff) in to_check {
+            self.check_admission(slot, member, last_backoff)?;
         }
-        Ok(changed)
+        Ok(Applied { changed, ahead })
     }
 
     /// The admission check dials the member. QUIC retransmits its handshake, so the dial
     /// succeeds one round trip after the member becomes reachable, or fails at the connect
     /// timeout; reachability is probed every `DIAL_PROBE` meanwhile.
-    fn check_admission(&mut self, slot: usize, member: NodeId) -> Result<(), SimFailure> {
+    fn check_admission(
+        &mut self,
+        slot: usize,
+        member: NodeId,
+        last_backoff: Duration,
+    ) -> Result<(), SimFailure> {
         let give_up = self.now + CONNECT_TIMEOUT;
-        self.dial_probe(slot, member, give_up)
+        self.dial_probe(slot, member, give_up, last_backoff)
     }
 
     pub(super) fn dial_probe(
@@ -180,6 +241,7 @@ impl World {
         slot: usize,
         member: NodeId,
         give_up: Duration,
+        last_backoff: Duration,
     ) -> Result<(), SimFailure> {
         let generation = self.slots[slot].generation;
         let target = self.by_name.get(member.name()).copied();
@@ -194,6 +256,7 @@ impl World {
                     generation,
                     member,
                     ok: true,
+                    last_backoff,
                 },
             )
         } else if self.now >= give_up {
@@ -204,6 +267,7 @@ impl World {
                     generation,
                     member,
                     ok: false,
+                    last_backoff,
                 },
             )
         } else {
@@ -215,6 +279,7 @@ impl World {
                     generation,
                     member,
                     give_up,
+                    last_backoff,
                 },
             )
         };
@@ -226,6 +291,7 @@ impl World {
         slot: usize,
         member: NodeId,
         ok: bool,
+        last_backoff: Duration,
     ) -> Result<(), SimFailure> {
         let now = self.now;
         let Some(node) = self.slots[slot].node.as_mut() else {
@@ -234,7 +300,12 @@ impl World {
         let Some(state) = node.admission.get_mut(&member) else {
             return Ok(());
         };
-        *state = if ok { Admit::Ok } else { Admit::Refused(now) };
+        *state = if ok {
+            Admit::Ok
+        } else {
+            let backoff = (last_backoff * 2).clamp(ADMISSION_RETRY_FIRST, ADMISSION_RETRY);
+            Admit::Refused(now, backoff)
+        };
         self.wake_watch(slot)
     }
 
@@ -264,40 +335,70 @@ impl World {
         node.leaving = true;
         let name = node.me.name().to_owned();
         self.log(format!("{name}: leaving"));
-        if self.apply_view(slot)? {
-            self.ring_changed(slot)?;
-            self.start_handover(slot, true)
+        let applied = self.apply_view(slot)?;
+        if applied.changed || !applied.ahead.is_empty() {
+            if applied.changed {
+                self.ring_changed(slot)?;
+            }
+            self.start_handover(slot, true, applied)
         } else {
             self.finish_leave(slot)
         }
     }
 
-    fn start_handover(&mut self, slot: usize, leave: bool) -> Result<(), SimFailure> {
-        let handover = self.cfg.model.handover;
+    /// Passivates the ids handed over ahead of admission, then (on a ring change) runs
+    /// `handover`.
+    fn start_handover(
+        &mut self,
+        slot: usize,
+        leave: bool,
+        applied: Applied,
+    ) -> Result<(), SimFailure> {
         let job_id = self.fresh_id();
         let Some(node) = self.slots[slot].node.as_mut() else {
             return Ok(());
         };
-        let view = node.placement.current().clone();
-        let me = node.me.name().to_owned();
-        let pending: VecDeque<ActorId> = if handover {
-            node.acts
-                .iter()
-                .filter(|(id, a)| {
-                    a.stopping.is_none() && view.owner(id).map(|o| o.name()) != Some(me.as_str())
-                })
-                .map(|(id, _)| id.clone())
-                .collect()
-        } else {
-            VecDeque::new()
+        let job = Job {
+            leave,
+            pending: applied.ahead,
+            then_handover: applied.changed,
         };
-        node.jobs.insert(job_id, Job { leave, pending });
+        node.jobs.insert(job_id, job);
         self.run_chunk(slot, job_id)
     }
 
-    /// Passivates the next chunk of a handover and waits for all of it; finishes the job
-    /// when nothing is left.
+    /// `handover`: the live ids this node does not own on its current ring.
+    fn moved_ids(&self, slot: usize) -> VecDeque<ActorId> {
+        let Some(node) = self.node(slot) else {
+            return VecDeque::new();
+        };
+        if !self.cfg.model.handover {
+            return VecDeque::new();
+        }
+        let view = node.placement.current();
+        let me = node.me.name();
+        node.acts
+            .iter()
+            .filter(|(id, a)| a.stopping.is_none() && view.owner(id).map(|o| o.name()) != Some(me))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Passivates the next chunk of a handover and waits for all of it; moves on from the
+    /// ids handed over ahead of admission to `handover`'s, and finishes the job when
+    /// nothing is left.
     pub(super) fn run_chunk(&mut self, slot: usize, job_id: u64) -> Result<(), SimFailure> {
+        if self
+            .node(slot)
+            .and_then(|n| n.jobs.get(&job_id))
+            .is_some_and(|j| j.pending.is_empty() && j.then_handover)
+        {
+            let moved = self.moved_ids(slot);
+            if let Some(job) = self.node_mut(slot).and_then(|n| n.jobs.get_mut(&job_id)) {
+                job.then_handover = false;
+                job.pending = moved;
+            }
+        }
         let Some(node) = self.slots[slot].node.as_mut() else {
             return Ok(());
         };
@@ -386,4 +487,13 @@ impl World {
             self.checks.deactivated(id);
         }
     }
+}
+
+/// What one `apply_view` asks the watch task to do next.
+#[derive(Default)]
+struct Applied {
+    /// The ring view changed (or was unsettled): `handover` follows.
+    changed: bool,
+    /// The ids `handover_ahead` passivates first.
+    ahead: VecDeque<ActorId>,
 }

@@ -69,6 +69,8 @@ pub(super) enum Event {
         generation: u64,
         member: NodeId,
         ok: bool,
+        /// The backoff of the refusal before this check (zero: none).
+        last_backoff: Duration,
     },
     /// A dial for an admission check retransmits its handshake.
     Dial {
@@ -76,6 +78,7 @@ pub(super) enum Event {
         generation: u64,
         member: NodeId,
         give_up: Duration,
+        last_backoff: Duration,
     },
     /// The watch loop's periodic wake.
     WatchTick {
@@ -372,9 +375,10 @@ impl World {
                 generation,
                 member,
                 ok,
+                last_backoff,
             } => {
                 if self.slots[slot].generation == generation {
-                    self.on_admitted(slot, member, ok)?;
+                    self.on_admitted(slot, member, ok, last_backoff)?;
                 }
             }
             Event::Dial {
@@ -382,9 +386,10 @@ impl World {
                 generation,
                 member,
                 give_up,
+                last_backoff,
             } => {
                 if self.slots[slot].generation == generation {
-                    self.dial_probe(slot, member, give_up)?;
+                    self.dial_probe(slot, member, give_up, last_backoff)?;
                 }
             }
             Event::WatchTick {
