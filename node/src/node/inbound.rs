@@ -162,8 +162,8 @@ fn local_now(inner: &NodeInner, id: &ActorId, hops: u8) -> bool {
 }
 
 /// Delivers an inbound tell: into the mailbox now when the actor is here and has room
-/// (`None`), else the routing the lane's reader must await before its next envelope.
-/// `origin` is only needed (and its id only copied) when the tell is routed.
+/// (`None`), else the rest of its delivery, which the lane's reader awaits before its next
+/// envelope. `origin` is only needed (and its id only copied) when the tell is routed.
 fn deliver_tell(
     inner: &Arc<NodeInner>,
     tell: Tell,
@@ -177,32 +177,35 @@ fn deliver_tell(
             0 => DEFAULT_BUDGET,
             us => Duration::from_micros(us),
         };
-        let sent = {
-            let fut = inner.system.virtuals().tell_erased(
-                id,
-                &tell.message,
-                &tell.payload,
-                Codec::Bincode,
-                budget,
-            );
-            poll_once(std::pin::pin!(fut))
-        };
-        match sent {
-            Poll::Ready(Ok(())) => {
-                inner.metrics.message_received(id.kind(), true);
-                return None;
-            }
-            Poll::Ready(Err(e)) => {
-                inner.metrics.message_received(id.kind(), true);
-                inner.metrics.message_dropped(id.kind(), true);
+        let i = inner.clone();
+        let mut local: Delivery = Box::pin(async move {
+            let Target::Virtual(id) = &tell.target else {
+                return;
+            };
+            i.metrics.message_received(id.kind(), true);
+            let sent = i
+                .system
+                .virtuals()
+                .tell_erased(id, &tell.message, &tell.payload, Codec::Bincode, budget)
+                .await;
+            if let Err(e) = sent {
+                i.metrics.message_dropped(id.kind(), true);
                 tracing::debug!(error = %e, "tell dropped");
-                return None;
             }
-            // Nothing was enqueued (the runtime pushes only when there is room, and holds
-            // the message while it waits): the mailbox is full or an old activation is
-            // still stopping. Route it below, awaited in order.
-            Poll::Pending => {}
+        });
+        // With room in the mailbox it is done in this first poll. Otherwise (a full
+        // mailbox, an old activation still stopping) the same future goes on in the reader,
+        // so whatever it already did is never done twice.
+        if poll_once(local.as_mut()).is_ready() {
+            return None;
         }
+        let i = inner.clone();
+        return Some(Box::pin(async move {
+            tokio::select! {
+                _ = i.cancel.cancelled() => {}
+                () = local => {}
+            }
+        }));
     }
     let i = inner.clone();
     let origin = origin();
