@@ -28,7 +28,8 @@
 //!
 //! [`NodeModel`] can switch rules off to show that the checks catch a build without them.
 //! Not modelled: tells (delivered inline by the inbound reader), idempotency keys, client
-//! connections.
+//! connections, the closing of a departed member's connections (a dial or a forward here
+//! depends only on reachability and the view).
 //!
 //! One seeded RNG drives everything and time is virtual: a seed replays exactly. `tokio`'s
 //! `Instant` is only built as `base + virtual time` from one `Instant` taken at start and used

@@ -13,11 +13,15 @@ fn short(seed: u64) -> SimConfig {
     c
 }
 
+/// Both handovers off: the one ahead of admission alone passivates every id that moves here
+/// (an id moves to another node only when that node enters the ring, and it awaited
+/// admission first), so no seed of 1..=12 fails with only the ring handover off.
 #[test]
 fn a_handover_that_keeps_moved_ids_fails_the_run() {
     for seed in 1..=3 {
         let mut c = short(seed);
         c.model.handover = false;
+        c.model.handover_ahead = false;
         let f = run(&c).expect_err("a build without handover must fail");
         assert!(
             f.reason.contains("does not own") || f.reason.contains("live twice"),

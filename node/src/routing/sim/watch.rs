@@ -197,8 +197,7 @@ impl World {
                 node.acts
                     .iter()
                     .filter(|(id, a)| {
-                        a.stopping.is_none()
-                            && full.owner(id).map(|o| o.name()) != Some(me.name())
+                        a.stopping.is_none() && full.owner(id).map(|o| o.name()) != Some(me.name())
                     })
                     .map(|(id, _)| id.clone())
                     .collect()
