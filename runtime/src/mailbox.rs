@@ -333,6 +333,7 @@ impl<A> Mailbox<A> {
             mb: self,
             batch,
             accept_user,
+            waited: false,
         }
     }
 
@@ -480,15 +481,21 @@ pub(crate) struct Recv<'a, A> {
     mb: &'a Mailbox<A>,
     batch: &'a mut Batch<A>,
     accept_user: bool,
+    waited: bool,
 }
 
 impl<A> Future for Recv<'_, A> {
-    type Output = Item<A>;
-    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Item<A>> {
+    /// The item, and whether the receiver had to wait for it (it went idle, so it has
+    /// given the scheduler its turn already).
+    type Output = (Item<A>, bool);
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         match this.mb.pop(this.batch, this.accept_user, Some(cx.waker())) {
-            Some(item) => Poll::Ready(item),
-            None => Poll::Pending,
+            Some(item) => Poll::Ready((item, this.waited)),
+            None => {
+                this.waited = true;
+                Poll::Pending
+            }
         }
     }
 }
@@ -725,7 +732,7 @@ mod tests {
                         let mut batch = Batch::default();
                         let mut next = [0u32; SENDERS as usize];
                         for _ in 0..SENDERS * EACH {
-                            let v = payload(Some(mb.recv(&mut batch, true).await));
+                            let v = payload(Some(mb.recv(&mut batch, true).await.0));
                             let (s, seq) = ((v / EACH) as usize, v % EACH);
                             assert_eq!(seq, next[s], "sender {s} out of order");
                             next[s] += 1;
