@@ -158,3 +158,27 @@ fn a_skipped_partition_excuses_nothing() {
     h.faults.push(f);
     assert!(!single_activation(&h).passed);
 }
+
+/// A failed increment stuck in a queue applies after later increments were answered: one
+/// jump, explained by the indeterminate op; a second jump is not.
+#[test]
+fn a_failed_increment_may_apply_late_but_only_once() {
+    let mut failed = incr(10, 15, 0);
+    failed.outcome = Outcome::Err {
+        class: "timeout".into(),
+        maybe_ran: true,
+        detail: "deadline".into(),
+    };
+    let h = snapshot(
+        vec![incr(0, 5, 1), failed, incr(20, 25, 2), incr(30, 35, 4)],
+        vec![act("n0", 0, None)],
+    );
+    let v = counters_of(&h);
+    assert!(v.passed, "{v:?}");
+    assert_eq!(v.counts["late_applications"], 1);
+    let mut ops = h.ops.clone();
+    ops.push(incr(40, 45, 6));
+    let v = counters_of(&snapshot(ops, vec![act("n0", 0, None)]));
+    assert!(!v.passed, "{v:?}");
+    assert_eq!(v.counts["extra_applications"], 1);
+}

@@ -281,8 +281,11 @@ pub fn build(
             format!("--data-dir={}", cfg.dir.join("data").join(&name).display()),
             format!("--settle-time={}ms", cfg.settle_time.as_millis()),
             "--leave-timeout=3s".to_owned(),
-            "--log-level=info".to_owned(),
         ];
+        // `--node-arg=--log-level=...` (to debug a run) replaces the default.
+        if !cfg.extra_args.iter().any(|a| a.starts_with("--log-level")) {
+            args.push("--log-level=info".to_owned());
+        }
         // Everyone joins through node 0 and node 1 (either may be down at a restart).
         for (s, sp) in ports.iter().enumerate().take(2) {
             if s != i {

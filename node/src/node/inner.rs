@@ -381,7 +381,11 @@ impl NodeInner {
         self.metrics.message_received(id.kind(), true);
         let key = ask.idempotency_key;
         if let Some(k) = key {
-            match self.dedupe.begin(k, Instant::now()) {
+            let b = self.dedupe.begin(k, Instant::now());
+            // Enabled with `--log-level=info,cortex_node::idempotency=debug`: follows one key
+            // through retries, forwards and handovers (the chaos harness's counters).
+            tracing::debug!(target: "cortex_node::idempotency", key = %key_label(&k), actor = %id, begin = b.name(), "idempotent ask arrives");
+            match b {
                 Begin::Run => {}
                 Begin::Done(r) => return r,
                 Begin::Busy => {
@@ -431,6 +435,7 @@ impl NodeInner {
                 reg.send_erased(&id2, &message, &payload, Codec::Bincode, budget)
                     .await,
             );
+            tracing::debug!(target: "cortex_node::idempotency", key = %key_label(&k), actor = %id2, replayable = is_replayable(&r), "idempotent run ends");
             if is_replayable(&r) {
                 dedupe.finish(k, Some(&id2), &r, Instant::now());
             } else {
@@ -853,6 +858,11 @@ impl NodeInner {
 fn topic_lane(topic: &TopicId) -> u64 {
     use std::hash::{BuildHasher, BuildHasherDefault};
     BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(topic)
+}
+
+/// The first 8 bytes of an idempotency key, in hex: enough to follow one key in the logs.
+fn key_label(k: &[u8; 16]) -> String {
+    k[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn budget_of(meta: &RequestMeta) -> Duration {

@@ -63,7 +63,13 @@ pub(crate) fn start(inner: &Arc<NodeInner>, tasks: &TaskTracker) {
             let view = inner.placement.view();
             match view.owner(id) {
                 Some(o) if o.name() == inner.id.name() => {
-                    if view.is_settled(tokio::time::Instant::now())
+                    if let Some(other) = inner.admission.awaiting_owner(id, inner.id.name()) {
+                        // A live member still being admitted owns it on the full ring and
+                        // may already host it (back from a partition): wait for it.
+                        Err(cortex_runtime::ActorError::rejected(format!(
+                            "the owner of {id}, {other}, is still being admitted: retry shortly"
+                        )))
+                    } else if view.is_settled(tokio::time::Instant::now())
                         && inner.joined.load(std::sync::atomic::Ordering::Acquire)
                     {
                         Ok(())
@@ -216,7 +222,6 @@ pub(crate) async fn apply_view(i: &Arc<NodeInner>, view: &crate::membership::Mem
         live.push(i.id.clone());
         gossip_live.push(i.id.clone());
     }
-    let admitted = live.len();
     let changed = match i.placement.update(live) {
         Some(ring) => Some(ring),
         // Membership moved but the admitted ring did not (a member awaits admission):
@@ -224,8 +229,10 @@ pub(crate) async fn apply_view(i: &Arc<NodeInner>, view: &crate::membership::Mem
         None if gossip_changed => Some(i.placement.unsettle()),
         None => None,
     };
-    if gossip_changed && gossip_live.len() != admitted {
-        handover_ahead(i, gossip_live).await;
+    let vnodes = i.placement.view().ring.vnodes();
+    let awaiting = i.admission.awaiting_ring(&gossip_live, i.id.name(), vnodes);
+    if gossip_changed && let Some(full) = awaiting {
+        handover_ahead(i, &full).await;
     }
     if let Some(ring) = changed {
         tracing::info!(
@@ -322,9 +329,60 @@ pub(crate) struct Admission {
     /// Removed members whose connections were already closed (bounded by the view's
     /// removed list, which it mirrors).
     departed: Mutex<std::collections::HashSet<NodeId>>,
+    /// When each live member not yet admitted was first seen (bounded by the live set).
+    first_seen: Mutex<HashMap<NodeId, tokio::time::Instant>>,
+    /// The ring over admitted members plus those awaiting admission for less than
+    /// [`ADMISSION_GRACE`], while there are any: the activation gate refuses ids that such a
+    /// member owns on it.
+    awaiting: parking_lot::RwLock<Option<Arc<cortex_protocol::Ring>>>,
 }
 
+/// How long a live member awaiting admission keeps its ids from being activated elsewhere.
+/// Admission normally takes one round trip; after a heal the first dials may be refused
+/// for a second or so. A member refused for longer (another CA, a broken network path) is
+/// then left out, so that its ids are served by the others.
+const ADMISSION_GRACE: Duration = Duration::from_secs(5);
+
 impl Admission {
+    /// Recomputes the ring of this node (`me`), the admitted members and the members of
+    /// `gossip_live` awaiting admission for less than [`ADMISSION_GRACE`]; returns it while
+    /// there are such members.
+    fn awaiting_ring(
+        &self,
+        gossip_live: &[NodeId],
+        me: &str,
+        vnodes: u32,
+    ) -> Option<Arc<cortex_protocol::Ring>> {
+        let now = tokio::time::Instant::now();
+        let st = self.state.lock();
+        let mut seen = self.first_seen.lock();
+        seen.retain(|n, _| gossip_live.contains(n) && !matches!(st.get(n), Some(Admit::Ok)));
+        let mut members = Vec::with_capacity(gossip_live.len());
+        let mut awaiting = 0;
+        for n in gossip_live {
+            if n.name() == me || matches!(st.get(n), Some(Admit::Ok)) {
+                members.push(n.clone());
+                continue;
+            }
+            let first = *seen.entry(n.clone()).or_insert(now);
+            if now.duration_since(first) < ADMISSION_GRACE {
+                members.push(n.clone());
+                awaiting += 1;
+            }
+        }
+        drop((st, seen));
+        let ring = (awaiting > 0).then(|| Arc::new(cortex_protocol::Ring::new(members, vnodes)));
+        self.awaiting.write().clone_from(&ring);
+        ring
+    }
+
+    /// The awaiting member that owns `id` on the ring with awaiting members, if that is not
+    /// `me`.
+    fn awaiting_owner(&self, id: &ActorId, me: &str) -> Option<NodeId> {
+        let g = self.awaiting.read();
+        let o = g.as_ref()?.owner(id)?;
+        (o.name() != me).then(|| o.clone())
+    }
     /// When the earliest refused member is due for another check.
     fn next_retry(&self) -> Option<tokio::time::Instant> {
         self.state
@@ -462,8 +520,7 @@ async fn passivate_all(reg: &cortex_runtime::VirtualRegistry, ids: &[cortex_prot
 /// completes would leave two live activations while every view already agrees. Nothing is
 /// activated meanwhile: the view was unsettled by the same gossip change, and by the time it
 /// settles the member is normally in the ring and the ids go to it.
-async fn handover_ahead(inner: &Arc<NodeInner>, gossip_live: Vec<NodeId>) {
-    let full = cortex_protocol::Ring::new(gossip_live, inner.placement.view().ring.vnodes());
+async fn handover_ahead(inner: &Arc<NodeInner>, full: &cortex_protocol::Ring) {
     let reg = inner.system.virtuals().clone();
     let ahead: Vec<_> = reg
         .live_ids()

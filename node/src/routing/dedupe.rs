@@ -54,6 +54,18 @@ pub enum Begin {
     Busy,
 }
 
+impl Begin {
+    /// Its name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Begin::Run => "run",
+            Begin::Wait(_) => "wait",
+            Begin::Done(_) => "done",
+            Begin::Busy => "busy",
+        }
+    }
+}
+
 /// Entries by key, and keys in the order they expire.
 type Table = (HashMap<[u8; 16], Entry>, VecDeque<([u8; 16], Instant)>);
 
