@@ -108,14 +108,7 @@ impl<A: Actor> Cell<A> {
                 }
                 // Not a local clone of the mailbox `Arc`: 8 bytes more in every idle task.
                 let running = phase == Phase::Running;
-                let (item, waited) = self.ctx.myself.mb.recv(&mut self.batch, running).await;
-                if waited {
-                    // The actor went idle, which yielded to the scheduler already: the
-                    // budget is for an unbroken stream (and a fixed yield every BATCH
-                    // messages put a driver turn into every 128th ask's round trip).
-                    budget = BATCH;
-                }
-                match item {
+                match self.ctx.myself.mb.recv(&mut self.batch, running).await {
                     Item::Msg(mut env) => {
                         let run = env.handle(&mut self.actor, &mut self.ctx);
                         self.batch.spend(env);

@@ -333,7 +333,6 @@ impl<A> Mailbox<A> {
             mb: self,
             batch,
             accept_user,
-            waited: false,
         }
     }
 
@@ -481,21 +480,15 @@ pub(crate) struct Recv<'a, A> {
     mb: &'a Mailbox<A>,
     batch: &'a mut Batch<A>,
     accept_user: bool,
-    waited: bool,
 }
 
 impl<A> Future for Recv<'_, A> {
-    /// The item, and whether the receiver had to wait for it (it went idle, so it has
-    /// given the scheduler its turn already).
-    type Output = (Item<A>, bool);
-    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+    type Output = Item<A>;
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Item<A>> {
         let this = self.get_mut();
         match this.mb.pop(this.batch, this.accept_user, Some(cx.waker())) {
-            Some(item) => Poll::Ready((item, this.waited)),
-            None => {
-                this.waited = true;
-                Poll::Pending
-            }
+            Some(item) => Poll::Ready(item),
+            None => Poll::Pending,
         }
     }
 }
@@ -732,7 +725,7 @@ mod tests {
                         let mut batch = Batch::default();
                         let mut next = [0u32; SENDERS as usize];
                         for _ in 0..SENDERS * EACH {
-                            let v = payload(Some(mb.recv(&mut batch, true).await.0));
+                            let v = payload(Some(mb.recv(&mut batch, true).await));
                             let (s, seq) = ((v / EACH) as usize, v % EACH);
                             assert_eq!(seq, next[s], "sender {s} out of order");
                             next[s] += 1;
