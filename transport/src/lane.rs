@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use cortex_protocol::{Envelope, ForwardBody, Frame, FrameDecoder, Pong};
@@ -116,8 +117,8 @@ struct LaneReader {
     lane: usize,
     dec: FrameDecoder,
     buf: BytesMut,
-    /// Decoded envelopes not dispatched yet, in arrival order.
-    held: VecDeque<Envelope>,
+    /// Decoded envelopes not dispatched yet, in arrival order, with when they were decoded.
+    held: VecDeque<(Envelope, Instant)>,
     /// How many envelopes at the front of `held` were already checked for replies.
     scanned: usize,
     /// The peer finished the stream; what is buffered is still dispatched.
@@ -151,8 +152,9 @@ impl LaneReader {
     /// Dispatches every envelope in order; a [`crate::Delivery`] is awaited before the next.
     async fn run(&mut self) -> Result<(), Stop> {
         loop {
-            if let Some(env) = self.held.pop_front() {
+            if let Some((mut env, at)) = self.held.pop_front() {
                 self.scanned = self.scanned.saturating_sub(1);
+                spend_budget(&mut env, at.elapsed());
                 if let Some(d) = dispatch(&self.conn, self.handler.as_ref(), env, self.lane).await?
                 {
                     self.wait(d).await?;
@@ -178,14 +180,15 @@ impl LaneReader {
                 let c = &self.conn.inner.counters;
                 c.frames_received.fetch_add(1, Ordering::Relaxed);
                 c.bytes_received.fetch_add(used as u64, Ordering::Relaxed);
+                let now = Instant::now();
                 let n = match frame {
                     Frame::Single(e) => {
-                        self.held.push_back(e);
+                        self.held.push_back((e, now));
                         1
                     }
                     Frame::Batch(v) => {
                         let n = v.len();
-                        self.held.extend(v);
+                        self.held.extend(v.into_iter().map(|e| (e, now)));
                         n
                     }
                 };
@@ -229,8 +232,8 @@ impl LaneReader {
         loop {
             // Replies among the envelopes decoded so far complete at once.
             while self.scanned < self.held.len() {
-                if is_control(&self.held[self.scanned]) {
-                    if let Some(env) = self.held.remove(self.scanned) {
+                if is_control(&self.held[self.scanned].0) {
+                    if let Some((env, _)) = self.held.remove(self.scanned) {
                         // Replies, pings and pongs never produce a delivery.
                         let _ = dispatch(&self.conn, self.handler.as_ref(), env, self.lane).await?;
                     }
@@ -252,6 +255,26 @@ impl LaneReader {
                 r = self.recv.read_chunk(CHUNK, true) => self.take_chunk(r)?,
             }
         }
+    }
+}
+
+/// Charges the time a request waited in this lane (behind a pending delivery) to its
+/// budget, which the router counts from when it starts: without it, a request held for
+/// seconds behind a stuck forward would start with its full budget and could run long after
+/// its caller gave up. An exhausted budget stays 1 µs (0 means "no deadline").
+fn spend_budget(env: &mut Envelope, waited: std::time::Duration) {
+    let meta = match env {
+        Envelope::Ask(a) => &mut a.meta,
+        Envelope::Tell(t) => &mut t.meta,
+        Envelope::Forward(f) => match &mut f.body {
+            ForwardBody::Ask(a) => &mut a.meta,
+            ForwardBody::Tell(t) => &mut t.meta,
+        },
+        _ => return,
+    };
+    if meta.budget_us != 0 {
+        let waited = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+        meta.budget_us = meta.budget_us.saturating_sub(waited).max(1);
     }
 }
 
@@ -334,4 +357,75 @@ async fn reserve_reply(
         .acquire_owned()
         .await
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use cortex_protocol::{
+        Ask, Envelope, Forward, ForwardBody, MessageName, NodeId, RequestId, RequestMeta, Target,
+        Tell,
+    };
+
+    use super::spend_budget;
+
+    fn meta(budget_us: u64) -> RequestMeta {
+        RequestMeta {
+            budget_us,
+            trace: Default::default(),
+        }
+    }
+
+    fn ask(budget_us: u64) -> Ask {
+        Ask {
+            request: RequestId(1),
+            target: Target::Virtual("counter/a".parse().unwrap()),
+            message: MessageName::new("m").unwrap(),
+            payload: Bytes::new(),
+            meta: meta(budget_us),
+            epoch: 0,
+            idempotency_key: None,
+        }
+    }
+
+    fn budget(env: &Envelope) -> u64 {
+        match env {
+            Envelope::Ask(a) => a.meta.budget_us,
+            Envelope::Tell(t) => t.meta.budget_us,
+            Envelope::Forward(f) => match &f.body {
+                ForwardBody::Ask(a) => a.meta.budget_us,
+                ForwardBody::Tell(t) => t.meta.budget_us,
+            },
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn time_held_in_the_lane_is_charged_to_the_request_budget() {
+        let mut env = Envelope::Ask(ask(500_000));
+        spend_budget(&mut env, Duration::from_millis(200));
+        assert_eq!(budget(&env), 300_000);
+        // Exhausted: 1 us left, never 0 ("no deadline").
+        spend_budget(&mut env, Duration::from_secs(3));
+        assert_eq!(budget(&env), 1);
+        let mut fwd = Envelope::Forward(Forward {
+            hops: 1,
+            origin: NodeId::new("n1", 1).unwrap(),
+            body: ForwardBody::Ask(ask(1_000)),
+        });
+        spend_budget(&mut fwd, Duration::from_millis(5));
+        assert_eq!(budget(&fwd), 1);
+        // A tell without a deadline keeps none.
+        let mut tell = Envelope::Tell(Tell {
+            target: Target::Virtual("counter/a".parse().unwrap()),
+            message: MessageName::new("m").unwrap(),
+            payload: Bytes::new(),
+            meta: meta(0),
+            epoch: 0,
+        });
+        spend_budget(&mut tell, Duration::from_secs(1));
+        assert_eq!(budget(&tell), 0);
+    }
 }
