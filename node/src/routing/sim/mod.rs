@@ -14,13 +14,18 @@
 //!   (*admission*: the dial retransmits until the connect timeout; a refused member is
 //!   dialled again after a backoff of 100 ms, doubling up to 2 s); a change of the gossip
 //!   set that leaves the admitted ring as it was *unsettles* the view (a new epoch, the
-//!   settle time restarted); a change of the gossip set while members await admission
-//!   *hands over ahead*: the live ids those members own on the full gossip ring are
-//!   passivated at once; a ring change (or unsettle) then starts a *handover*;
+//!   settle time restarted); every turn keeps the *awaiting ring*, over this node, the
+//!   admitted members and the live members awaiting admission for less than 5 s since this
+//!   node first saw them live and not admitted (`ADMISSION_GRACE`), while there are any; a
+//!   change of the gossip set while there are such members *hands over ahead*: the live ids
+//!   those members own on the awaiting ring are passivated at once; a ring change (or
+//!   unsettle) then starts a *handover*;
 //! - *handover* (ahead of admission, then on the ring): passivation of ids the node does
 //!   not own, in chunks, each taking a random time during which the activation still counts
 //!   as live;
-//! - *the activation gate*: only the owner, in a settled view, once joined;
+//! - *the activation gate*: only the owner, in a settled view, once joined, and not an id
+//!   that a member awaiting admission owns on the awaiting ring (as of the last
+//!   `apply_view`);
 //! - *routing* (`resolve_at`, `forward_ask`): wait for the view to settle; a node that has not
 //!   joined waits for the next ring epoch instead of delivering locally; forwarding over a
 //!   lossy network with per-hop deadlines and hop counts;
@@ -88,17 +93,23 @@ pub struct NodeModel {
     /// in `apply_view`; it does).
     pub unsettle_on_gossip_change: bool,
     /// Whether a change of the gossip member set that leaves members awaiting admission
-    /// passivates at once the live activations those members own on the full gossip ring
+    /// passivates at once the live activations those members own on the ring over this
+    /// node, the admitted members and those awaiting admission for less than 5 s
     /// (`handover_ahead` in `apply_view`; it does).
     pub handover_ahead: bool,
+    /// Whether the activation gate refuses an id that a live member awaiting admission for
+    /// less than the admission grace (5 s) owns on the ring over this node, the admitted
+    /// members and those awaiting members (`Admission::awaiting_owner`; it does). That
+    /// ring is kept either way: `handover_ahead` passivates by it.
+    pub awaiting_gate: bool,
     /// Range of the time one passivation takes (its stop hooks).
     pub passivation: (Duration, Duration),
 }
 
 impl NodeModel {
     /// The node as built: default settle time and vnodes, gate on settledness and on having
-    /// joined, handover on, unsettle and hand over ahead of admission on a gossip change,
-    /// passivations of 0 to 50 ms.
+    /// joined and on owners awaiting admission, handover on, unsettle and hand over ahead of
+    /// admission on a gossip change, passivations of 0 to 50 ms.
     pub fn as_built() -> Self {
         Self {
             settle: DEFAULT_SETTLE_TIME,
@@ -108,6 +119,7 @@ impl NodeModel {
             join_gate: true,
             unsettle_on_gossip_change: true,
             handover_ahead: true,
+            awaiting_gate: true,
             passivation: (Duration::ZERO, Duration::from_millis(50)),
         }
     }
@@ -239,6 +251,10 @@ pub struct SimReport {
     /// Of those, views that only restarted the settle time (the gossip set moved, the
     /// admitted ring did not).
     pub unsettles: u64,
+    /// Activations in a settled view, once joined, of an id that a member awaiting
+    /// admission owns on the ring with awaiting members: refused by
+    /// [`NodeModel::awaiting_gate`], let through without it.
+    pub awaiting_refusals: u64,
     /// Double activations counted outside the checked windows.
     pub doubles: DoubleCounts,
     /// How long ids were live twice while membership agreed, summed over ids (the tail of

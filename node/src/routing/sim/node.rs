@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use cortex_protocol::{ActorId, ErrorCode, NodeId};
+use cortex_protocol::{ActorId, ErrorCode, NodeId, Ring};
 use rand::RngExt;
 
 use super::SimFailure;
@@ -116,6 +116,13 @@ pub(super) struct SimNode {
     /// The pending timed wake of the watch loop (0: none).
     pub(super) watch_token: u64,
     pub(super) admission: BTreeMap<NodeId, Admit>,
+    /// `Admission::first_seen`: when `apply_view` first saw each live member not yet
+    /// admitted.
+    pub(super) first_seen: BTreeMap<NodeId, Duration>,
+    /// `Admission::awaiting`: the ring over this node, the admitted members and those
+    /// awaiting admission within the grace, while there are any (as of the last
+    /// `apply_view`).
+    pub(super) awaiting: Option<Ring>,
     pub(super) jobs: BTreeMap<u64, Job>,
     pub(super) leaving: bool,
     /// Activations passivating.
@@ -155,6 +162,8 @@ impl SimNode {
             watch_dirty: false,
             watch_token: 0,
             admission: BTreeMap::new(),
+            first_seen: BTreeMap::new(),
+            awaiting: None,
             jobs: BTreeMap::new(),
             leaving: false,
             stopping: 0,
@@ -342,6 +351,7 @@ impl World {
         let now = self.instant(t);
         let gate_settled = self.cfg.model.gate_requires_settled;
         let gate_joined = self.cfg.model.join_gate;
+        let gate_awaiting = self.cfg.model.awaiting_gate;
         let token = self.fresh_id();
         let generation = self.slots[slot].generation;
         let Some(node) = self.slots[slot].node.as_mut() else {
@@ -386,7 +396,24 @@ impl World {
                 let settled = !gate_settled || view.is_settled(now);
                 let joined = !gate_joined || node.joined;
                 let unjoined = !node.observed_joined();
-                if mine && settled && joined {
+                // `Admission::awaiting_owner`: a member still being admitted owns it on the
+                // ring with awaiting members and may already host it.
+                let admitting = mine
+                    && node
+                        .awaiting
+                        .as_ref()
+                        .is_some_and(|r| r.owner(&id).is_some_and(|o| o.name() != node.me.name()));
+                if admitting && settled && joined {
+                    // The rest of the gate would let it through.
+                    self.checks.awaiting_refusals += 1;
+                }
+                if admitting && gate_awaiting {
+                    self.answer(
+                        slot,
+                        req_id,
+                        Err((ErrorCode::Rejected, "owner still being admitted")),
+                    )
+                } else if mine && settled && joined {
                     let serial = self.fresh_id();
                     if let Some(node) = self.slots[slot].node.as_mut() {
                         node.acts.insert(

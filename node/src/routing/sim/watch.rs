@@ -22,6 +22,9 @@ const ADMISSION_RETRY_FIRST: Duration = Duration::from_millis(100);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a pending dial re-checks reachability (QUIC's handshake retransmission).
 const DIAL_PROBE: Duration = Duration::from_millis(250);
+/// How long a live member awaiting admission keeps its ids from being activated elsewhere
+/// (`ADMISSION_GRACE`), counted from when `apply_view` first saw it live and not admitted.
+const ADMISSION_GRACE: Duration = Duration::from_secs(5);
 /// The node passivates moved ids in chunks of this many (`handover`).
 const HANDOVER_CHUNK: usize = 256;
 
@@ -124,9 +127,10 @@ impl World {
     /// `apply_view`: joins once the view holds another member (or the seeds resolve only to
     /// this node); the live members (without this node while it leaves), only those
     /// admitted, plus this node, installed as the ring; the settle time restarted when the
-    /// gossip set changed but the ring did not; when the gossip set changed and holds
-    /// members awaiting admission, the live activations they own on the full gossip ring
-    /// listed for `handover_ahead`.
+    /// gossip set changed but the ring did not; the ring with the members awaiting admission
+    /// within the grace kept for the activation gate; when the gossip set changed and there
+    /// are such members, the live activations they own on that ring listed for
+    /// `handover_ahead`.
     fn apply_view(&mut self, slot: usize) -> Result<Applied, SimFailure> {
         let now = self.instant(self.now);
         let t = self.now;
@@ -178,7 +182,6 @@ impl World {
             live.push(me.clone());
             gossip_live.push(me.clone());
         }
-        let admitted = live.len();
         let changed = match node.placement.update(live, now) {
             Some(_) => true,
             // A member awaits admission: other nodes may already count it.
@@ -189,21 +192,39 @@ impl World {
             }
             None => false,
         };
-        // `handover_ahead`: the ids those members own on the full gossip ring (compared by
-        // name); they may already host them.
-        let ahead: VecDeque<ActorId> =
-            if ahead_on && gossip_changed && gossip_live.len() != admitted {
-                let full = Ring::new(gossip_live, vnodes);
-                node.acts
-                    .iter()
-                    .filter(|(id, a)| {
-                        a.stopping.is_none() && full.owner(id).map(|o| o.name()) != Some(me.name())
-                    })
-                    .map(|(id, _)| id.clone())
-                    .collect()
-            } else {
-                VecDeque::new()
-            };
+        // `Admission::awaiting_ring`: this node, the admitted members and those awaiting
+        // admission for less than `ADMISSION_GRACE` since this node first saw them live
+        // and not admitted; kept for the activation gate while there are such members.
+        let admission = &node.admission;
+        node.first_seen
+            .retain(|n, _| gossip_live.contains(n) && !matches!(admission.get(n), Some(Admit::Ok)));
+        let mut members = Vec::with_capacity(gossip_live.len());
+        let mut awaiting = 0;
+        for n in &gossip_live {
+            if n.name() == me.name() || matches!(admission.get(n), Some(Admit::Ok)) {
+                members.push(n.clone());
+                continue;
+            }
+            let first = *node.first_seen.entry(n.clone()).or_insert(t);
+            if t - first < ADMISSION_GRACE {
+                members.push(n.clone());
+                awaiting += 1;
+            }
+        }
+        node.awaiting = (awaiting > 0).then(|| Ring::new(members, vnodes));
+        // `handover_ahead`: the ids those members own on that ring (compared by name); they
+        // may already host them.
+        let ahead: VecDeque<ActorId> = match &node.awaiting {
+            Some(full) if ahead_on && gossip_changed => node
+                .acts
+                .iter()
+                .filter(|(id, a)| {
+                    a.stopping.is_none() && full.owner(id).map(|o| o.name()) != Some(me.name())
+                })
+                .map(|(id, _)| id.clone())
+                .collect(),
+            _ => VecDeque::new(),
+        };
         if !ahead.is_empty() {
             self.checks.handovers_ahead += ahead.len() as u64;
             let line = format!(
