@@ -14,13 +14,15 @@ if grep -rnE 'std::(fs|net::(TcpStream|TcpListener|UdpSocket))|std::io::std(in|o
   fail=1
 fi
 
-# 2. Nothing depends on cortex-node (cluster-tests and chaos drive its binary from outside).
+# 2. Nothing builds on cortex-node (cluster-tests and chaos drive its binary from outside).
+#    A dev-dependency is allowed: the client benchmark runs its member-to-member baseline from
+#    an in-process node (cluster-tests/tests/client_bench.rs), which no library or binary ships.
 deps=$(cargo metadata --format-version 1 --locked --no-deps | python3 -c '
 import json, sys
 m = json.load(sys.stdin)
 for p in m["packages"]:
     for d in p["dependencies"]:
-        if d["name"] == "cortex-node" and p["name"] != "cortex-node":
+        if d["name"] == "cortex-node" and p["name"] != "cortex-node" and d.get("kind") != "dev":
             print(p["name"])
 ')
 if [ -n "$deps" ]; then
