@@ -19,6 +19,10 @@
 //! 5. **Its own metrics.** Its messages count under the metrics kind label `system`, and it
 //!    may register families of its own on the node's registry.
 //!
+//! One system actor is not optional and not in [`KNOWN`]: `system/handover`
+//! ([`handover`]), which takes the idempotency keys of actors that move to this node; every
+//! node starts it, because handover correctness depends on it.
+//!
 //! # Adding one
 //! Create `system/<name>/mod.rs` with the actor, its messages and a `spawn` function like
 //! [`metrics::spawn`]; add the name to [`KNOWN`] and a match arm to [`start`]; document its
