@@ -104,7 +104,7 @@ pub struct Settings {
         help_heading = "Network"
     )]
     pub http_advertise: Option<SocketAddr>,
-    /// IP address published for all three endpoints when a bind address is 0.0.0.0 / [::]
+    /// IP address published for all three endpoints when a bind address is `0.0.0.0` / `[::]`
     /// (on Kubernetes: the pod IP) [default: the bound IP, else this host name's address]
     #[arg(
         long,
