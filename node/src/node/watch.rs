@@ -383,6 +383,7 @@ impl Admission {
         let o = g.as_ref()?.owner(id)?;
         (o.name() != me).then(|| o.clone())
     }
+
     /// When the earliest refused member is due for another check.
     fn next_retry(&self) -> Option<tokio::time::Instant> {
         self.state
@@ -564,16 +565,15 @@ fn send_moved_keys(
         return;
     };
     for (node, keys) in by_owner {
-        for chunk in keys.chunks(handover::MAX_KEYS_PER_MESSAGE) {
+        for chunk in handover_batches(keys) {
             let n = chunk.len();
-            let payload =
-                match cortex_runtime::encode_with(&AdoptKeys(chunk.to_vec()), Codec::Bincode) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "moved idempotency keys not encoded");
-                        continue;
-                    }
-                };
+            let payload = match cortex_runtime::encode_with(&AdoptKeys(chunk), Codec::Bincode) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "moved idempotency keys not encoded");
+                    continue;
+                }
+            };
             let ask = Ask {
                 request: RequestId(0),
                 target: Target::System {
@@ -604,6 +604,40 @@ fn send_moved_keys(
             });
         }
     }
+}
+
+/// Splits `keys` into messages of at most [`handover::MAX_KEYS_PER_MESSAGE`] keys and about
+/// [`handover::MAX_BYTES_PER_MESSAGE`] bytes: replies can be large, and a message past the
+/// frame limit would not be sent at all.
+fn handover_batches(keys: Vec<MovedKey>) -> Vec<Vec<MovedKey>> {
+    let mut out: Vec<Vec<MovedKey>> = Vec::new();
+    let mut bytes = 0;
+    for k in keys {
+        let size = approx_len(&k);
+        match out.last_mut() {
+            Some(b)
+                if b.len() < handover::MAX_KEYS_PER_MESSAGE
+                    && bytes + size <= handover::MAX_BYTES_PER_MESSAGE =>
+            {
+                bytes += size;
+                b.push(k);
+            }
+            _ => {
+                bytes = size;
+                out.push(vec![k]);
+            }
+        }
+    }
+    out
+}
+
+/// About the encoded size of a moved key (bincode lengths are small varints).
+fn approx_len(k: &MovedKey) -> usize {
+    let reply = match &k.reply {
+        ReplyResult::Ok { message, payload } => message.as_str().len() + payload.len(),
+        ReplyResult::Err(e) => e.detail.len(),
+    };
+    32 + k.actor.kind().len() + k.actor.key().len() + reply
 }
 
 /// Sends the current topology to a client connection.
@@ -693,6 +727,34 @@ mod tests {
         );
         let fresh = fresh_departures(&mut seen, &again);
         assert!(is_departed(&b_proc, &again, &fresh));
+    }
+
+    #[test]
+    fn moved_keys_are_sent_in_bounded_messages() {
+        let key = |i: u32, payload: usize| MovedKey {
+            key: [0; 16],
+            actor: ActorId::new("counter", format!("k{i}")).unwrap(),
+            reply: ReplyResult::Ok {
+                message: MessageName::new("r").unwrap(),
+                payload: vec![0; payload].into(),
+            },
+            age_ms: 0,
+        };
+        let small: Vec<_> = (0..5000).map(|i| key(i, 8)).collect();
+        let b = handover_batches(small);
+        assert_eq!(b.iter().map(Vec::len).sum::<usize>(), 5000, "none lost");
+        assert!(b.iter().all(|m| m.len() <= handover::MAX_KEYS_PER_MESSAGE));
+        let big: Vec<_> = (0..10).map(|i| key(i, 100 * 1024)).collect();
+        let b = handover_batches(big);
+        assert_eq!(b.iter().map(Vec::len).sum::<usize>(), 10);
+        for m in &b {
+            let bytes: usize = m.iter().map(approx_len).sum();
+            assert!(
+                m.len() == 1 || bytes <= handover::MAX_BYTES_PER_MESSAGE,
+                "{bytes}"
+            );
+        }
+        assert!(b.len() >= 5, "large replies split the message: {}", b.len());
     }
 
     #[test]

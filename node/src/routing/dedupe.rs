@@ -95,19 +95,22 @@ impl Dedupe {
         }
     }
 
-    /// Registers an ask with `key` at `now`.
-    pub fn begin(&self, key: [u8; 16], now: Instant) -> Begin {
-        let mut g = self.inner.lock();
-        let (map, order) = &mut *g;
+    /// Drops answers past their window, and the oldest answers while past the cap, walking
+    /// the queue from its front. A run still in flight is never evicted: its waiters need the
+    /// answer. Each key is queued at begin and again at finish (or adoption); only an answer
+    /// older than the window (or room needed past the cap) lets it go.
+    fn evict(
+        &self,
+        map: &mut HashMap<[u8; 16], Entry>,
+        order: &mut VecDeque<([u8; 16], Instant)>,
+        now: Instant,
+    ) {
         while let Some((k, t)) = order.front() {
             if now.duration_since(*t) < self.window && map.len() <= self.cap {
                 break;
             }
             let k = *k;
             order.pop_front();
-            // A run still in flight is never evicted: its waiters need the answer.
-            // Each key is queued at begin and again at finish; only an answer older than
-            // the window (or room needed past the cap) lets it go.
             let expired = match map.get(&k) {
                 Some(Entry::Done(_, at, _)) => {
                     now.duration_since(*at) >= self.window || map.len() > self.cap
@@ -118,6 +121,13 @@ impl Dedupe {
                 map.remove(&k);
             }
         }
+    }
+
+    /// Registers an ask with `key` at `now`.
+    pub fn begin(&self, key: [u8; 16], now: Instant) -> Begin {
+        let mut g = self.inner.lock();
+        let (map, order) = &mut *g;
+        self.evict(map, order, now);
         // An answer past its window that the lazy eviction above has not reached yet (its
         // queue entry sits behind younger ones, as adopted keys do) is gone all the same.
         if matches!(map.get(&key), Some(Entry::Done(_, at, _)) if now.duration_since(*at) >= self.window)
@@ -204,6 +214,8 @@ impl Dedupe {
         let (map, order) = &mut *g;
         let mut taken = 0;
         for k in keys {
+            // The cap holds for adopted keys too, even when no ask arrives to evict.
+            self.evict(map, order, now);
             let age = Duration::from_millis(k.age_ms);
             if age >= self.window || map.contains_key(&k.key) {
                 continue;
@@ -347,5 +359,21 @@ mod tests {
             ..k
         };
         assert_eq!(d.adopt(vec![old], t), 0);
+    }
+
+    #[test]
+    fn adopted_keys_stay_within_the_cap() {
+        let d = Dedupe::new(Duration::from_secs(600), 10);
+        let t = Instant::now();
+        let keys = (0..100u8)
+            .map(|i| MovedKey {
+                key: [i; 16],
+                actor: "counter/a".parse().unwrap(),
+                reply: ok(i),
+                age_ms: 0,
+            })
+            .collect();
+        assert_eq!(d.adopt(keys, t), 100);
+        assert!(d.len() <= 11, "{}", d.len());
     }
 }

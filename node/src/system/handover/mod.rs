@@ -52,6 +52,9 @@ pub const NAME: &str = "handover";
 /// Most keys in one message (a handover sends several when more moved).
 pub const MAX_KEYS_PER_MESSAGE: usize = 2048;
 
+/// About the most bytes of keys and replies in one message, far below the frame limit.
+pub const MAX_BYTES_PER_MESSAGE: usize = 256 * 1024;
+
 /// Answered idempotency keys of actors that moved to this node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AdoptKeys(pub Vec<MovedKey>);
