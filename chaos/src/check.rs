@@ -324,15 +324,12 @@ fn counters(h: &Snapshot, ctx: &Ctx<'_>) -> Verdict {
                         // Failed increments that applied late explain what they can.
                         let late = jump.min(maybe);
                         let extra = jump - late;
-                        match ctx.moved_or_split(id, last_t, o.complete_us) {
-                            true => v.add("jumps_after_move", 1),
-                            false if extra == 0 => {
-                                maybe -= late;
-                                v.add("late_applications", late);
-                            }
-                            false => {
-                                maybe -= late;
-                                v.add("late_applications", late);
+                        if ctx.moved_or_split(id, last_t, o.complete_us) {
+                            v.add("jumps_after_move", 1);
+                        } else {
+                            maybe -= late;
+                            v.add("late_applications", late);
+                            if extra > 0 {
                                 v.fail(
                                     "applied_twice",
                                     format!(

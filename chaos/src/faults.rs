@@ -262,13 +262,7 @@ impl Injector {
             .spawn()?;
         // The holder binds its queue before the rule sends packets there; --queue-bypass
         // lets packets through meanwhile, so a short head start is enough and harmless.
-        let head_start = || std::thread::sleep(Duration::from_millis(150));
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(head_start)
-            }
-            _ => head_start(),
-        }
+        crate::net::blocking(|| std::thread::sleep(Duration::from_millis(150)));
         if let Ok(Some(status)) = child.try_wait() {
             return Err(std::io::Error::other(format!("nfq-hold exited: {status}")));
         }

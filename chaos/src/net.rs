@@ -18,20 +18,11 @@ pub const RULE_TAG: &str = "cortex-chaos";
 /// # Errors
 /// [`ChaosError::Command`] if it cannot start or exits non-zero.
 pub fn sh(program: &str, args: &[&str]) -> Result<String, ChaosError> {
-    let run = || Command::new(program).args(args).output();
-    // Faults are applied from async tasks: a worker blocked on `iptables` (tens of ms each,
-    // seconds for a partition's rules on a loaded machine) would stall the workload's tasks
-    // and timers queued behind it, and the history would blame the cluster for the
-    // harness's own lateness. Hand the worker's queue to another thread while we wait.
-    let out = match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(run)
+    let out = blocking(|| Command::new(program).args(args).output()).map_err(|e| {
+        ChaosError::Command {
+            command: format!("{program} {}", args.join(" ")),
+            detail: format!("cannot start it: {e}"),
         }
-        _ => run(),
-    }
-    .map_err(|e| ChaosError::Command {
-        command: format!("{program} {}", args.join(" ")),
-        detail: format!("cannot start it: {e}"),
     })?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -45,6 +36,20 @@ pub fn sh(program: &str, args: &[&str]) -> Result<String, ChaosError> {
                 String::from_utf8_lossy(&out.stderr).trim()
             ),
         })
+    }
+}
+
+/// Runs blocking `f` from wherever the harness is. Faults are applied from async tasks: a
+/// worker blocked on `iptables` (tens of ms each, seconds for a partition's rules on a
+/// loaded machine) would stall the workload's tasks and timers queued behind it, and the
+/// history would blame the cluster for the harness's own lateness. On a multi-thread
+/// runtime the worker's queue is handed to another thread while `f` runs.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 
