@@ -126,16 +126,11 @@ impl Client {
             if Instant::now() >= deadline {
                 break;
             }
-            let route = match inner.route(Some(id), &avoid, deadline).await {
-                Ok(r) => r,
-                Err(e) if e.is_safe_to_retry() => {
-                    // Every candidate failed: forget the exclusions and try again later.
-                    avoid.clear();
-                    last = Some(e);
-                    inner.backoff(attempt, deadline).await;
-                    continue;
-                }
-                Err(e) => return Err(e),
+            let Some(route) = inner
+                .route_or_back_off(id, &mut avoid, &mut last, attempt, deadline)
+                .await?
+            else {
+                continue;
             };
             let left = deadline.saturating_duration_since(Instant::now());
             let ask = Ask {
@@ -246,15 +241,11 @@ impl Client {
             if Instant::now() >= deadline {
                 break;
             }
-            let route = match inner.route(Some(id), &avoid, deadline).await {
-                Ok(r) => r,
-                Err(e) if e.is_safe_to_retry() => {
-                    avoid.clear();
-                    last = Some(e);
-                    inner.backoff(attempt, deadline).await;
-                    continue;
-                }
-                Err(e) => return Err(e),
+            let Some(route) = inner
+                .route_or_back_off(id, &mut avoid, &mut last, attempt, deadline)
+                .await?
+            else {
+                continue;
             };
             let left = deadline.saturating_duration_since(Instant::now());
             let env = Envelope::Tell(Tell {

@@ -407,6 +407,29 @@ impl Inner {
         tokio::time::sleep_until(wake.min(deadline)).await;
     }
 
+    /// [`Inner::route`] for one attempt of a call: `Ok(None)` when every candidate failed in a
+    /// way worth retrying, after forgetting the exclusions, keeping the error in `last` and
+    /// waiting this attempt's backoff.
+    pub(crate) async fn route_or_back_off(
+        &self,
+        id: &ActorId,
+        avoid: &mut Avoid,
+        last: &mut Option<ClientError>,
+        attempt: u32,
+        deadline: Instant,
+    ) -> Result<Option<Route>, ClientError> {
+        match self.route(Some(id), avoid, deadline).await {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if e.is_safe_to_retry() => {
+                avoid.clear();
+                *last = Some(e);
+                self.backoff(attempt, deadline).await;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Picks where a request goes: the owner of `id` if the view names one that is not in
     /// `avoid` and can be reached, else any open connection, else any member or seed that
     /// can be dialed.
