@@ -16,7 +16,9 @@
 //! when the ring changes, and, as soon as gossip shows a live member still awaiting
 //! admission, so are the activations that member owns on the full gossip ring (it may
 //! already host them: a node back from a partition or a false death kept its activations).
-//! Both changes unsettle the view, so nothing is activated here meanwhile.
+//! Both changes unsettle the view, so nothing is activated here meanwhile; and while such a
+//! member awaits admission (for at most 5 s) the activation gate refuses the ids it owns on
+//! the full ring, so a slow admission cannot outlast the settle time into a twin.
 //!
 //! The core ([`PlacementState`]) takes `now` as input and does no I/O; [`Placement`] wraps it
 //! for concurrent readers and lets callers wait for the view to settle.
