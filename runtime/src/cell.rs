@@ -53,8 +53,13 @@ pub(crate) fn spawn_actor<A: Actor>(
         parent,
         batch: Batch::default(),
     };
-    let task = TaskGuard::new(tokio::spawn(cell.run()));
-    (ActorRef::from_mailbox(mb), task)
+    let run = cell.run();
+    let sys = sys.upgrade();
+    let task = match sys.as_deref().and_then(|s| s.shards.as_ref()) {
+        Some(shards) => shards.spawn(opts.shard, run),
+        None => tokio::spawn(run),
+    };
+    (ActorRef::from_mailbox(mb), TaskGuard::new(task))
 }
 
 pub(crate) const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);

@@ -56,6 +56,15 @@ impl<A: Actor> Context<A> {
         self.virtual_id.as_deref()
     }
 
+    /// The shard this actor runs on, in a sharded system ([`Executor::Shards`]); `None`
+    /// with [`Executor::Ambient`].
+    ///
+    /// [`Executor::Shards`]: crate::Executor::Shards
+    /// [`Executor::Ambient`]: crate::Executor::Ambient
+    pub fn shard(&self) -> Option<usize> {
+        crate::shards::current_index()
+    }
+
     /// Stops this actor after the current handler returns. Queued messages are dropped.
     pub fn stop(&mut self) {
         self.stop_requested = true;

@@ -45,6 +45,7 @@ mod mailbox;
 mod pubsub;
 mod remote;
 pub mod resilience;
+mod shards;
 mod supervision;
 mod system;
 mod timer;
@@ -58,6 +59,7 @@ pub use pubsub::{PubSub, PubSubStats, SlowPolicy, SubscribeOptions, Subscription
 pub use remote::{
     Codec, ErasedRef, MessageTable, RemoteMessage, decode_with, encode_with, valid_message_name,
 };
+pub use shards::Executor;
 pub use system::{DEFAULT_MAILBOX, ShutdownReport, SpawnOptions, System, SystemConfig};
 pub use timer::TimerHandle;
 pub use virtual_actor::{

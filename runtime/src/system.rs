@@ -13,11 +13,16 @@ use crate::actor_ref::ActorRef;
 use crate::cell::{DEFAULT_STOP_TIMEOUT, Factory, spawn_actor};
 use crate::mailbox::{Control, ControlSink};
 use crate::remote::ErasedRef;
+use crate::shards::{Executor, Shards};
 use crate::supervision::{Parent, RestartHistory, TaskGuard};
 use crate::virtual_actor::{VirtualConfig, VirtualRegistry};
 
 /// Default mailbox capacity.
 pub const DEFAULT_MAILBOX: usize = 1024;
+
+/// What a stopping shard thread gets past the shutdown deadline to drop the actors aborted
+/// at it and end.
+const SHARD_STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Options for one spawned actor.
 #[derive(Debug, Clone)]
@@ -26,12 +31,17 @@ pub struct SpawnOptions {
     /// Mailbox capacity: user messages that may wait before `tell` waits and `try_tell`
     /// fails. The queue grows to this size only as needed.
     pub mailbox: usize,
+    /// In a sharded system ([`Executor::Shards`]), the shard to run on (modulo the shard
+    /// count). `None`: the spawning thread's shard when it is one, else round-robin.
+    /// Ignored by an [`Executor::Ambient`] system.
+    pub shard: Option<usize>,
 }
 
 impl Default for SpawnOptions {
     fn default() -> Self {
         Self {
             mailbox: DEFAULT_MAILBOX,
+            shard: None,
         }
     }
 }
@@ -40,6 +50,12 @@ impl SpawnOptions {
     /// Sets the mailbox capacity (at least 1).
     pub fn mailbox(mut self, capacity: usize) -> Self {
         self.mailbox = capacity.max(1);
+        self
+    }
+
+    /// Places the actor on shard `k` of a sharded system (see [`SpawnOptions::shard`]).
+    pub fn shard(mut self, k: usize) -> Self {
+        self.shard = Some(k);
         self
     }
 }
@@ -55,6 +71,9 @@ pub struct SystemConfig {
     pub stop_timeout: Duration,
     /// The virtual-actor registry.
     pub virtuals: VirtualConfig,
+    /// Where actors run: tasks of the ambient tokio runtime (the default), or the system's
+    /// own shard threads.
+    pub executor: Executor,
 }
 
 impl Default for SystemConfig {
@@ -63,6 +82,7 @@ impl Default for SystemConfig {
             root_strategy: SupervisorStrategy::default(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             virtuals: VirtualConfig::default(),
+            executor: Executor::Ambient,
         }
     }
 }
@@ -83,6 +103,12 @@ impl SystemConfig {
         self.virtuals = v;
         self
     }
+    /// Runs actors on `n` shard threads of the system's own (0: one per core); see
+    /// [`Executor::Shards`].
+    pub fn shards(mut self, n: usize) -> Self {
+        self.executor = Executor::Shards(n);
+        self
+    }
 }
 
 struct TopEntry {
@@ -98,6 +124,8 @@ pub(crate) struct SystemInner {
     locals: RwLock<HashMap<u64, ErasedRef>>,
     /// The one supervisor of every top-level actor.
     root: Arc<RootParent>,
+    /// The shard threads, in sharded mode.
+    pub(crate) shards: Option<Shards>,
 }
 
 /// Supervises every top-level actor of a system inline: one object for all of them (an
@@ -153,6 +181,9 @@ pub struct ShutdownReport {
     pub stopped: usize,
     /// Those still running at the deadline, aborted.
     pub aborted: usize,
+    /// Shard threads still running at the deadline (sharded mode), left to end on their
+    /// own; includes the caller's own when it runs on a shard.
+    pub threads_left: usize,
 }
 
 /// The actors of one node: top-level actors (roots of supervision trees), the virtual
@@ -203,7 +234,51 @@ impl std::fmt::Debug for System {
 impl System {
     /// Creates a system. Must be called inside a tokio runtime (the virtual registry
     /// starts its idle sweeper).
+    ///
+    /// # Panics
+    /// With [`Executor::Shards`], if the shard threads cannot be started (the operating
+    /// system refused a thread or an event queue); [`System::try_new`] returns that error.
     pub fn new(config: SystemConfig) -> Self {
+        match Self::try_new(config) {
+            Ok(s) => s,
+            Err(e) => panic!("cannot start the system's shard threads: {e}"),
+        }
+    }
+
+    /// Creates a system, returning the error of starting its shard threads.
+    ///
+    /// # Errors
+    /// The operating system's, when a shard thread or its runtime cannot be created (check
+    /// the process's thread and file-descriptor limits). Never with [`Executor::Ambient`].
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use cortex_runtime::{Actor, Context, Handler, Message, SpawnOptions, System, SystemConfig};
+    ///
+    /// struct Where;
+    /// impl Actor for Where {}
+    /// struct Shard;
+    /// impl Message for Shard { type Reply = Option<usize>; }
+    /// impl Handler<Shard> for Where {
+    ///     async fn handle(&mut self, _: Shard, ctx: &mut Context<Self>) -> Option<usize> {
+    ///         ctx.shard()
+    ///     }
+    /// }
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let system = System::try_new(SystemConfig::default().shards(2)).unwrap();
+    /// let a = system.spawn_with(Where, SpawnOptions::default().shard(1));
+    /// assert_eq!(a.ask(Shard, Duration::from_secs(1)).await, Ok(Some(1)));
+    /// let report = system.shutdown(Duration::from_secs(1)).await;
+    /// assert_eq!(report.threads_left, 0);
+    /// # });
+    /// ```
+    pub fn try_new(config: SystemConfig) -> std::io::Result<Self> {
+        let shards = match config.executor {
+            Executor::Ambient => None,
+            Executor::Shards(n) => Some(Shards::start(n)?),
+        };
         let inner = Arc::new_cyclic(|sys| SystemInner {
             root: Arc::new(RootParent {
                 sys: sys.clone(),
@@ -215,9 +290,27 @@ impl System {
             top: Mutex::new(HashMap::new()),
             named: RwLock::new(HashMap::new()),
             locals: RwLock::new(HashMap::new()),
+            shards,
         });
         let virtuals = VirtualRegistry::new(Arc::downgrade(&inner), inner.config.virtuals.clone());
-        Self { inner, virtuals }
+        Ok(Self { inner, virtuals })
+    }
+
+    /// The number of shard threads (0 with [`Executor::Ambient`]).
+    pub fn shards(&self) -> usize {
+        self.inner.shards.as_ref().map_or(0, Shards::len)
+    }
+
+    /// The shard the calling thread drives, if it is one of this system's.
+    pub fn current_shard(&self) -> Option<usize> {
+        self.inner.shards.as_ref()?.current()
+    }
+
+    /// The tokio runtime of shard `k`, to run plain tasks beside that shard's actors (a
+    /// task spawned there shares their thread, as they do). `None` without shard `k`.
+    /// After shutdown the runtime is gone: tasks spawned on it are dropped at once.
+    pub fn shard_handle(&self, k: usize) -> Option<tokio::runtime::Handle> {
+        self.inner.shards.as_ref()?.handle(k).cloned()
     }
 
     /// The virtual-actor registry of this system.
@@ -325,8 +418,10 @@ impl System {
     /// actors; lets every actor handle what is already queued; stops children before their
     /// parents; and aborts whatever is still running at the deadline.
     ///
-    /// Virtual activations and top-level trees stop concurrently. Calling it again (or on
-    /// a clone) returns at once with an empty report.
+    /// Virtual activations and top-level trees stop concurrently. In sharded mode the shard
+    /// threads stop last and are joined, under the same deadline plus one second for each
+    /// to drop what it still holds. Calling it again (or on a clone) returns at once with
+    /// an empty report.
     pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
         let deadline = Instant::now() + timeout;
         if !self.inner.accepting.swap(false, Ordering::AcqRel) {
@@ -343,9 +438,18 @@ impl System {
         let stopped = ended.iter().filter(|e| **e).count();
         self.inner.named.write().clear();
         self.inner.locals.write().clear();
+        let threads_left = match &self.inner.shards {
+            Some(shards) => {
+                shards
+                    .stop_and_join(deadline.max(Instant::now()) + SHARD_STOP_GRACE)
+                    .await
+            }
+            None => 0,
+        };
         ShutdownReport {
             stopped: stopped + virt.stopped,
             aborted: total - stopped + virt.aborted,
+            threads_left,
         }
     }
 }

@@ -5,6 +5,7 @@ mod actors {
     pub(crate) mod common;
     pub(crate) mod pubsub;
     pub(crate) mod remote;
+    pub(crate) mod sharded;
     pub(crate) mod shutdown;
     pub(crate) mod supervision;
     pub(crate) mod timers;
