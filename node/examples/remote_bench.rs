@@ -51,6 +51,11 @@ pub(crate) use stats::emit;
 const USAGE: &str = "usage: remote_bench (run|certs|dev) ... | bench [--bench-only=raw,pair,forward] \
 [--bench-tells=N] [--bench-rate=N] [--bench-secs=N] | raw-server ... | raw-client ... | forward-client ...";
 
+// The same allocator as the `cortex-node` binary (raw quinn baselines included).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let sub = args.get(1).cloned().unwrap_or_default();

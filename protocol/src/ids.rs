@@ -7,6 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 
 /// Longest node name (a DNS label, so that pod names fit).
 pub const MAX_NODE_NAME_LEN: usize = 63;
@@ -172,30 +173,42 @@ impl fmt::Display for NodeId {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "RawActorId")]
 pub struct ActorId {
-    kind: String,
-    key: String,
+    // Inline up to 23 bytes, shared past that: decoding or cloning a typical id allocates
+    // nothing. Hashes, compares and serializes exactly like the `String`s it replaced, so
+    // ring placement and the wire are unchanged.
+    kind: SmolStr,
+    key: SmolStr,
 }
 
 #[derive(Deserialize)]
 struct RawActorId {
-    kind: String,
-    key: String,
+    kind: SmolStr,
+    key: SmolStr,
 }
 
 impl TryFrom<RawActorId> for ActorId {
     type Error = IdError;
     fn try_from(raw: RawActorId) -> Result<Self, IdError> {
-        ActorId::new(raw.kind, raw.key)
+        ActorId::from_parts(raw.kind, raw.key)
     }
 }
 
 impl ActorId {
     /// Builds an actor id from its kind and key.
     ///
+    /// ```
+    /// use cortex_protocol::ActorId;
+    /// let id = ActorId::new("order", "1234").unwrap();
+    /// assert_eq!(id.to_string(), "order/1234");
+    /// assert!(ActorId::new("order", "").is_err());
+    /// ```
+    ///
     /// # Errors
     /// [`IdError`] naming the first problem.
-    pub fn new(kind: impl Into<String>, key: impl Into<String>) -> Result<Self, IdError> {
-        let (kind, key) = (kind.into(), key.into());
+    pub fn new(kind: impl AsRef<str>, key: impl AsRef<str>) -> Result<Self, IdError> {
+        Self::from_parts(SmolStr::new(kind), SmolStr::new(key))
+    }
+    fn from_parts(kind: SmolStr, key: SmolStr) -> Result<Self, IdError> {
         check("actor kind", &kind, MAX_KIND_LEN, NAME_CHARS, name_char)?;
         check("actor key", &key, MAX_KEY_LEN, KEY_CHARS, key_char)?;
         Ok(Self { kind, key })
@@ -234,13 +247,13 @@ impl fmt::Display for ActorId {
 /// assert!(TopicId::new("").is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String")]
-pub struct TopicId(String);
+#[serde(try_from = "SmolStr")]
+pub struct TopicId(SmolStr);
 
-impl TryFrom<String> for TopicId {
+impl TryFrom<SmolStr> for TopicId {
     type Error = IdError;
-    fn try_from(s: String) -> Result<Self, IdError> {
-        TopicId::new(s)
+    fn try_from(s: SmolStr) -> Result<Self, IdError> {
+        TopicId::checked(s)
     }
 }
 
@@ -249,8 +262,10 @@ impl TopicId {
     ///
     /// # Errors
     /// [`IdError`] naming the first problem.
-    pub fn new(name: impl Into<String>) -> Result<Self, IdError> {
-        let name = name.into();
+    pub fn new(name: impl AsRef<str>) -> Result<Self, IdError> {
+        Self::checked(SmolStr::new(name))
+    }
+    fn checked(name: SmolStr) -> Result<Self, IdError> {
         check("topic", &name, MAX_TOPIC_LEN, KEY_CHARS, key_char)?;
         Ok(Self(name))
     }
@@ -292,16 +307,16 @@ impl fmt::Display for RequestId {
 /// assert!(MessageName::new("no spaces").is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String")]
-pub struct MessageName(String);
+#[serde(try_from = "SmolStr")]
+pub struct MessageName(SmolStr);
 
 /// Longest message-type name.
 pub const MAX_MESSAGE_NAME_LEN: usize = 128;
 
-impl TryFrom<String> for MessageName {
+impl TryFrom<SmolStr> for MessageName {
     type Error = IdError;
-    fn try_from(s: String) -> Result<Self, IdError> {
-        MessageName::new(s)
+    fn try_from(s: SmolStr) -> Result<Self, IdError> {
+        MessageName::checked(s)
     }
 }
 
@@ -310,8 +325,10 @@ impl MessageName {
     ///
     /// # Errors
     /// [`IdError`] naming the first problem.
-    pub fn new(name: impl Into<String>) -> Result<Self, IdError> {
-        let name = name.into();
+    pub fn new(name: impl AsRef<str>) -> Result<Self, IdError> {
+        Self::checked(SmolStr::new(name))
+    }
+    fn checked(name: SmolStr) -> Result<Self, IdError> {
         check(
             "message name",
             &name,

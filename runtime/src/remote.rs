@@ -152,11 +152,13 @@ type AskFn<A> =
     fn(&ActorRef<A>, &[u8], Codec, Instant) -> BoxFuture<'static, Result<Vec<u8>, ErasedFail>>;
 type TellFn<A> =
     fn(&ActorRef<A>, &[u8], Codec, Option<Instant>) -> BoxFuture<'static, Result<(), ErasedFail>>;
+type TryTellFn<A> = fn(&ActorRef<A>, &[u8], Codec) -> Result<bool, ErasedFail>;
 type TranscodeFn = fn(&[u8], Codec, Codec) -> Result<Vec<u8>, ActorError>;
 
 struct Entry<A: Actor> {
     ask: AskFn<A>,
     tell: TellFn<A>,
+    try_tell: TryTellFn<A>,
     transcode: TranscodeFn,
     reply_name: MessageName,
 }
@@ -216,6 +218,7 @@ impl<A: Actor> MessageTable<A> {
             Entry {
                 ask: ask_fn::<A, M>,
                 tell: tell_fn::<A, M>,
+                try_tell: try_tell_fn::<A, M>,
                 transcode: transcode_fn::<M>,
                 reply_name,
             },
@@ -316,6 +319,22 @@ where
     })
 }
 
+/// [`tell_fn`] without waiting and without a future: `Ok(false)` when the mailbox is full
+/// (the decoded message is dropped; the caller goes on with [`tell_fn`]).
+fn try_tell_fn<A, M>(r: &ActorRef<A>, payload: &[u8], codec: Codec) -> Result<bool, ErasedFail>
+where
+    A: Handler<M>,
+    M: RemoteMessage,
+{
+    let msg = decode_with::<M>(payload, codec).map_err(ErasedFail::Failed)?;
+    match r.try_tell(msg) {
+        Ok(()) => Ok(true),
+        Err(SendError::Full(_)) => Ok(false),
+        Err(SendError::Stopped(_)) => Err(ErasedFail::NotDelivered),
+        Err(e) => Err(ErasedFail::Failed(e.error())),
+    }
+}
+
 /// The pending reply bytes of an erased ask.
 pub(crate) type ErasedAsk = BoxFuture<'static, Result<Vec<u8>, ErasedFail>>;
 
@@ -338,6 +357,8 @@ pub(crate) trait ErasedActor: Send + Sync {
         codec: Codec,
         deadline: Option<Instant>,
     ) -> Result<BoxFuture<'static, Result<(), ErasedFail>>, ActorError>;
+    /// A tell that neither waits nor allocates a future; `Ok(false)` on a full mailbox.
+    fn try_tell(&self, name: &str, payload: &[u8], codec: Codec) -> Result<bool, ErasedFail>;
     fn drain(&self, deadline: Instant);
     fn stop(&self);
     fn mark_terminated(&self);
@@ -385,6 +406,10 @@ impl<A: Actor> ErasedActor for Bound<A> {
     ) -> Result<BoxFuture<'static, Result<(), ErasedFail>>, ActorError> {
         let e = self.table.entry(name)?;
         Ok((e.tell)(&self.r, payload, codec, deadline))
+    }
+    fn try_tell(&self, name: &str, payload: &[u8], codec: Codec) -> Result<bool, ErasedFail> {
+        let e = self.table.entry(name).map_err(ErasedFail::Failed)?;
+        (e.try_tell)(&self.r, payload, codec)
     }
     fn drain(&self, deadline: Instant) {
         self.r

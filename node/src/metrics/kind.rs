@@ -1,6 +1,10 @@
 //! [`KindMetrics`]: the per-kind handles resolved once, for hot paths.
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -127,5 +131,41 @@ impl KindMetrics {
     pub fn passivated(&self) {
         self.passivations.inc();
         self.live.dec();
+    }
+}
+
+/// How many kinds get lock-free handles; later ones take the labelled path.
+const HOT_KINDS: usize = 32;
+
+/// [`KindMetrics`] of registered kinds, found by a scan of a few short names: no hashing and
+/// no lock on the read side, which every message takes (label maps behind a lock cost ~3% of
+/// a remote tell). Slots are only ever added; kind labels are never forgotten.
+#[derive(Debug, Default)]
+pub(super) struct HotKinds {
+    slots: [OnceLock<(Box<str>, KindMetrics)>; HOT_KINDS],
+    len: AtomicUsize,
+    add: Mutex<()>,
+}
+
+impl HotKinds {
+    pub(super) fn get(&self, kind: &str) -> Option<&KindMetrics> {
+        let len = self.len.load(Ordering::Acquire);
+        self.slots[..len.min(HOT_KINDS)]
+            .iter()
+            .filter_map(OnceLock::get)
+            .find(|(k, _)| &**k == kind)
+            .map(|(_, m)| m)
+    }
+
+    /// Adds `kind` unless present or full.
+    pub(super) fn add(&self, kind: &str, make: impl FnOnce() -> KindMetrics) {
+        let _one_writer = self.add.lock();
+        let len = self.len.load(Ordering::Acquire);
+        if len >= HOT_KINDS || self.get(kind).is_some() {
+            return;
+        }
+        if self.slots[len].set((Box::from(kind), make())).is_ok() {
+            self.len.store(len + 1, Ordering::Release);
+        }
     }
 }

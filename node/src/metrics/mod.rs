@@ -99,6 +99,8 @@ struct Inner {
     pubsub_dropped: Counter,
     idempotency_keys_handed_over: Counter,
     idempotency_keys_adopted: Counter,
+    /// Handles of the kinds registered so far, read without a lock on every message.
+    hot: kind::HotKinds,
 }
 
 impl NodeMetrics {
@@ -135,6 +137,7 @@ impl NodeMetrics {
             pubsub_dropped: Counter::default(),
             idempotency_keys_handed_over: Counter::default(),
             idempotency_keys_adopted: Counter::default(),
+            hot: kind::HotKinds::default(),
             registry: Registry::default(),
         };
         // Zero series that dashboards and alerts expect to exist before the first event.

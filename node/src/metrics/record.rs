@@ -24,7 +24,14 @@ impl NodeMetrics {
     /// always get their own series. Returns `false` when the cap ([`super::MAX_KIND_LABELS`]) is
     /// reached or `kind` is not a valid kind name; its events are then counted as `"other"`.
     pub fn register_kind(&self, kind: &str) -> bool {
-        self.kind_label(kind).as_str() == kind
+        let label = self.kind_label(kind);
+        let admitted = label.as_str() == kind;
+        if admitted {
+            self.inner
+                .hot
+                .add(kind, || KindMetrics::new(self, label.clone()));
+        }
+        admitted
     }
 
     /// Handles for one actor kind, resolved once, for hot paths that would otherwise look the
@@ -36,6 +43,9 @@ impl NodeMetrics {
     /// A message for an actor of `kind` was sent from this node; `remote` when it went to
     /// another node.
     pub fn message_sent(&self, kind: &str, remote: bool) {
+        if let Some(k) = self.inner.hot.get(kind) {
+            return k.sent(remote);
+        }
         self.inner
             .messages_sent
             .get_or_create(&self.kind_path(kind, remote))
@@ -45,6 +55,9 @@ impl NodeMetrics {
     /// A message was delivered to an actor of `kind` on this node; `remote` when it came from
     /// another node.
     pub fn message_received(&self, kind: &str, remote: bool) {
+        if let Some(k) = self.inner.hot.get(kind) {
+            return k.received(remote);
+        }
         self.inner
             .messages_received
             .get_or_create(&self.kind_path(kind, remote))
@@ -54,6 +67,9 @@ impl NodeMetrics {
     /// A message for an actor of `kind` that this node does not own was forwarded to its
     /// owner; `remote` when the message had come from another node.
     pub fn message_forwarded(&self, kind: &str, remote: bool) {
+        if let Some(k) = self.inner.hot.get(kind) {
+            return k.forwarded(remote);
+        }
         self.inner
             .messages_forwarded
             .get_or_create(&self.kind_path(kind, remote))
@@ -63,6 +79,9 @@ impl NodeMetrics {
     /// A message for an actor of `kind` was dropped; `remote` when it came from (or was bound
     /// for) another node.
     pub fn message_dropped(&self, kind: &str, remote: bool) {
+        if let Some(k) = self.inner.hot.get(kind) {
+            return k.dropped(remote);
+        }
         self.inner
             .messages_dropped
             .get_or_create(&self.kind_path(kind, remote))
@@ -72,6 +91,9 @@ impl NodeMetrics {
     /// An ask to an actor of `kind` finished after `elapsed`: `ok` for a reply, `false` for
     /// any error (timeout, unreachable, rejected, ...).
     pub fn record_ask(&self, kind: &str, ok: bool, elapsed: Duration) {
+        if let Some(k) = self.inner.hot.get(kind) {
+            return k.ask(ok, elapsed);
+        }
         let labels = KindOutcome {
             kind: self.kind_label(kind),
             outcome: Outcome::from_ok(ok),

@@ -173,37 +173,42 @@ fn deliver_tell(
     if let Target::Virtual(id) = &tell.target
         && local_now(inner, id, hops)
     {
+        inner.metrics.message_received(id.kind(), true);
+        // With room in the mailbox the tell is done here, with no future and no wait.
+        match inner.system.virtuals().try_tell_erased(
+            id,
+            &tell.message,
+            &tell.payload,
+            Codec::Bincode,
+        ) {
+            Ok(true) => return None,
+            Ok(false) => {}
+            Err(e) => {
+                inner.metrics.message_dropped(id.kind(), true);
+                tracing::debug!(error = %e, "tell dropped");
+                return None;
+            }
+        }
+        // A full mailbox, or an old activation still stopping: the lane's reader waits for
+        // this before its next envelope, so the tell keeps its place.
         let budget = match tell.meta.budget_us {
             0 => DEFAULT_BUDGET,
             us => Duration::from_micros(us),
         };
         let i = inner.clone();
-        let mut local: Delivery = Box::pin(async move {
+        return Some(Box::pin(async move {
             let Target::Virtual(id) = &tell.target else {
                 return;
             };
-            i.metrics.message_received(id.kind(), true);
-            let sent = i
-                .system
-                .virtuals()
-                .tell_erased(id, &tell.message, &tell.payload, Codec::Bincode, budget)
-                .await;
+            let sent = tokio::select! {
+                _ = i.cancel.cancelled() => return,
+                r = i.system.virtuals().tell_erased(
+                    id, &tell.message, &tell.payload, Codec::Bincode, budget,
+                ) => r,
+            };
             if let Err(e) = sent {
                 i.metrics.message_dropped(id.kind(), true);
                 tracing::debug!(error = %e, "tell dropped");
-            }
-        });
-        // With room in the mailbox it is done in this first poll. Otherwise (a full
-        // mailbox, an old activation still stopping) the same future goes on in the reader,
-        // so whatever it already did is never done twice.
-        if poll_once(local.as_mut()).is_ready() {
-            return None;
-        }
-        let i = inner.clone();
-        return Some(Box::pin(async move {
-            tokio::select! {
-                _ = i.cancel.cancelled() => {}
-                () = local => {}
             }
         }));
     }

@@ -387,6 +387,58 @@ impl VirtualRegistry {
         Err(ActorError::Stopped)
     }
 
+    /// [`VirtualRegistry::tell_erased`] when it can finish at once: no future, no wait.
+    /// `Ok(true)` when the message is in the mailbox (activating `id` if needed);
+    /// `Ok(false)` when it would have to wait (a full mailbox, an earlier activation still
+    /// stopping): nothing was queued, so call [`VirtualRegistry::tell_erased`] with the same
+    /// message. This is the router's path for tells from the network, which are almost
+    /// always delivered on the spot.
+    ///
+    /// ```
+    /// use cortex_protocol::{ActorId, MessageName};
+    /// use cortex_runtime::{Actor, Codec, Context, Handler, Kind, System};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize)] struct Deposit(u64);
+    /// # cortex_runtime::message!(Deposit => u64, "bank.Deposit");
+    /// struct Account(u64);
+    /// impl Actor for Account {}
+    /// impl Handler<Deposit> for Account {
+    ///     async fn handle(&mut self, d: Deposit, _: &mut Context<Self>) -> u64 { self.0 += d.0; self.0 }
+    /// }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let system = System::new(Default::default());
+    /// let reg = system.virtuals();
+    /// reg.register(Kind::new("account", |_| Account(0)).handles::<Deposit>()).unwrap();
+    /// let id: ActorId = "account/7".parse().unwrap();
+    /// let name = MessageName::new("bank.Deposit").unwrap();
+    /// let payload = cortex_protocol::encode_payload(&Deposit(5)).unwrap();
+    /// assert!(reg.try_tell_erased(&id, &name, &payload, Codec::Bincode).unwrap());
+    /// let nope = MessageName::new("bank.Nope").unwrap();
+    /// assert!(reg.try_tell_erased(&id, &nope, &payload, Codec::Bincode).is_err());
+    /// # });
+    /// ```
+    ///
+    /// # Errors
+    /// As [`VirtualRegistry::tell_erased`], except that it never times out.
+    pub fn try_tell_erased(
+        &self,
+        id: &ActorId,
+        name: &MessageName,
+        payload: &[u8],
+        codec: Codec,
+    ) -> Result<bool, ActorError> {
+        let Some(act) = self.inner.try_resolve(id, Some(name.as_str()))? else {
+            return Ok(false);
+        };
+        match act.erased.try_tell(name.as_str(), payload, codec) {
+            Ok(delivered) => Ok(delivered),
+            // Closed between the lookup and the push: the waiting path retries on a fresh
+            // activation.
+            Err(ErasedFail::NotDelivered) => Ok(false),
+            Err(ErasedFail::Failed(e)) => Err(e),
+        }
+    }
+
     /// Passivates `id` if it is live: it handles what is already queued, runs its stop
     /// hooks and drops its state. Returns `Ok(false)` if it was not live.
     ///
@@ -536,6 +588,36 @@ impl Inner {
         slot.act.reason.store(reason.to_u8(), Ordering::Relaxed);
         self.live.fetch_sub(1, Ordering::Relaxed);
         slot.act.erased.drain(deadline);
+    }
+
+    /// The live activation of `id`, activating it if needed; `None` when an earlier
+    /// activation is still stopping (only [`Inner::resolve`] can wait for that).
+    fn try_resolve(
+        self: &Arc<Self>,
+        id: &ActorId,
+        message: Option<&str>,
+    ) -> Result<Option<Arc<Activation>>, ActorError> {
+        loop {
+            {
+                let shard = self.shard(id).lock();
+                match shard.get(id) {
+                    Some(slot) if slot.stopping.is_none() => {
+                        if let Some(name) = message
+                            && !slot.act.erased.handles(name)
+                        {
+                            return Err(unknown_message(name));
+                        }
+                        self.touch(&slot.act);
+                        return Ok(Some(Arc::clone(&slot.act)));
+                    }
+                    Some(_) => return Ok(None),
+                    None => {}
+                }
+            }
+            if let Some(act) = self.activate(id, message)? {
+                return Ok(Some(act));
+            }
+        }
     }
 
     /// The live activation of `id`, activating it if needed. Waits (until `deadline`) for

@@ -337,3 +337,51 @@ async fn passivation_racing_with_messages_loses_none() {
         .sum();
     assert_eq!(seen, total);
 }
+
+#[tokio::test]
+async fn try_tell_erased_delivers_at_once_or_queues_nothing() {
+    let system = System::new(SystemConfig::default());
+    let reg = system.virtuals();
+    let kind = Kind::new("small", |_id: &ActorId| Counter::new("s", &Log::default()))
+        .handles::<Add>()
+        .handles::<Get>()
+        .mailbox(2);
+    reg.register(kind).unwrap();
+    let a = id("small/1");
+    let add = name("test.Add");
+    let one = encode_payload(&Add(1)).unwrap();
+    // The first tell activates the id and is queued at once.
+    assert_eq!(
+        reg.try_tell_erased(&a, &add, &one, Codec::Bincode),
+        Ok(true)
+    );
+    assert!(reg.is_live(&a));
+    // A held handler and a full mailbox (capacity 2: that Add and this Block).
+    let gate = Arc::new(tokio::sync::Notify::new());
+    reg.get::<Counter>(a.clone())
+        .tell(Block(gate.clone()), T)
+        .await
+        .unwrap();
+    assert_eq!(
+        reg.try_tell_erased(&a, &add, &one, Codec::Bincode),
+        Ok(false),
+        "a full mailbox says wait"
+    );
+    assert_eq!(
+        reg.try_tell_erased(&a, &name("test.Nope"), &one, Codec::Bincode)
+            .unwrap_err()
+            .code(),
+        ErrorCode::UnknownMessage
+    );
+    gate.notify_one();
+    assert_eq!(
+        reg.get::<Counter>(a.clone()).ask(Get, T).await,
+        Ok(1),
+        "the refused tell was not queued"
+    );
+    assert_eq!(
+        reg.try_tell_erased(&a, &add, &one, Codec::Bincode),
+        Ok(true)
+    );
+    assert_eq!(reg.get::<Counter>(a).ask(Get, T).await, Ok(2));
+}
