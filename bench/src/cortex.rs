@@ -106,6 +106,56 @@ pub(crate) fn tell_many(actors: usize, per_actor: u64) -> Duration {
     })
 }
 
+/// The arrangement actix gets with its arbiters: a sharded system (2 shard threads, each
+/// a tokio `current_thread` runtime), each shard with half the actors and its own sender
+/// task, so no tell crosses a thread. Each shard spawns its own actors (as actix's
+/// `start_in_arbiter` builds them on their arbiter), so their memory comes from that
+/// thread. The measuring task waits on a third, idle thread, as actix's system thread does.
+pub(crate) fn tell_many_sharded(actors: usize, per_actor: u64) -> Duration {
+    on_tokio(Flavor::One, async move {
+        let system = System::new(SystemConfig::default().shards(2));
+        let group = Group::new(actors);
+        let mut halves: Vec<Vec<ActorRef<Counter>>> = Vec::new();
+        for k in 0..2 {
+            let size = actors / 2 + if k == 0 { actors % 2 } else { 0 };
+            let (sys, group) = (system.clone(), Arc::clone(&group));
+            let shard = system.shard_handle(k).expect("the system has 2 shards");
+            let half = shard.spawn(async move {
+                (0..size)
+                    .map(|_| {
+                        let c = Counter(Count::new(per_actor, Arc::clone(&group)));
+                        // Spawned from shard k's thread: placed on shard k.
+                        sys.spawn_with(c, SpawnOptions::default().mailbox(MAILBOX))
+                    })
+                    .collect()
+            });
+            halves.push(half.await.expect("the spawning task ends"));
+        }
+        let start = Instant::now();
+        let senders: Vec<_> = halves
+            .into_iter()
+            .enumerate()
+            .map(|(k, half)| {
+                let shard = system.shard_handle(k).expect("the system has 2 shards");
+                shard.spawn(async move {
+                    for i in 0..per_actor {
+                        for r in &half {
+                            r.tell(Ping(i)).await.expect("counters run until shutdown");
+                        }
+                    }
+                })
+            })
+            .collect();
+        group.wait().await;
+        let took = start.elapsed();
+        for s in senders {
+            s.await.expect("sender task ends");
+        }
+        system.shutdown(DEADLINE).await;
+        took
+    })
+}
+
 /// Sequential asks from one task.
 pub(crate) fn ask(flavor: Flavor, warm: usize, n: usize) -> AskStats {
     on_tokio(flavor, async move {
