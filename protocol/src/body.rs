@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use crate::codec::kind;
 use crate::envelope::{Envelope, ForwardBody, RequestMeta, Target};
 use crate::error::{DecodeError, EncodeError};
+use crate::fast;
 use crate::guard::Root;
 
 fn cfg() -> impl Config {
@@ -132,6 +133,23 @@ fn body<T: DeserializeOwned>(kind: u8, bytes: &[u8]) -> Result<T, DecodeError> {
 }
 
 pub(crate) fn decode_envelope(k: u8, b: &[u8]) -> Result<Envelope, DecodeError> {
+    // The message path's envelopes first try the hand decoders, which defer every case they
+    // do not cover (and every error) to the guarded serde path below.
+    let fast = match k {
+        kind::TELL => fast::tell(b).map(Envelope::Tell),
+        kind::ASK => fast::ask(b).map(Envelope::Ask),
+        kind::REPLY => fast::reply(b).map(Envelope::Reply),
+        kind::FORWARD => fast::forward(b).map(Envelope::Forward),
+        _ => None,
+    };
+    match fast {
+        Some(env) => Ok(env),
+        None => decode_envelope_slow(k, b),
+    }
+}
+
+/// [`decode_envelope`] through serde and the guard only.
+pub(crate) fn decode_envelope_slow(k: u8, b: &[u8]) -> Result<Envelope, DecodeError> {
     Ok(match k {
         kind::HELLO => Envelope::Hello(body(k, b)?),
         kind::WELCOME => Envelope::Welcome(body(k, b)?),

@@ -25,6 +25,7 @@ mod body;
 mod codec;
 mod envelope;
 mod error;
+mod fast;
 mod guard;
 mod handshake;
 mod ids;
