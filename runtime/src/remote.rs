@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use cortex_protocol::MessageName;
 use futures::future::BoxFuture;
+use rustc_hash::FxBuildHasher;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
@@ -179,13 +180,15 @@ struct Entry<A: Actor> {
 /// assert!(table.contains("bank.Deposit"));
 /// ```
 pub struct MessageTable<A: Actor> {
-    entries: HashMap<String, Entry<A>>,
+    // Looked up once per remote message; the keys are fixed at registration, so a name
+    // chosen by a peer can only miss, never slow the table down: a fast unkeyed hash is safe.
+    entries: HashMap<String, Entry<A>, FxBuildHasher>,
 }
 
 impl<A: Actor> Default for MessageTable<A> {
     fn default() -> Self {
         Self {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
         }
     }
 }

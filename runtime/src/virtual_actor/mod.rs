@@ -601,12 +601,9 @@ impl Inner {
             {
                 let shard = self.shard(id).lock();
                 match shard.get(id) {
+                    // No `handles` check here: the caller's send looks the name up anyway
+                    // and fails the same way.
                     Some(slot) if slot.stopping.is_none() => {
-                        if let Some(name) = message
-                            && !slot.act.erased.handles(name)
-                        {
-                            return Err(unknown_message(name));
-                        }
                         self.touch(&slot.act);
                         return Ok(Some(Arc::clone(&slot.act)));
                     }
