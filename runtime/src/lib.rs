@@ -60,7 +60,10 @@ pub use remote::{
     Codec, ErasedRef, MessageTable, RemoteMessage, decode_with, encode_with, valid_message_name,
 };
 pub use shards::Executor;
-pub use system::{DEFAULT_MAILBOX, ShutdownReport, SpawnOptions, System, SystemConfig};
+pub use system::{
+    DEFAULT_MAILBOX, DEFAULT_SHARD_EVENT_INTERVAL, ShutdownReport, SpawnOptions, System,
+    SystemConfig,
+};
 pub use timer::TimerHandle;
 pub use virtual_actor::{
     ActivationGate, Kind, KindOptions, PassivationReason, RegisterError, VirtualConfig,

@@ -109,8 +109,9 @@ pub(crate) struct Shards {
 }
 
 impl Shards {
-    /// Starts `n` shard threads (0: one per available core).
-    pub(crate) fn start(n: usize) -> std::io::Result<Self> {
+    /// Starts `n` shard threads (0: one per available core), whose runtimes poll their
+    /// driver every `event_interval` task polls when busy.
+    pub(crate) fn start(n: usize, event_interval: u32) -> std::io::Result<Self> {
         let n = if n == 0 {
             std::thread::available_parallelism().map_or(1, usize::from)
         } else {
@@ -128,6 +129,7 @@ impl Shards {
             // Built here rather than on the thread, so that a failure is the caller's error.
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .event_interval(event_interval.max(1))
                 .build()?;
             let handle = rt.handle().clone();
             let (stop, stopped) = oneshot::channel::<()>();
