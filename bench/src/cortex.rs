@@ -172,6 +172,28 @@ pub(crate) fn ask(flavor: Flavor, warm: usize, n: usize) -> AskStats {
     })
 }
 
+/// Sequential asks on a one-shard system, from a task on the shard to an actor spawned
+/// there: one thread, as in actix's row, on the runtime the system builds for its shard.
+pub(crate) fn ask_sharded(warm: usize, n: usize) -> AskStats {
+    on_tokio(Flavor::One, async move {
+        let system = System::new(SystemConfig::default().shards(1));
+        let sys = system.clone();
+        let shard = system.shard_handle(0).expect("the system has a shard");
+        let stats = shard
+            .spawn(async move {
+                let r = counter(&sys, u64::MAX, &Group::new(1));
+                let timeout = Duration::from_secs(5);
+                time_asks!(warm, n, async {
+                    r.ask(Get, timeout).await.expect("the counter answers")
+                })
+            })
+            .await
+            .expect("asker task ends");
+        system.shutdown(DEADLINE).await;
+        stats
+    })
+}
+
 /// Spawns `n` idle actors on one thread; time until all have started.
 pub(crate) fn spawn(n: usize) -> Duration {
     on_tokio(Flavor::One, async move {

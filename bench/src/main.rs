@@ -203,37 +203,30 @@ fn main() {
         }
         let (warm, n) = (z.ask_warm, z.asks);
         let mut runs: Vec<[Option<AskStats>; 4]> = Vec::new();
+        // One thread: Cortex also on a one-shard system (its own runtime), beside actix.
+        let mut sharded: Vec<[Option<AskStats>; 4]> = Vec::new();
         for rep in 0..REPS {
             eprintln!("ask, {} (rep {})", flavor.label(), rep + 1);
-            runs.push(args.each([
-                &mut || Some(cortex::ask(flavor, warm, n)),
+            let mut cortex_sharded = None;
+            let run = args.each([
+                &mut || {
+                    if flavor == Flavor::One {
+                        cortex_sharded = Some(cortex::ask_sharded(warm, n));
+                    }
+                    Some(cortex::ask(flavor, warm, n))
+                },
                 &mut || Some(kameo_rt::ask(flavor, warm, n)),
                 &mut || Some(ractor_rt::ask(flavor, warm, n)),
                 &mut || (flavor == Flavor::One).then(|| actix_rt::ask(warm, n)),
-            ]));
+            ]);
+            sharded.push([cortex_sharded, None, None, run[3]]);
+            runs.push(run);
         }
-        let pick = |f: fn(&AskStats) -> f64| -> Vec<Four> {
-            runs.iter().map(|r| r.map(|s| s.as_ref().map(f))).collect()
-        };
         let label = flavor.label();
-        table.push(Row::new(
-            format!("ask p50, {label}"),
-            Better::Lower,
-            medians(&pick(|s| s.p50.as_secs_f64())),
-            report::micros,
-        ));
-        table.push(Row::new(
-            format!("ask p99, {label}"),
-            Better::Lower,
-            medians(&pick(|s| s.p99.as_secs_f64())),
-            report::micros,
-        ));
-        table.push(Row::new(
-            format!("asks/s, sequential, {label}"),
-            Better::Higher,
-            medians(&pick(|s| s.per_sec)),
-            report::rate,
-        ));
+        ask_rows(&mut table, &runs, label);
+        if flavor == Flavor::One {
+            ask_rows(&mut table, &sharded, "1 shard (actix: 1 arbiter)");
+        }
     }
 
     // 4. Spawn rate.
@@ -330,6 +323,31 @@ fn main() {
             v.passivated_second.blocks,
         );
     }
+}
+
+/// The p50, p99 and asks/s rows of one ask section.
+fn ask_rows(table: &mut Table, runs: &[[Option<AskStats>; 4]], label: &str) {
+    let pick = |f: fn(&AskStats) -> f64| -> Vec<Four> {
+        runs.iter().map(|r| r.map(|s| s.as_ref().map(f))).collect()
+    };
+    table.push(Row::new(
+        format!("ask p50, {label}"),
+        Better::Lower,
+        medians(&pick(|s| s.p50.as_secs_f64())),
+        report::micros,
+    ));
+    table.push(Row::new(
+        format!("ask p99, {label}"),
+        Better::Lower,
+        medians(&pick(|s| s.p99.as_secs_f64())),
+        report::micros,
+    ));
+    table.push(Row::new(
+        format!("asks/s, sequential, {label}"),
+        Better::Higher,
+        medians(&pick(|s| s.per_sec)),
+        report::rate,
+    ));
 }
 
 fn medians(runs: &[Four]) -> Four {
