@@ -81,6 +81,8 @@ pub(crate) struct ConnInner {
     pub(crate) version: u8,
     pub(crate) features: u64,
     pub(crate) outboxes: Vec<Outbox>,
+    /// The connection's writer task, woken by every outbox.
+    pub(crate) writer: Arc<futures::task::AtomicWaker>,
     /// Per lane, slots for replies to inbound asks (bounds a peer's outstanding asks).
     pub(crate) reply_slots: Vec<Arc<Semaphore>>,
     pending: Mutex<Pending>,
@@ -101,8 +103,8 @@ pub(crate) struct ConnInner {
 /// An established, handshaken connection to one peer. Cheap to clone; all clones share
 /// the connection.
 ///
-/// Sending encodes into bounded per-lane buffers drained by writer tasks that batch; QUIC
-/// flow control makes a slow peer fill the buffer and `send` wait.
+/// Sending encodes into bounded per-lane buffers that the connection's writer task drains
+/// and batches; QUIC flow control makes a slow peer fill the buffer and `send` wait.
 #[derive(Clone)]
 pub struct Connection {
     pub(crate) inner: Arc<ConnInner>,
@@ -156,8 +158,17 @@ pub(crate) struct LaneSpec {
 impl Connection {
     pub(crate) fn new(n: NewConn, spec: &LaneSpec) -> Self {
         let batching = n.features & cortex_protocol::FEATURE_BATCH != 0;
+        let writer = Arc::new(futures::task::AtomicWaker::new());
         let outboxes = (0..spec.lanes)
-            .map(|_| Outbox::new(spec.queue, batching, spec.batch_limit, spec.max_frame))
+            .map(|_| {
+                Outbox::new(
+                    spec.queue,
+                    batching,
+                    spec.batch_limit,
+                    spec.max_frame,
+                    writer.clone(),
+                )
+            })
             .collect();
         let reply_slots = (0..spec.lanes)
             .map(|_| Arc::new(Semaphore::new(spec.reply_queue)))
@@ -171,6 +182,7 @@ impl Connection {
             version: n.version,
             features: n.features,
             outboxes,
+            writer,
             reply_slots,
             pending: Mutex::new(Pending::default()),
             next_request: AtomicU64::new(1),

@@ -1,5 +1,5 @@
-//! Lane tasks: a writer per outbound lane that batches what its queues hold, and a reader
-//! per inbound lane that decodes frames and dispatches envelopes.
+//! Inbound lanes: a reader per lane that decodes frames and dispatches envelopes (the
+//! outbound side is `writer.rs`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -8,53 +8,12 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use cortex_protocol::{Envelope, ForwardBody, Frame, FrameDecoder, Pong};
-use quinn::{RecvStream, SendStream};
+use quinn::RecvStream;
 use tokio::task::JoinSet;
 
 use crate::connection::Connection;
 use crate::handler::{Handler, Responder};
 use crate::handshake::code;
-
-pub(crate) struct Writer {
-    pub(crate) stream: SendStream,
-    pub(crate) conn: Connection,
-    pub(crate) lane: usize,
-}
-
-impl Writer {
-    /// Writes whatever the lane's outbox holds, one buffer at a time, until the outbox
-    /// closes or the stream fails (the connection is going away).
-    pub(crate) async fn run(self) {
-        let Writer {
-            mut stream,
-            conn,
-            lane,
-        } = self;
-        let outbox = &conn.inner.outboxes[lane];
-        let mut buf = Vec::new();
-        while let Some(taken) = outbox.take(&mut buf).await {
-            if stream.write_all(&buf).await.is_err() {
-                break;
-            }
-            let c = &conn.inner.counters;
-            c.bytes_sent.fetch_add(buf.len() as u64, Ordering::Relaxed);
-            c.frames_sent.fetch_add(taken.frames, Ordering::Relaxed);
-            c.envelopes_sent
-                .fetch_add(taken.envelopes, Ordering::Relaxed);
-            buf.clear();
-            // Reply slots free up only now, so queued replies stay bounded.
-            drop(taken.reply_slots);
-        }
-        if !outbox.is_closed() {
-            // Graceful shutdown: everything queued is written; tell the peer the lane is
-            // done and wait until it has acknowledged every byte (the caller bounds this).
-            if stream.finish().is_ok() {
-                let _ = stream.stopped().await;
-            }
-        }
-        outbox.close();
-    }
-}
 
 /// Accepts the peer's lanes and runs a reader for each; ends when the connection does.
 pub(crate) async fn accept_lanes(conn: Connection, handler: Arc<dyn Handler>, max_frame: usize) {

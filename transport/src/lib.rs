@@ -28,6 +28,7 @@ mod handshake;
 mod lane;
 mod outbox;
 pub mod tls;
+mod writer;
 
 pub use config::{BatchConfig, EndpointConfig, MAX_LANES, MIN_MAX_FRAME};
 pub use connection::{Connection, ConnectionStats, lane_key};

@@ -1,16 +1,20 @@
 //! The outbound side of one lane: a bounded buffer that senders encode into directly and
-//! the lane's writer task takes whole.
+//! the connection's writer task takes whole.
 //!
 //! Senders push under a short lock, encoding on their own thread; small envelopes go into an
 //! open [`BatchWriter`] batch that is finished when it reaches the size limit or when the
 //! writer comes to take the buffer (whichever is first), so batching adds no latency: a lone
 //! envelope is written as soon as the writer is free. The buffer is bounded by a semaphore of
 //! "units" (one per envelope, one per KiB for larger ones) that the writer returns when it
-//! takes the bytes, which is how QUIC flow control reaches `send`.
+//! takes the bytes, which is how QUIC flow control reaches `send`. Every lane of a connection
+//! wakes the same writer (one [`AtomicWaker`]).
+
+use std::sync::Arc;
 
 use cortex_protocol::{BatchWriter, Envelope, ForwardBody, ReplyResult, encode_with_limit};
+use futures::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Envelopes whose encoding may be large go in a frame of their own, so that a batch of
 /// small entries can never grow past the frame limit.
@@ -71,9 +75,22 @@ pub(crate) struct Taken {
     pub(crate) reply_slots: Vec<OwnedSemaphorePermit>,
 }
 
+/// What [`Outbox::try_take`] found.
+pub(crate) enum Take {
+    /// Bytes were swapped into the caller's buffer.
+    Took(Taken),
+    /// Nothing queued now.
+    Empty,
+    /// Closed: nothing more will be written.
+    Closed,
+    /// Graceful shutdown and everything queued was taken: finish the stream.
+    Finished,
+}
+
 pub(crate) struct Outbox {
     state: Mutex<State>,
-    ready: Notify,
+    /// The connection's writer task.
+    writer: Arc<AtomicWaker>,
     space: Semaphore,
     capacity: u32,
     batching: bool,
@@ -87,11 +104,12 @@ impl Outbox {
         batching: bool,
         batch_limit: usize,
         max_frame: usize,
+        writer: Arc<AtomicWaker>,
     ) -> Self {
         let capacity = u32::try_from(capacity.min(Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
         Self {
             state: Mutex::new(State::default()),
-            ready: Notify::new(),
+            writer,
             space: Semaphore::new(capacity as usize),
             capacity,
             batching,
@@ -171,7 +189,7 @@ impl Outbox {
             st.units += units;
             st.reply_slots.extend(reply_slot);
         }
-        self.ready.notify_one();
+        self.writer.wake();
         Ok(())
     }
 
@@ -192,39 +210,37 @@ impl Outbox {
         }
     }
 
-    /// Waits until there is something to write, then swaps it into `buf` (which must be
-    /// empty). `None` once the outbox is closed.
-    ///
-    /// # Cancel safety
-    /// Cancel safe.
-    pub(crate) async fn take(&self, buf: &mut Vec<u8>) -> Option<Taken> {
-        loop {
-            {
-                let mut st = self.state.lock();
-                if st.closed {
-                    return None;
-                }
-                if !st.out.is_empty() || !st.batch.is_empty() {
-                    Self::finish_batch(&mut st, self.max_frame);
-                    std::mem::swap(&mut st.out, buf);
-                    let taken = Taken {
-                        frames: std::mem::take(&mut st.frames),
-                        envelopes: std::mem::take(&mut st.envelopes),
-                        reply_slots: std::mem::take(&mut st.reply_slots),
-                    };
-                    let units = std::mem::take(&mut st.units);
-                    drop(st);
-                    self.space.add_permits(units as usize);
-                    return Some(taken);
-                }
-                if st.finishing {
-                    return None;
-                }
-            }
-            // notify_one stores a permit when nobody waits, so a push between the check
-            // above and this await is not missed.
-            self.ready.notified().await;
+    /// True when the writer has something to do here: bytes to take, or a close or
+    /// graceful finish to act on.
+    pub(crate) fn has_work(&self) -> bool {
+        let st = self.state.lock();
+        st.closed || st.finishing || !st.out.is_empty() || !st.batch.is_empty()
+    }
+
+    /// Swaps whatever is queued into `buf` (which must be empty), without waiting.
+    pub(crate) fn try_take(&self, buf: &mut Vec<u8>) -> Take {
+        let mut st = self.state.lock();
+        if st.closed {
+            return Take::Closed;
         }
+        if st.out.is_empty() && st.batch.is_empty() {
+            return if st.finishing {
+                Take::Finished
+            } else {
+                Take::Empty
+            };
+        }
+        Self::finish_batch(&mut st, self.max_frame);
+        std::mem::swap(&mut st.out, buf);
+        let taken = Taken {
+            frames: std::mem::take(&mut st.frames),
+            envelopes: std::mem::take(&mut st.envelopes),
+            reply_slots: std::mem::take(&mut st.reply_slots),
+        };
+        let units = std::mem::take(&mut st.units);
+        drop(st);
+        self.space.add_permits(units as usize);
+        Take::Took(taken)
     }
 
     /// Starts a graceful shutdown: new pushes fail, the writer drains what is queued and
@@ -232,12 +248,7 @@ impl Outbox {
     pub(crate) fn finish(&self) {
         self.state.lock().finishing = true;
         self.space.close();
-        self.ready.notify_one();
-    }
-
-    /// True once [`Outbox::close`] ran (as opposed to a graceful [`Outbox::finish`]).
-    pub(crate) fn is_closed(&self) -> bool {
-        self.state.lock().closed
+        self.writer.wake();
     }
 
     /// Closes the outbox: waiting and future senders fail, queued bytes are dropped.
@@ -249,7 +260,7 @@ impl Outbox {
         st.reply_slots.clear();
         drop(st);
         self.space.close();
-        self.ready.notify_one();
+        self.writer.wake();
     }
 
     /// True when nothing waits to be written.
@@ -288,14 +299,16 @@ mod tests {
 
     #[tokio::test]
     async fn small_envelopes_share_a_batch_and_space_is_bounded() {
-        let o = Outbox::new(4, true, 64 * 1024, 1 << 20);
+        let o = Outbox::new(4, true, 64 * 1024, 1 << 20, Default::default());
         for _ in 0..4 {
             assert!(o.try_reserve(1).unwrap());
             o.push(&tell(10), 1, None).unwrap();
         }
         assert!(!o.try_reserve(1).unwrap(), "budget of 4 is used up");
         let mut buf = Vec::new();
-        let taken = o.take(&mut buf).await.unwrap();
+        let Take::Took(taken) = o.try_take(&mut buf) else {
+            panic!("four envelopes are queued")
+        };
         assert_eq!((taken.frames, taken.envelopes), (1, 4));
         assert!(matches!(&frames(&buf)[..], [Frame::Batch(v)] if v.len() == 4));
         assert!(
@@ -307,12 +320,12 @@ mod tests {
 
     #[tokio::test]
     async fn large_envelopes_travel_alone_and_in_order() {
-        let o = Outbox::new(1024, true, 64 * 1024, 1 << 20);
+        let o = Outbox::new(1024, true, 64 * 1024, 1 << 20, Default::default());
         o.push(&tell(10), 1, None).unwrap();
         o.push(&tell(5000), 5, None).unwrap();
         o.push(&tell(10), 1, None).unwrap();
         let mut buf = Vec::new();
-        o.take(&mut buf).await.unwrap();
+        assert!(matches!(o.try_take(&mut buf), Take::Took(_)));
         let f = frames(&buf);
         assert!(
             matches!(&f[..], [Frame::Batch(a), Frame::Single(_), Frame::Batch(b)] if a.len() == 1 && b.len() == 1)
@@ -321,7 +334,7 @@ mod tests {
 
     #[tokio::test]
     async fn oversize_is_refused_and_close_fails_senders() {
-        let o = Outbox::new(8, true, 4096, 8192);
+        let o = Outbox::new(8, true, 4096, 8192, Default::default());
         assert!(matches!(
             o.push(&tell(20_000), 1, None),
             Err(PushError::Encode(_))
@@ -332,6 +345,6 @@ mod tests {
         assert!(matches!(o.reserve(1).await, Err(PushError::Closed)));
         assert!(matches!(o.push(&tell(1), 0, None), Err(PushError::Closed)));
         let mut buf = Vec::new();
-        assert!(o.take(&mut buf).await.is_none());
+        assert!(matches!(o.try_take(&mut buf), Take::Closed));
     }
 }

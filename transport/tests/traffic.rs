@@ -101,6 +101,74 @@ async fn a_stalled_peer_backpressures_the_sender() {
     }
 }
 
+/// One writer task serves every lane of a connection: a lane stuck on flow control must not
+/// hold back the others.
+#[tokio::test]
+async fn a_blocked_lane_does_not_hold_the_others() {
+    let pki = Pki::new("c");
+    let mut cfg = node_cfg(&pki, "b", "c");
+    cfg.lanes = 2;
+    cfg.batch.reply_queue = 1;
+    let (b, bh) = start(cfg);
+    let mut cfg = node_cfg(&pki, "a", "c");
+    cfg.lanes = 2;
+    cfg.batch.queue = 4;
+    let (a, _) = start(cfg);
+    let conn = a.connect(addr(&b), "b").await.unwrap();
+    // Stall b's reader of lane 0 (as in the test above), then fill lane 0 up to `Full`.
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let conn = conn.clone();
+            tokio::spawn(async move { conn.ask_on(ask("test.Hold", b"x"), 0, LONG).await })
+        })
+        .collect();
+    eventually("b holds the first ask", LONG, || bh.held.lock().len() == 1).await;
+    let mut sent = 0u64;
+    loop {
+        match conn.try_send(tell_sized(1000), 0) {
+            Ok(()) => sent += 1,
+            Err(cortex_transport::TrySendError::Full(_)) => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(sent < 1_000_000, "never backpressured");
+        tokio::task::yield_now().await;
+    }
+    // Lane 1 still carries tells and asks both ways.
+    for seq in 0..100u64 {
+        conn.send(tell(seq), 1).await.unwrap();
+    }
+    let r = conn
+        .ask_on(ask("test.Echo", b"lane 1"), 1, LONG)
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, cortex_protocol::ReplyResult::Ok { .. }),
+        "{r:?}"
+    );
+    eventually("lane 1's tells arrive", LONG, || {
+        bh.tells.lock().len() == 100
+    })
+    .await;
+    assert!(
+        bh.tells.lock().iter().copied().eq(0..100u64),
+        "only lane 1's tells, in order"
+    );
+    // Releasing lane 0 lets its tells through.
+    bh.held.lock().clear();
+    eventually("lane 0's tells arrive", LONG, || {
+        bh.tells.lock().len() as u64 == 100 + sent
+    })
+    .await;
+    eventually("b holds the second ask", LONG, || bh.held.lock().len() == 1).await;
+    bh.held.lock().clear();
+    for h in held {
+        assert!(matches!(
+            h.await.unwrap(),
+            Ok(cortex_protocol::ReplyResult::Err(_))
+        ));
+    }
+}
+
 #[tokio::test]
 async fn concurrent_asks_correlate() {
     let pki = Pki::new("c");

@@ -196,6 +196,7 @@ async fn measure(
         Duration::from_secs(secs),
         50_000,
         Duration::from_secs(10),
+        crate::openloop::Issue::Tasks,
         |i| {
             let conn = conn.clone();
             let id = ids[i as usize % ids.len()].clone();

@@ -72,10 +72,19 @@ pub(crate) fn main(args: Vec<String>) -> ExitCode {
     if exit_with_parent {
         cli::exit_when_stdin_closes();
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `--bench-workers=N`: tokio worker threads of this node (default: one per core).
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    match opts.get::<usize>("workers", 0) {
+        Ok(0) => {}
+        Ok(n) => {
+            builder.worker_threads(n);
+        }
+        Err(e) => {
+            eprintln!("remote_bench: error: {e}");
+            return ExitCode::from(cli::EXIT_USAGE);
+        }
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("remote_bench: error: cannot start the async runtime: {e}");

@@ -4,6 +4,12 @@
 //! generator's own lateness: tokio's timer has a 1 ms granularity, so on a loaded machine
 //! this adds up to about a millisecond to every sample, but a stall of the sender can never
 //! hide in it).
+//!
+//! Two ways to issue the requests ([`Issue`]): a task per request (as a server that spawns
+//! one per incoming request would), or all of them polled by the generator's own task, as
+//! the raw quinn baseline's generator writes every request from one task. Which one matters
+//! for packets: requests pushed by one task in one turn of the scheduler leave in one
+//! packet; requests spread over tasks on two workers in several.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -46,6 +52,26 @@ impl OpenLoop {
     }
 }
 
+/// How requests are issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Issue {
+    /// A spawned task per request.
+    Tasks,
+    /// Every request polled by the generator's task (a `FuturesUnordered`).
+    Single,
+}
+
+impl std::str::FromStr for Issue {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tasks" => Ok(Issue::Tasks),
+            "single" => Ok(Issue::Single),
+            other => Err(format!("driver {other:?}: use tasks or single")),
+        }
+    }
+}
+
 /// What one request task returns: whether it is measured (past the warm-up), and its
 /// latencies from issue and from schedule (µs) or its error.
 type Outcome = (bool, Result<(u64, u64), String>);
@@ -53,18 +79,23 @@ type Outcome = (bool, Result<(u64, u64), String>);
 /// Starts `rate` requests per second for `warm + secs`, at most `max_inflight` at once;
 /// `request(i)` makes the i-th. Requests of the first `warm` are not measured. Waits for
 /// the stragglers at most `drain` after the schedule ends.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run<F, Fut>(
     rate: u64,
     warm: Duration,
     secs: Duration,
     max_inflight: usize,
     drain: Duration,
+    issue: Issue,
     request: F,
 ) -> OpenLoop
 where
     F: Fn(u64) -> Fut,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
+    if issue == Issue::Single {
+        return run_single(rate, warm, secs, max_inflight, drain, request).await;
+    }
     const TICK: Duration = Duration::from_millis(1);
     let per_tick = (rate / 1000).max(1);
     let warm_ticks = warm.as_millis() as u64;
@@ -123,6 +154,90 @@ where
                     .entry("no reply before the drain deadline".into())
                     .or_default() += left;
                 tasks.abort_all();
+                break;
+            }
+        }
+    }
+    out.elapsed_s = Instant::now()
+        .saturating_duration_since(start + warm)
+        .as_secs_f64();
+    out
+}
+
+/// [`run`] with every request polled by this task.
+async fn run_single<F, Fut>(
+    rate: u64,
+    warm: Duration,
+    secs: Duration,
+    max_inflight: usize,
+    drain: Duration,
+    request: F,
+) -> OpenLoop
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    use futures::StreamExt;
+    use futures::stream::FuturesUnordered;
+    const TICK: Duration = Duration::from_millis(1);
+    let per_tick = (rate / 1000).max(1);
+    let warm_ticks = warm.as_millis() as u64;
+    let ticks = warm_ticks + secs.as_millis() as u64;
+    let mut out = OpenLoop::default();
+    let mut pending = FuturesUnordered::new();
+    let start = Instant::now();
+    let mut interval = tokio::time::interval_at(start, TICK);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let mut n = 0u64;
+    let collect = |out: &mut OpenLoop, r: Outcome| match r {
+        (true, Ok((us, sched))) => {
+            out.latencies.push(us);
+            out.from_schedule.push(sched);
+        }
+        (true, Err(e)) => *out.errors.entry(e).or_default() += 1,
+        (false, _) => {}
+    };
+    for tick in 0..ticks {
+        // Replies are taken as they come while waiting for the next tick.
+        loop {
+            tokio::select! {
+                biased;
+                _ = interval.tick() => break,
+                Some(r) = pending.next(), if !pending.is_empty() => collect(&mut out, r),
+            }
+        }
+        let scheduled = start + TICK * tick as u32;
+        let measured = tick >= warm_ticks;
+        for _ in 0..per_tick {
+            if measured {
+                out.scheduled += 1;
+            }
+            if pending.len() >= max_inflight {
+                if measured {
+                    out.shed += 1;
+                }
+                continue;
+            }
+            let issued = Instant::now();
+            let fut = request(n);
+            n += 1;
+            pending.push(async move {
+                let r = fut.await;
+                let now = Instant::now();
+                let us = |from: Instant| now.saturating_duration_since(from).as_micros() as u64;
+                (measured, r.map(|()| (us(issued), us(scheduled))))
+            });
+        }
+    }
+    let deadline = Instant::now() + drain;
+    while !pending.is_empty() {
+        match tokio::time::timeout_at(deadline, pending.next()).await {
+            Ok(Some(r)) => collect(&mut out, r),
+            Ok(None) => break,
+            Err(_) => {
+                *out.errors
+                    .entry("no reply before the drain deadline".into())
+                    .or_default() += pending.len() as u64;
                 break;
             }
         }

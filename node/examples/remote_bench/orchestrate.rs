@@ -7,7 +7,10 @@
 //!    node that forwards.
 //!
 //! Flags: `--bench-only=raw,pair,forward`, `--bench-tells`, `--bench-msgs` (raw messages),
-//! `--bench-rate`, `--bench-secs`, `--bench-senders`, `--bench-actors`.
+//! `--bench-rate`, `--bench-secs`, `--bench-senders`, `--bench-actors`, `--bench-workers`
+//! (tokio worker threads of every process of the raw and pair stages; default one per core),
+//! `--bench-driver=tasks|single` (how the pair stage's open loop issues asks; see
+//! `openloop.rs`).
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -96,18 +99,76 @@ fn cpu_us(pid: u32) -> Result<u64, String> {
     Ok(ticks * 10_000)
 }
 
-/// CPU microseconds per message used by `procs` together between two samples.
-fn cpu_per_msg(before: &[u64], after: &[u64], msgs: f64) -> Value {
-    let used: u64 = after.iter().zip(before).map(|(a, b)| a - b).sum();
+/// Context switches (voluntary: a thread parked, e.g. a tokio worker with nothing to do;
+/// involuntary: preempted) of every thread of a process so far. Per message, the voluntary
+/// count is roughly how many times a thread went to sleep and had to be woken (a futex or
+/// epoll wake-up) to move the message on. Threads that exited are not counted.
+fn ctx_switches(pid: u32) -> (u64, u64) {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return (0, 0);
+    };
+    let mut sums = (0, 0);
+    for t in dir.flatten() {
+        let Ok(st) = std::fs::read_to_string(t.path().join("status")) else {
+            continue;
+        };
+        for line in st.lines() {
+            let num = |l: &str| l.split_whitespace().nth(1).and_then(|v| v.parse().ok());
+            if line.starts_with("voluntary_ctxt_switches") {
+                sums.0 += num(line).unwrap_or(0);
+            } else if line.starts_with("nonvoluntary_ctxt_switches") {
+                sums.1 += num(line).unwrap_or(0);
+            }
+        }
+    }
+    sums
+}
+
+/// What a process had used at one moment: CPU µs, voluntary and involuntary switches.
+#[derive(Clone, Copy)]
+struct Usage {
+    cpu_us: u64,
+    vol: u64,
+    invol: u64,
+}
+
+/// CPU microseconds and context switches per message used by `procs` together between two
+/// samples.
+fn cpu_per_msg(before: &[Usage], after: &[Usage], msgs: f64) -> Value {
+    let d = |f: fn(&Usage) -> u64| -> Vec<u64> {
+        after
+            .iter()
+            .zip(before)
+            .map(|(a, b)| f(a).saturating_sub(f(b)))
+            .collect()
+    };
+    let cpu = d(|u| u.cpu_us);
+    let vol = d(|u| u.vol);
+    let invol = d(|u| u.invol);
+    let per = |v: &[u64]| ((v.iter().sum::<u64>() as f64 / msgs.max(1.0)) * 100.0).round() / 100.0;
     json!({
-        "cpu_us_total": used,
-        "cpu_us_per_msg": ((used as f64 / msgs.max(1.0)) * 100.0).round() / 100.0,
-        "per_process_us": after.iter().zip(before).map(|(a, b)| a - b).collect::<Vec<_>>(),
+        "cpu_us_total": cpu.iter().sum::<u64>(),
+        "cpu_us_per_msg": per(&cpu),
+        "per_process_us": cpu,
+        "voluntary_switches_per_msg": per(&vol),
+        "involuntary_switches_per_msg": per(&invol),
+        "voluntary_switches_per_process": vol,
     })
 }
 
-fn sample(procs: &[&Proc]) -> Result<Vec<u64>, String> {
-    procs.iter().map(|p| cpu_us(p.child.id())).collect()
+fn sample(procs: &[&Proc]) -> Result<Vec<Usage>, String> {
+    procs
+        .iter()
+        .map(|p| {
+            let pid = p.child.id();
+            let (vol, invol) = ctx_switches(pid);
+            Ok(Usage {
+                cpu_us: cpu_us(pid)?,
+                vol,
+                invol,
+            })
+        })
+        .collect()
 }
 
 impl Drop for Proc {
@@ -196,11 +257,9 @@ fn wait_ready(http: SocketAddr, within: Duration) -> Result<(), String> {
 
 fn raw(env: &Env, o: &DriverOpts, out: &mut serde_json::Map<String, Value>) -> Result<(), String> {
     let certs = format!("--bench-certs={}", env.certs.display());
-    let server = Proc::spawn(
-        "raw-server",
-        &["raw-server".into(), certs.clone(), "--bench-name=n1".into()],
-        &env.log("raw-server"),
-    )?;
+    let mut server_args = vec!["raw-server".into(), certs.clone(), "--bench-name=n1".into()];
+    server_args.extend(pass_on(o, &["workers"]));
+    let server = Proc::spawn("raw-server", &server_args, &env.log("raw-server"))?;
     let addr = server.wait_for("listening", Duration::from_secs(30))?;
     let mut args = vec![
         "raw-client".into(),
@@ -209,7 +268,10 @@ fn raw(env: &Env, o: &DriverOpts, out: &mut serde_json::Map<String, Value>) -> R
         "--bench-server-name=n1".into(),
         format!("--bench-addr={}", addr["addr"].as_str().unwrap_or_default()),
     ];
-    args.extend(pass_on(o, &["msgs", "rate", "secs", "round-trips"]));
+    args.extend(pass_on(
+        o,
+        &["msgs", "rate", "secs", "round-trips", "workers"],
+    ));
     let client = Proc::spawn("raw-client", &args, &env.log("raw-client"))?;
     let long = Duration::from_secs(600);
     client.wait_for("throughput_start", long)?;
@@ -229,13 +291,24 @@ fn raw(env: &Env, o: &DriverOpts, out: &mut serde_json::Map<String, Value>) -> R
 
 fn pair(env: &Env, o: &DriverOpts, out: &mut serde_json::Map<String, Value>) -> Result<(), String> {
     let p1 = free_ports()?;
-    let n1 = Proc::spawn("n1", &env.node_args("n1", &p1, None), &env.log("pair-n1"))?;
+    let mut args1 = env.node_args("n1", &p1, None);
+    args1.extend(pass_on(o, &["workers"]));
+    let n1 = Proc::spawn("n1", &args1, &env.log("pair-n1"))?;
     let p0 = free_ports()?;
     let mut args = env.node_args("n0", &p0, Some(p1.gossip));
     args.extend(["--workload=pair".into(), "--bench-peer=n1".into()]);
     args.extend(pass_on(
         o,
-        &["tells", "senders", "actors", "rate", "secs", "round-trips"],
+        &[
+            "tells",
+            "senders",
+            "actors",
+            "rate",
+            "secs",
+            "round-trips",
+            "driver",
+            "workers",
+        ],
     ));
     let n0 = Proc::spawn("n0", &args, &env.log("pair-n0"))?;
     let long = Duration::from_secs(600);

@@ -40,9 +40,13 @@ fn material(o: &DriverOpts) -> Result<TlsMaterial, String> {
     .map_err(|e| e.to_string())
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+fn runtime(o: &DriverOpts) -> Result<tokio::runtime::Runtime, String> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    // `--bench-workers=N`, as the nodes of the pair stage get it.
+    if let n @ 1.. = o.get::<usize>("workers", 0)? {
+        b.worker_threads(n);
+    }
+    b.enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
@@ -50,7 +54,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 /// `raw-server`.
 pub(crate) fn server_main(o: &DriverOpts) -> Result<(), String> {
     let m = material(o)?;
-    runtime()?.block_on(async move {
+    runtime(o)?.block_on(async move {
         let sc = tls::server_config(&m, false).map_err(|e| e.to_string())?;
         let sc =
             quinn::crypto::rustls::QuicServerConfig::try_from(sc).map_err(|e| e.to_string())?;
@@ -155,7 +159,7 @@ pub(crate) fn client_main(o: &DriverOpts) -> Result<(), String> {
     let round_trips: usize = o.get("round-trips", 20_000)?;
     let rate: u64 = o.get("rate", 10_000)?;
     let secs: u64 = o.get("secs", 10)?;
-    runtime()?.block_on(async move {
+    runtime(o)?.block_on(async move {
         let cc = tls::client_config(&m).map_err(|e| e.to_string())?;
         let cc =
             quinn::crypto::rustls::QuicClientConfig::try_from(cc).map_err(|e| e.to_string())?;

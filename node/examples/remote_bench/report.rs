@@ -86,6 +86,14 @@ pub(crate) fn markdown(s: &Value) -> String {
             ratio(a, b),
         ]);
     }
+    let a = num(s, &["ask_open", "cpu", "voluntary_switches_per_msg"]);
+    let b = num(s, &["raw_open", "cpu", "voluntary_switches_per_msg"]);
+    rows.push([
+        "thread sleeps (voluntary switches) per round trip at 10k/s".into(),
+        a.map_or("n/a".into(), |x| format!("{x:.2}")),
+        b.map_or("n/a".into(), |x| format!("{x:.2}")),
+        ratio(a, b),
+    ]);
     for q in ["p50_us", "p99_us"] {
         let a = num(s, &["forward", "forwarded", "latency", q]);
         let b = num(s, &["forward", "direct", "latency", q]);

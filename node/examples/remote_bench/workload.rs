@@ -71,6 +71,7 @@ async fn pair(node: &Node, o: &DriverOpts) -> Result<(), String> {
     let rate: u64 = o.get("rate", 10_000)?;
     let secs: u64 = o.get("secs", 10)?;
     let round_trips: usize = o.get("round-trips", 20_000)?;
+    let issue: crate::openloop::Issue = o.get("driver", crate::openloop::Issue::Tasks)?;
     wait_ready(node, o.get("nodes", 2)?, Duration::from_secs(60)).await?;
     let ids = Arc::new(ids_owned_by(node, "sink", &peer, actors));
     let payload = vec![7u8; payload_len];
@@ -181,6 +182,7 @@ async fn pair(node: &Node, o: &DriverOpts) -> Result<(), String> {
         Duration::from_secs(secs),
         50_000,
         Duration::from_secs(10),
+        issue,
         |i| {
             let node = node.clone();
             let id = ids[i as usize % ids.len()].clone();

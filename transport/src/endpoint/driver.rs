@@ -14,7 +14,8 @@ use super::EndpointInner;
 use crate::connection::{Connection, LaneSpec, NewConn};
 use crate::error::{TransportError, from_connection_error};
 use crate::handshake::{self, Negotiated, code};
-use crate::lane::{self, Writer};
+use crate::lane;
+use crate::writer::Writer;
 
 impl EndpointInner {
     pub(super) async fn dial(
@@ -140,16 +141,13 @@ impl EndpointInner {
     ) {
         let mut tasks = tokio::task::JoinSet::new();
         let mut writers = tokio::task::JoinSet::new();
-        for (lane, stream) in streams.into_iter().enumerate() {
-            writers.spawn(
-                Writer {
-                    stream,
-                    conn: conn.clone(),
-                    lane,
-                }
-                .run(),
-            );
-        }
+        writers.spawn(
+            Writer {
+                streams,
+                conn: conn.clone(),
+            }
+            .run(),
+        );
         if announce {
             self.handler.on_connection(&conn);
         }
