@@ -264,12 +264,10 @@ impl<A: Actor> ActorRef<A> {
     }
 }
 
-/// Reschedules the task once, behind whatever is already runnable (for an ask: the actor
-/// just woken). Unlike `tokio::task::yield_now`, which defers the wake to the next driver
-/// turn (a syscall when nothing else is runnable), waking ourselves puts us straight back
-/// at the end of the run queue (tokio treats a task that wakes itself as a yield, never its
-/// LIFO slot); the driver is still polled every `event_interval` scheduler ticks.
-pub(crate) struct YieldOnce(pub(crate) bool);
+/// Reschedules the task once, behind whatever is already runnable (the actor just woken).
+/// Unlike `tokio::task::yield_now`, which defers the wake to the next driver turn (a
+/// syscall), waking ourselves puts us straight back in the run queue.
+struct YieldOnce(bool);
 
 impl std::future::Future for YieldOnce {
     type Output = ();

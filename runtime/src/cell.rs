@@ -13,7 +13,7 @@ use futures::FutureExt;
 use tokio::time::Instant;
 
 use crate::actor::{Actor, RestartScope};
-use crate::actor_ref::{ActorRef, YieldOnce};
+use crate::actor_ref::ActorRef;
 use crate::context::Context;
 use crate::envelope::{Panic, panic_message};
 use crate::mailbox::{Batch, Control, Item, Mailbox};
@@ -95,24 +95,6 @@ where
     AssertUnwindSafe(boxed).catch_unwind()
 }
 
-/// Lets the other tasks of this thread run, between two runs of `BATCH` messages.
-///
-/// On a `current_thread` runtime (a shard's, for one) by waking itself: tokio's
-/// `yield_now` defers the wake until the driver has been polled, a syscall every `BATCH`
-/// messages when nothing else is runnable (one-thread tell throughput +15-40% without it).
-/// On a multi-thread runtime with `yield_now`, whose deferred task other workers cannot
-/// steal: a self-woken one can be, and was, by the idle worker of its sender (tell on 2
-/// workers -25% with a self-wake).
-async fn yield_turn() {
-    let one_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
-    if one_thread {
-        YieldOnce(false).await;
-    } else {
-        tokio::task::yield_now().await;
-    }
-}
-
 impl<A: Actor> Cell<A> {
     /// The actor's whole life. A plain fn around an `async move` block: an `async fn` would
     /// keep a second copy of `self` in the task, which every idle actor would pay for.
@@ -142,7 +124,7 @@ impl<A: Actor> Cell<A> {
                         budget -= 1;
                         if budget == 0 {
                             budget = BATCH;
-                            yield_turn().await;
+                            tokio::task::yield_now().await;
                         }
                     }
                     Item::Control(Control::Stop) => break Exit::Stop,

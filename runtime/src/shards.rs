@@ -46,6 +46,11 @@ pub enum Executor {
     /// spawns from other threads go round-robin. Timers and tasks an actor starts with
     /// `tokio::spawn` run on its shard. [`System::shard_handle`](crate::System::shard_handle)
     /// runs other tasks beside a shard's actors.
+    ///
+    /// Spawn a shard's busy actors from a task on that shard when you can: their mailbox
+    /// and task are then allocated by the thread that uses them. In the bench, 1,000
+    /// actors spawned from the main thread (after another runtime had run in the process)
+    /// took 2.7 times as long to handle the same tells as when spawned on their shards.
     Shards(usize),
 }
 
