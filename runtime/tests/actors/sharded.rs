@@ -334,6 +334,14 @@ async fn shutdown_drains_stops_children_first_and_joins_every_shard() {
     }
     // Every shard thread has ended (its thread-locals dropped) before shutdown returned.
     assert_eq!(exited.load(Ordering::SeqCst), 2);
+    // Afterwards: a spawn gives a stopped ref, a task on a shard's runtime is dropped.
+    let late = system.spawn(Counter::new("late", &log));
+    assert_eq!(
+        late.ask(Get, T).await,
+        Err(cortex_runtime::ActorError::Stopped)
+    );
+    let task = system.shard_handle(0).unwrap().spawn(async { 1 });
+    assert!(task.await.unwrap_err().is_cancelled());
 }
 
 /// Never returns from its handler; says when it got there.
