@@ -275,9 +275,23 @@ impl Connection {
         self.inner.closed_flag.load(Ordering::Acquire) || self.inner.quinn.close_reason().is_some()
     }
 
+    /// [`Connection::is_closed`] without asking quinn: true once this connection's driver
+    /// saw it close.
+    pub(crate) fn marked_closed(&self) -> bool {
+        self.inner.closed_flag.load(Ordering::Acquire)
+    }
+
     /// Closes the connection now; queued envelopes may be lost, pending asks fail.
     pub fn close(&self, reason: &str) {
-        self.inner.quinn.close(code::NORMAL, reason.as_bytes());
+        self.close_with(code::NORMAL, reason.as_bytes());
+    }
+
+    /// Closes with a QUIC close code and marks the connection closed at once, not when its
+    /// driver gets to it: `Endpoint::cached_connection` must not hand out a connection this
+    /// side closed (the node closes those of departed members and dials their new process).
+    pub(crate) fn close_with(&self, code: quinn::VarInt, reason: &[u8]) {
+        self.inner.quinn.close(code, reason);
+        self.inner.closed_flag.store(true, Ordering::Release);
     }
 
     /// Waits until the connection is closed and returns why.

@@ -12,6 +12,7 @@ use cortex_protocol::{
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::connection::{ConnInner, Connection};
+use crate::later::{Inbox, ReplyFuture};
 use crate::outbox::PushError;
 
 /// Work an inbound envelope still needs after its handler returned.
@@ -136,6 +137,8 @@ pub struct Responder {
     request: RequestId,
     lane: usize,
     conn: Arc<ConnInner>,
+    /// The reader that received the ask: it polls [`Responder::send_later`]'s futures.
+    reader: Arc<Inbox>,
 }
 
 impl std::fmt::Debug for Responder {
@@ -152,6 +155,7 @@ impl Responder {
         request: RequestId,
         lane: usize,
         conn: Arc<ConnInner>,
+        reader: Arc<Inbox>,
     ) -> Self {
         conn.outstanding.fetch_add(1, Ordering::Relaxed);
         Self {
@@ -159,6 +163,7 @@ impl Responder {
             request,
             lane,
             conn,
+            reader,
         }
     }
 
@@ -170,6 +175,43 @@ impl Responder {
     /// Sends the reply on the lane the ask came on.
     pub fn send(mut self, result: ReplyResult) {
         self.deliver(result);
+    }
+
+    /// Sends the reply `answer` resolves to, polling it on the task of the lane reader that
+    /// received the ask instead of a task of your own: no spawn per ask, and answers that
+    /// complete together wake that one task once. `answer` must bound its own wait (a
+    /// deadline), as a [`Delivery`] must; it runs concurrently with the lane's later
+    /// envelopes, so it is for the part of an ask that need not happen in order (waiting for
+    /// the actor's answer), not for handing the ask to its actor.
+    ///
+    /// If the connection closes first, `answer` is dropped and the ask answered
+    /// [`ErrorCode::ActorStopped`] (which goes nowhere, the connection being gone).
+    ///
+    /// ```
+    /// use cortex_transport::{Connection, Handler, Responder};
+    /// use cortex_protocol::{Ask, Envelope, ReplyResult};
+    /// struct Slow;
+    /// impl Handler for Slow {
+    ///     fn on_envelope(&self, _conn: &Connection, _env: Envelope) {}
+    ///     fn on_ask(&self, _conn: &Connection, ask: Ask, reply: Responder) {
+    ///         reply.send_later(async move {
+    ///             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    ///             ReplyResult::Ok { message: ask.message, payload: ask.payload }
+    ///         });
+    ///     }
+    /// }
+    /// ```
+    pub fn send_later(self, answer: impl Future<Output = ReplyResult> + Send + 'static) {
+        let reader = self.reader.clone();
+        let fut: ReplyFuture = Box::pin(async move {
+            let result = answer.await;
+            self.send(result);
+        });
+        // Refused only once the reader is gone: dropping the future answers through the
+        // responder's drop.
+        if let Err(fut) = reader.push(fut) {
+            drop(fut);
+        }
     }
 
     fn deliver(&mut self, result: ReplyResult) {

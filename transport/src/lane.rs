@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use crate::connection::Connection;
 use crate::handler::{Handler, Responder};
 use crate::handshake::code;
+use crate::later::{Inbox, Replies};
 
 /// Accepts the peer's lanes and runs a reader for each; ends when the connection does.
 pub(crate) async fn accept_lanes(conn: Connection, handler: Arc<dyn Handler>, max_frame: usize) {
@@ -53,7 +54,7 @@ pub(crate) fn violation(conn: &Connection, reason: &str) {
     tracing::warn!(peer = %conn.inner.peer_label, "closing connection: protocol violation: {reason}");
     let mut r = reason.as_bytes();
     r = &r[..r.len().min(512)];
-    conn.inner.quinn.close(code::PROTOCOL_VIOLATION, r);
+    conn.close_with(code::PROTOCOL_VIOLATION, r);
 }
 
 /// Envelopes a lane's reader may hold decoded while a delivery is pending; past it the
@@ -82,6 +83,11 @@ struct LaneReader {
     scanned: usize,
     /// The peer finished the stream; what is buffered is still dispatched.
     ended: bool,
+    /// Answers in progress of this lane's asks (`Responder::send_later`), polled at every
+    /// wait of this task.
+    replies: Replies,
+    /// Where this lane's responders push to `replies`.
+    inbox: Arc<Inbox>,
 }
 
 async fn read_lane(
@@ -91,6 +97,8 @@ async fn read_lane(
     lane: usize,
     max_frame: usize,
 ) {
+    let replies = Replies::new();
+    let inbox = replies.inbox();
     let mut r = LaneReader {
         conn: conn.clone(),
         handler,
@@ -101,9 +109,14 @@ async fn read_lane(
         held: VecDeque::new(),
         scanned: 0,
         ended: false,
+        replies,
+        inbox,
     };
-    if let Err(Some(reason)) = r.run().await {
-        violation(&conn, &reason);
+    match r.run().await {
+        // The peer finished the lane: answers still in progress go out on ours.
+        Ok(()) => r.replies.finish().await,
+        Err(Some(reason)) => violation(&conn, &reason),
+        Err(None) => {}
     }
 }
 
@@ -114,8 +127,17 @@ impl LaneReader {
             if let Some((mut env, at)) = self.held.pop_front() {
                 self.scanned = self.scanned.saturating_sub(1);
                 spend_budget(&mut env, at.elapsed());
-                if let Some(d) = dispatch(&self.conn, self.handler.as_ref(), env, self.lane).await?
-                {
+                let d = self
+                    .replies
+                    .drive(dispatch(
+                        &self.conn,
+                        self.handler.as_ref(),
+                        env,
+                        self.lane,
+                        &self.inbox,
+                    ))
+                    .await?;
+                if let Some(d) = d {
                     self.wait(d).await?;
                 }
                 continue;
@@ -181,7 +203,7 @@ impl LaneReader {
     }
 
     async fn fill(&mut self) -> Result<(), Stop> {
-        let r = self.recv.read_chunk(CHUNK, true).await;
+        let r = self.replies.drive(self.recv.read_chunk(CHUNK, true)).await;
         self.take_chunk(r)
     }
 
@@ -193,25 +215,42 @@ impl LaneReader {
             while self.scanned < self.held.len() {
                 if is_control(&self.held[self.scanned].0) {
                     if let Some((env, _)) = self.held.remove(self.scanned) {
-                        // Replies, pings and pongs never produce a delivery.
-                        let _ = dispatch(&self.conn, self.handler.as_ref(), env, self.lane).await?;
+                        // Replies, pings and pongs never produce a delivery (nor wait).
+                        let _ = dispatch(
+                            &self.conn,
+                            self.handler.as_ref(),
+                            env,
+                            self.lane,
+                            &self.inbox,
+                        )
+                        .await?;
                     }
                 } else {
                     self.scanned += 1;
                 }
             }
             if self.held.len() >= HELD_MAX || self.ended {
-                d.await;
+                self.replies.drive(d).await;
                 return Ok(());
             }
             if self.decode_frame()? {
                 continue;
             }
-            tokio::select! {
-                biased;
-                () = &mut d => return Ok(()),
-                // Cancel safe: a chunk is consumed only when this branch completes.
-                r = self.recv.read_chunk(CHUNK, true) => self.take_chunk(r)?,
+            let recv = &mut self.recv;
+            let read = self
+                .replies
+                .drive(async {
+                    tokio::select! {
+                        biased;
+                        () = &mut d => None,
+                        // Cancel safe: a chunk is consumed only when this branch completes.
+                        r = recv.read_chunk(CHUNK, true) => Some(r),
+                    }
+                })
+                .await;
+            match read {
+                None => return Ok(()),
+                Some(r) => self.take_chunk(r)?,
             }
         }
     }
@@ -250,13 +289,15 @@ async fn dispatch(
     handler: &dyn Handler,
     env: Envelope,
     lane: usize,
+    inbox: &Arc<Inbox>,
 ) -> Result<Option<crate::Delivery>, Stop> {
     let delivery = match env {
         Envelope::Ask(ask) => {
             let Some(slot) = reserve_reply(conn, lane).await else {
                 return Ok(None);
             };
-            let responder = Responder::new(slot, ask.request, lane, conn.inner.clone());
+            let responder =
+                Responder::new(slot, ask.request, lane, conn.inner.clone(), inbox.clone());
             handler.deliver_ask(conn, ask, responder)
         }
         Envelope::Forward(f) => match f.body {
@@ -264,7 +305,8 @@ async fn dispatch(
                 let Some(slot) = reserve_reply(conn, lane).await else {
                     return Ok(None);
                 };
-                let responder = Responder::new(slot, ask.request, lane, conn.inner.clone());
+                let responder =
+                    Responder::new(slot, ask.request, lane, conn.inner.clone(), inbox.clone());
                 handler.deliver_forward_ask(conn, f.hops, f.origin, ask, responder)
             }
             body => handler.deliver_envelope(

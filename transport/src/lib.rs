@@ -26,6 +26,7 @@ mod error;
 mod handler;
 mod handshake;
 mod lane;
+mod later;
 mod outbox;
 pub mod tls;
 mod writer;

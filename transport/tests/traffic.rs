@@ -193,6 +193,40 @@ async fn concurrent_asks_correlate() {
     assert_eq!(conn.stats().pending_asks, 0);
 }
 
+/// Answers sent with `Responder::send_later` are polled by the lane's reader, which must
+/// keep polling them while it waits for a reply slot (only sent replies free slots).
+#[tokio::test]
+async fn answers_sent_later_flow_with_few_reply_slots() {
+    let pki = Pki::new("c");
+    let mut cfg = node_cfg(&pki, "b", "c");
+    cfg.lanes = 1;
+    cfg.batch.reply_queue = 2;
+    let (b, _) = start(cfg);
+    let (a, _) = start(node_cfg(&pki, "a", "c"));
+    let conn = a.connect(addr(&b), "b").await.unwrap();
+    let asks: Vec<_> = (0..200u32)
+        .map(|i| {
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                let r = conn
+                    .ask(ask("test.Later", &i.to_le_bytes()), LONG)
+                    .await
+                    .unwrap();
+                match r {
+                    cortex_protocol::ReplyResult::Ok { payload, .. } => {
+                        assert_eq!(&payload[..], &i.to_le_bytes())
+                    }
+                    other => panic!("unexpected reply {other:?}"),
+                }
+            })
+        })
+        .collect();
+    for a in asks {
+        a.await.unwrap();
+    }
+    eventually("no pending asks", LONG, || conn.stats().pending_asks == 0).await;
+}
+
 #[tokio::test]
 async fn ask_times_out_and_cleans_up() {
     let pki = Pki::new("c");

@@ -349,13 +349,15 @@ impl Endpoint {
     }
 
     /// The cached connection to a node by name, if one is open.
+    ///
+    /// This is on every remote request's path, so it checks only the connection's own
+    /// closed flag (no lock on quinn's connection state, which its driver holds while it
+    /// sends and receives): a connection quinn closed microseconds ago, before its driver
+    /// marked it, may still be returned, and a request on it fails with
+    /// [`crate::TransportError::ConnectionLost`] like one sent just before the close.
     pub fn cached_connection(&self, name: &str) -> Option<Connection> {
-        self.inner
-            .peers
-            .lock()
-            .get(name)
-            .filter(|c| !c.is_closed())
-            .cloned()
+        let c = self.inner.peers.lock().get(name).cloned()?;
+        (!c.marked_closed()).then_some(c)
     }
 
     /// Every open connection (including duplicates still draining).

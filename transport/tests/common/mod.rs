@@ -64,6 +64,15 @@ impl Handler for TestHandler {
         self.asks_seen.fetch_add(1, Ordering::SeqCst);
         if ask.message.as_str() == "test.Hold" {
             self.held.lock().push(reply);
+        } else if ask.message.as_str() == "test.Later" {
+            // Answered from the lane reader's task after a turn of the scheduler.
+            reply.send_later(async move {
+                tokio::task::yield_now().await;
+                ReplyResult::Ok {
+                    message: ask.message,
+                    payload: ask.payload,
+                }
+            });
         } else {
             reply.send(ReplyResult::Ok {
                 message: ask.message,
