@@ -6,7 +6,9 @@
 //!
 //! - [`Actor`], [`Handler`], [`Message`]: what users implement.
 //! - [`System`]: spawns top-level actors (roots of supervision trees), owns the
-//!   [`VirtualRegistry`], shuts everything down gracefully.
+//!   [`VirtualRegistry`], shuts everything down gracefully. Actors run on the caller's tokio
+//!   runtime, or on the system's own shard threads ([`Executor::Shards`]), where an actor
+//!   stays on the shard that spawned it.
 //! - [`ActorRef`]: `tell` (waits for room), `try_tell` (fails fast), `ask` (with deadline).
 //! - [`Context`]: the actor's own ref, supervised children, timers, stop.
 //! - [`message!`], [`MessageTable`], [`Codec`]: messages by stable name, bincode or JSON.

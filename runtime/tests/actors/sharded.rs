@@ -173,6 +173,34 @@ async fn spawn_tell_and_ask_across_shards() {
 }
 
 #[tokio::test]
+async fn a_shard_of_another_system_is_not_ours() {
+    let (a, b) = (sharded(2), sharded(2));
+    let log = Log::default();
+    let b2 = b.clone();
+    let on_a = a
+        .shard_handle(1)
+        .unwrap()
+        .spawn(async move {
+            // Round-robin in `b` from a thread that is a shard of `a` only.
+            let firsts: Vec<ActorRef<Probe>> = (0..2).map(|_| b2.spawn(Probe::new(&log))).collect();
+            let mut at = Vec::new();
+            for p in &firsts {
+                at.push(p.ask(Here, T).await.unwrap());
+            }
+            (b2.current_shard(), at)
+        })
+        .await
+        .unwrap();
+    assert_eq!(on_a.0, None);
+    let mut at = on_a.1;
+    at.sort();
+    assert_eq!(at, [Some(0), Some(1)]);
+    for s in [a, b] {
+        assert_eq!(s.shutdown(T).await.threads_left, 0);
+    }
+}
+
+#[tokio::test]
 async fn supervised_restarts_on_shards() {
     let system = sharded(2);
     let log = Log::default();
