@@ -99,6 +99,19 @@ impl Drop for ExitGuard {
     }
 }
 
+/// A shard's runtime until its thread takes it. Dropped unused (the thread could not be
+/// started), it is let go without blocking: a runtime dropped the ordinary way inside an
+/// async context panics, and systems are created in one.
+struct RuntimeGuard(Option<tokio::runtime::Runtime>);
+
+impl Drop for RuntimeGuard {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 struct Shard {
     handle: Handle,
     /// Dropping (or sending on) it stops the shard's thread.
@@ -138,16 +151,20 @@ impl Shards {
                 .event_interval(event_interval.max(1))
                 .build()?;
             let handle = rt.handle().clone();
+            let rt = RuntimeGuard(Some(rt));
             let (stop, stopped) = oneshot::channel::<()>();
             *pool.exits.live.lock() += 1;
             let guard = ExitGuard(Arc::clone(&pool.exits));
-            // On failure the closure (with the guard) is dropped, which counts it out, and
-            // `pool` is dropped, which stops the threads already started.
+            // On failure the closure is dropped: its guards count it out and let its runtime
+            // go without blocking; `pool` is dropped, which stops the threads already
+            // started.
             let thread = std::thread::Builder::new()
                 .name(format!("cortex-shard-{k}"))
                 .spawn(move || {
                     // Declared first, so dropped last: after the runtime and its tasks.
                     let _exit = guard;
+                    let mut rt = rt;
+                    let Some(rt) = rt.0.take() else { return };
                     CURRENT.with(|c| c.set(Some((id, k))));
                     // Ends on a stop signal or when the pool is dropped (sender gone).
                     let _ = rt.block_on(stopped);
