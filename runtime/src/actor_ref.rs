@@ -177,6 +177,11 @@ impl<A: Actor> ActorRef<A> {
     ///
     /// # Cancel safety
     /// Dropping the future abandons the ask; the actor skips it if it was not yet started.
+    ///
+    /// # Latency
+    /// On a tokio multi-thread runtime with an idle worker, about 1 to 3% of sequential
+    /// asks pay for tokio waking that worker (2 to 12 µs on a virtual machine); an actor
+    /// and its asker on one shard ([`Executor::Shards`](crate::Executor::Shards)) never do.
     pub async fn ask<M>(&self, msg: M, timeout: Duration) -> Result<M::Reply, ActorError>
     where
         A: Handler<M>,
@@ -267,6 +272,14 @@ impl<A: Actor> ActorRef<A> {
 /// Reschedules the task once, behind whatever is already runnable (the actor just woken).
 /// Unlike `tokio::task::yield_now`, which defers the wake to the next driver turn (a
 /// syscall), waking ourselves puts us straight back in the run queue.
+///
+/// On a multi-thread runtime tokio answers this reschedule, as it answers any wake that
+/// misses the LIFO slot, by unparking an idle worker if one sleeps; when that worker's
+/// vCPU has halted, the unpark costs the asker 2 to 12 µs, which sets the p99 of a
+/// sequential ask. Measured, not avoidable here: a plain reply await (tokio's LIFO limit
+/// of 3 polls per tick reschedules and notifies about every other ask), `yield_now`, or a
+/// timer at once unpark the idle worker as often or more (BENCHMARKS.md, Runtime).
+/// Shards (`Executor::Shards`) have no idle worker to wake.
 struct YieldOnce(bool);
 
 impl std::future::Future for YieldOnce {
