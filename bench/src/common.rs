@@ -199,3 +199,45 @@ macro_rules! time_asks {
     }};
 }
 pub(crate) use time_asks;
+
+/// What waking a thread whose core has gone idle costs the waker: `Thread::unpark` of a
+/// thread parked for 200 µs, median of 200. On a virtual machine whose idle vCPUs halt,
+/// this is the price tokio's multi-thread scheduler pays whenever it wakes its idle worker,
+/// and it sets the 2-worker ask p99 of every runtime here; it changes with the host's state
+/// (~2 µs or ~12 µs on the machine of BENCHMARKS.md), so the bench prints it beside the
+/// ask rows.
+pub(crate) fn idle_wake_cost() -> Duration {
+    use std::sync::atomic::AtomicBool;
+    const ROUNDS: usize = 200;
+    const PARKED_FOR: Duration = Duration::from_micros(200);
+    let parked = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sleeper = {
+        let (parked, stop) = (Arc::clone(&parked), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                parked.store(true, Ordering::SeqCst);
+                // A spurious return just parks again; the waker waits for the flag.
+                std::thread::park_timeout(Duration::from_secs(1));
+                parked.store(false, Ordering::SeqCst);
+            }
+        })
+    };
+    let mut nanos = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        // Spin (this core stays busy, as an asker's does) until the sleeper has parked and
+        // its core has been idle for PARKED_FOR; give up on a round after a second.
+        while !parked.load(Ordering::SeqCst) && t.elapsed() < Duration::from_secs(1) {}
+        let since = Instant::now();
+        while since.elapsed() < PARKED_FOR {}
+        let t = Instant::now();
+        sleeper.thread().unpark();
+        nanos.push(t.elapsed().as_nanos() as u64);
+    }
+    stop.store(true, Ordering::SeqCst);
+    sleeper.thread().unpark();
+    sleeper.join().expect("the sleeper thread does not panic");
+    nanos.sort_unstable();
+    Duration::from_nanos(nanos[ROUNDS / 2])
+}

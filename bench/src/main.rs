@@ -196,10 +196,15 @@ fn main() {
         ));
     }
 
-    // 3. Ask round trips.
+    // 3. Ask round trips. The 2-worker rows' p99 follows the host's cost of waking an idle
+    // core (see `idle_wake_cost`), which can change during a run: measured around them.
+    let mut wake_cost = Vec::new();
     for flavor in [Flavor::One, Flavor::Two] {
         if !args.section("ask") {
             break;
+        }
+        if flavor == Flavor::Two {
+            wake_cost.push(common::idle_wake_cost());
         }
         let (warm, n) = (z.ask_warm, z.asks);
         let mut runs: Vec<[Option<AskStats>; 4]> = Vec::new();
@@ -221,6 +226,9 @@ fn main() {
             ]);
             sharded.push([cortex_sharded, None, None, run[3]]);
             runs.push(run);
+        }
+        if flavor == Flavor::Two {
+            wake_cost.push(common::idle_wake_cost());
         }
         let label = flavor.label();
         ask_rows(&mut table, &runs, label);
@@ -306,6 +314,15 @@ fn main() {
         z.tells, z.many_actors, z.per_actor, z.asks, z.ask_warm, z.spawns, z.idle
     );
     println!("{}", table.render());
+    if let [before, after] = wake_cost[..] {
+        println!(
+            "Waking a thread parked for 200 us cost the waker {:.2} us before the 2-worker ask \
+             rows, {:.2} us after (median of 200): the price of each wake of tokio's idle \
+             worker, which sets those rows' p99 (BENCHMARKS.md, Runtime)\n",
+            before.as_secs_f64() * 1e6,
+            after.as_secs_f64() * 1e6,
+        );
+    }
     if let Some((child, v)) = virtuals {
         println!(
             "Cortex only ({} actors or ids each): an idle child actor (spawned by one \
