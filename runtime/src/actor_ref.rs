@@ -179,7 +179,7 @@ impl<A: Actor> ActorRef<A> {
     /// Dropping the future abandons the ask; the actor skips it if it was not yet started.
     ///
     /// # Latency
-    /// On a tokio multi-thread runtime with an idle worker, about 1 to 3% of sequential
+    /// On a tokio multi-thread runtime with an idle worker, up to ~3% of sequential
     /// asks pay for tokio waking that worker (2 to 12 µs on a virtual machine); an actor
     /// and its asker on one shard ([`Executor::Shards`](crate::Executor::Shards)) never do.
     pub async fn ask<M>(&self, msg: M, timeout: Duration) -> Result<M::Reply, ActorError>
