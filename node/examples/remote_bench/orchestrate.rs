@@ -9,8 +9,8 @@
 //! Flags: `--bench-only=raw,pair,forward`, `--bench-tells`, `--bench-msgs` (raw messages),
 //! `--bench-rate`, `--bench-secs`, `--bench-senders`, `--bench-actors`, `--bench-workers`
 //! (tokio worker threads of every process of the raw and pair stages; default one per core),
-//! `--bench-driver=tasks|single` (how the pair stage's open loop issues asks; see
-//! `openloop.rs`).
+//! `--bench-driver=single|tasks` (how the pair stage's open loop issues asks: from its own
+//! task, like the raw baseline, by default; or a spawned task per ask; see `openloop.rs`).
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};

@@ -71,7 +71,9 @@ async fn pair(node: &Node, o: &DriverOpts) -> Result<(), String> {
     let rate: u64 = o.get("rate", 10_000)?;
     let secs: u64 = o.get("secs", 10)?;
     let round_trips: usize = o.get("round-trips", 20_000)?;
-    let issue: crate::openloop::Issue = o.get("driver", crate::openloop::Issue::Tasks)?;
+    // One task issues every ask by default, as the raw quinn baseline's generator writes
+    // every request from one task (`--bench-driver=tasks`: a task per ask, as before).
+    let issue: crate::openloop::Issue = o.get("driver", crate::openloop::Issue::Single)?;
     wait_ready(node, o.get("nodes", 2)?, Duration::from_secs(60)).await?;
     let ids = Arc::new(ids_owned_by(node, "sink", &peer, actors));
     let payload = vec![7u8; payload_len];
