@@ -7,8 +7,11 @@
 //! - [`Endpoint`] is the one QUIC endpoint of a process: it accepts (nodes) and dials, runs
 //!   the `Hello`/`Welcome` handshake and keeps one [`Connection`] per peer.
 //! - A [`Connection`] has N ordered lanes per direction; an envelope goes on lane
-//!   `lane_key % N`, so order holds per actor while a slow actor blocks no other lane.
-//! - Inbound traffic goes to your [`Handler`]; asks come with a [`Responder`]. Each lane's
+//!   `lane_key % N`, so order holds per actor while a slow actor blocks no other lane. One
+//!   writer task per connection writes every lane at the end of the scheduler's turn, so a
+//!   burst of envelopes leaves in as few datagrams as possible.
+//! - Inbound traffic goes to your [`Handler`]; asks come with a [`Responder`], which can
+//!   also answer with a future the lane's reader polls ([`Responder::send_later`]). Each lane's
 //!   reader dispatches in arrival order and awaits any [`Delivery`] the handler returns
 //!   before the lane's next envelope (replies and pings still pass), so order and
 //!   backpressure hold without a task per message.
