@@ -128,8 +128,8 @@ def check_toml_type(c, key, value):
     elif key.endswith("_bind") or key.endswith("_advertise"):
         c.expect(isinstance(value, str) and port_of(c, value, f"config {key}") is not None,
                  f"config {key} must be a string ADDR:PORT")
-    elif key == "vnodes":
-        c.expect(isinstance(value, int) and not isinstance(value, bool), "config vnodes must be an integer")
+    elif key in ("vnodes", "worker_threads"):
+        c.expect(isinstance(value, int) and not isinstance(value, bool), f"config {key} must be an integer")
     elif key == "log_format":
         c.expect(value in ("human", "json"), f"config log_format {value!r} must be \"human\" or \"json\"")
     elif key != "max_frame_size":

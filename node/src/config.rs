@@ -123,6 +123,9 @@ pub struct NodeConfig {
     pub max_frame_size: usize,
     /// How long idempotency keys are remembered.
     pub idempotency_window: Duration,
+    /// Tokio worker threads of the `cortex-node` process; `None`: one per core. (Embedders
+    /// build their own runtime; the node itself does not read it.)
+    pub worker_threads: Option<usize>,
     /// Log format on stderr.
     pub log_format: LogFormat,
     /// Log filter directives (validated as a `tracing_subscriber::EnvFilter`).
@@ -352,6 +355,15 @@ impl NodeConfig {
                 "too large for this machine",
             )
         })?;
+        if let Some(n) = s.worker_threads
+            && !(1..=1024).contains(&n)
+        {
+            return Err(ConfigError::invalid(
+                "--worker-threads",
+                n.to_string(),
+                "use 1 to 1024, or leave it unset for one per core",
+            ));
+        }
         let log_level = s.log_level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.into());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
             return Err(ConfigError::invalid(
@@ -390,6 +402,7 @@ impl NodeConfig {
             data_dir,
             max_frame_size,
             idempotency_window,
+            worker_threads: s.worker_threads,
             log_format: s.log_format.unwrap_or_default(),
             log_level,
             otlp_endpoint: s.otlp_endpoint,

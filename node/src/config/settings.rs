@@ -261,6 +261,17 @@ pub struct Settings {
     )]
     pub idempotency_window: Option<HumanDuration>,
 
+    /// Tokio worker threads of the node [default: one per core the process may use]. Set it
+    /// to the CPUs the node really gets: two nodes sharing two cores run cheaper with one
+    /// worker each (BENCHMARKS.md, Cluster routing)
+    #[arg(
+        long,
+        env = "CORTEX_WORKER_THREADS",
+        value_name = "N",
+        help_heading = "Limits"
+    )]
+    pub worker_threads: Option<usize>,
+
     /// Log line format on stderr [default: human]
     #[arg(
         long,
@@ -323,7 +334,7 @@ impl Settings {
             advertise_host, seeds, seed_resolve_interval, vnodes, settle_time, leave_timeout,
             tls_dir, tls_ca, tls_cert, tls_key, cluster_secret, cluster_secret_file,
             client_tokens, client_tokens_file, data_dir, max_frame_size, idempotency_window,
-            log_format, log_level, otlp_endpoint, system_actors, protocol_versions,
+            worker_threads, log_format, log_level, otlp_endpoint, system_actors, protocol_versions,
         )
     }
 }

@@ -30,10 +30,11 @@ pub fn main_with(customize: impl FnOnce(NodeBuilder) -> NodeBuilder) -> ExitCode
     if exit_with_parent {
         cli::exit_when_stdin_closes();
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.worker_threads {
+        builder.worker_threads(n);
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cortex-node: error: cannot start the async runtime: {e}");
