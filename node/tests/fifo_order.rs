@@ -1,15 +1,25 @@
 //! FIFO per (sender, actor) across nodes: one node tells a remote actor many times, then
 //! asks it; the ask sees every tell, and the tells arrived in send order. The actor's
 //! mailbox is tiny and its handler yields, so most tells find it full and take the
-//! receiver's waiting path, where order used to be lost.
+//! receiver's waiting path, where order used to be lost. And a client's idempotent ask stays
+//! ahead of the tells it sent after it (its run used to be spawned, so they could overtake).
 
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Waker};
 use std::time::Duration;
 
 use cortex_node::config::{NodeConfig, Secret, TlsFiles};
 use cortex_node::{Node, NodeBuilder};
-use cortex_protocol::ActorId;
+use cortex_protocol::{
+    ActorId, Ask, Envelope, MessageName, PeerIdentity, ReplyResult, RequestId, RequestMeta, Target,
+    Tell, decode_payload, encode_payload,
+};
 use cortex_runtime::{Actor, Context, Handler, Kind};
 use cortex_transport::certs::{self, CertRole};
+use cortex_transport::{
+    Connection, Endpoint, EndpointConfig, Handler as TransportHandler, Responder, TlsMaterial,
+    lane_key,
+};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -50,6 +60,9 @@ async fn poll<F: FnMut() -> bool>(what: &str, mut f: F) {
 async fn two_nodes(dir: &std::path::Path) -> Vec<Node> {
     let ca = certs::generate_ca("test").unwrap();
     certs::write_pem_files(dir, "ca", &ca).unwrap();
+    // For tests that talk to the nodes as a client.
+    let client = certs::issue(&ca, "client", CertRole::Client, &[]).unwrap();
+    certs::write_pem_files(dir, "client", &client).unwrap();
     let mut nodes: Vec<Node> = Vec::new();
     for i in 0..2 {
         let name = format!("n{i}");
@@ -108,6 +121,116 @@ async fn tells_from_one_sender_arrive_in_order_and_before_a_later_ask() {
         assert_eq!(seen.len(), want.len(), "the ask sees every earlier tell");
         assert_eq!(seen, want, "tells arrive in send order");
     }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+/// A client endpoint's handler: a client serves nothing.
+struct ServesNothing;
+impl TransportHandler for ServesNothing {
+    fn on_envelope(&self, _: &Connection, _: Envelope) {}
+    fn on_ask(&self, _: &Connection, _: Ask, reply: Responder) {
+        reply.send(ReplyResult::Err(cortex_protocol::RemoteError {
+            code: cortex_protocol::ErrorCode::Rejected,
+            detail: "a test client".into(),
+        }));
+    }
+}
+
+fn meta() -> RequestMeta {
+    RequestMeta {
+        budget_us: 20_000_000,
+        trace: Default::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_ask_stays_ahead_of_the_tells_sent_after_it() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = two_nodes(dir.path()).await;
+    let owner = &nodes[1];
+    let id = (0..1_000)
+        .map(|i| ActorId::new("recorder", format!("i{i}")).unwrap())
+        .find(|id| owner.ring().owner(id) == Some(owner.id()))
+        .unwrap();
+    // A client of the owner, on the one lane the target maps to.
+    let tls = TlsMaterial::load(
+        &dir.path().join("ca.crt"),
+        &dir.path().join("client.crt"),
+        &dir.path().join("client.key"),
+    )
+    .unwrap();
+    let cfg = EndpointConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        tls,
+        PeerIdentity::Client {
+            name: "client".into(),
+        },
+        "test",
+    );
+    let ep = Endpoint::bind(cfg, Arc::new(ServesNothing)).unwrap();
+    let conn = ep
+        .connect(owner.quic_addr().unwrap(), owner.id().name())
+        .await
+        .unwrap();
+    let target = Target::Virtual(id.clone());
+    let ask = Ask {
+        request: RequestId(0),
+        target: target.clone(),
+        message: MessageName::new("fifo.Seen").unwrap(),
+        payload: encode_payload(&Seen).unwrap().into(),
+        meta: meta(),
+        epoch: 0,
+        idempotency_key: Some([7; 16]),
+    };
+    // Its first poll queues the ask on the lane; then the tells follow it there.
+    let mut asked = Box::pin(conn.ask(ask, Duration::from_secs(20)));
+    assert!(
+        asked
+            .as_mut()
+            .poll(&mut TaskContext::from_waker(Waker::noop()))
+            .is_pending()
+    );
+    const N: u64 = 200;
+    for seq in 0..N {
+        let tell = Tell {
+            target: target.clone(),
+            message: MessageName::new("fifo.Note").unwrap(),
+            payload: encode_payload(&Note(seq)).unwrap().into(),
+            meta: meta(),
+            epoch: 0,
+        };
+        conn.send(Envelope::Tell(tell), lane_key(&target))
+            .await
+            .unwrap();
+    }
+    let ReplyResult::Ok { payload, .. } = asked.await.unwrap() else {
+        panic!("the idempotent ask failed");
+    };
+    let seen: Vec<u64> = decode_payload(&payload).unwrap();
+    assert!(
+        seen.is_empty(),
+        "tells sent after the ask overtook it: {seen:?}"
+    );
+    // And a plain ask after them, on the same lane, sees them all, in order.
+    let after = Ask {
+        request: RequestId(0),
+        target: target.clone(),
+        message: MessageName::new("fifo.Seen").unwrap(),
+        payload: encode_payload(&Seen).unwrap().into(),
+        meta: meta(),
+        epoch: 0,
+        idempotency_key: None,
+    };
+    let ReplyResult::Ok { payload, .. } = conn.ask(after, Duration::from_secs(20)).await.unwrap()
+    else {
+        panic!("the later ask failed");
+    };
+    let all: Vec<u64> = decode_payload(&payload).unwrap();
+    assert_eq!(all, (0..N).collect::<Vec<_>>());
+    ep.close().await;
     for n in &nodes {
         n.shutdown().await;
     }

@@ -430,7 +430,7 @@ impl NodeInner {
         let dedupe = self.dedupe.clone();
         let (id2, message, payload) = (id.clone(), ask.message.clone(), ask.payload.clone());
         let budget = left.max(IDEMPOTENT_RUN_MIN);
-        self.spawn(async move {
+        let mut run: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
             let r = reply_of(
                 reg.send_erased(&id2, &message, &payload, Codec::Bincode, budget)
                     .await,
@@ -442,6 +442,16 @@ impl NodeInner {
                 dedupe.abandon(k, &r);
             }
         });
+        // Its first poll, here on the lane's reader, puts the ask in the actor's mailbox
+        // (the common case), so tells that follow it on the lane stay behind it; only the
+        // wait for the answer moves to a task.
+        if run
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+            .is_pending()
+        {
+            self.spawn(run);
+        }
         let r = match self.dedupe.begin(k, Instant::now()) {
             Begin::Wait(rx) => match tokio::time::timeout_at(deadline, rx).await {
                 Ok(Ok(r)) => r,
