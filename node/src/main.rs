@@ -2,10 +2,10 @@
 //!
 //! Exit codes: 0 success, 2 usage or configuration error, 1 runtime failure.
 
-// glibc malloc serialises the frees a message's buffers get on another thread than the one
-// that allocated them (arena locks, fastbin consolidation after every large free): about a
-// fifth of a remote tell's CPU went there. mimalloc's per-thread heaps free remotely without
-// a lock. BENCHMARKS.md "Cluster routing" has the before/after.
+// glibc malloc serialises frees made on another thread than the allocating one (arena locks)
+// and consolidates its fast bins after every large free: 15-20% of a node's samples in
+// profiles of remote tells. mimalloc's per-thread heaps free remotely without a lock. Alone,
+// the switch measured within noise (BENCHMARKS.md, Cluster routing); it is kept for the tail.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
