@@ -246,7 +246,7 @@ impl NodeInner {
         loop {
             let view = self.placement.view();
             let live = self.system.virtuals().is_live(id);
-            match decide(&self.id, &view, id, live, hops, MAX_HOPS, Instant::now()) {
+            match decide(&self.id, &view, id, live, hops, MAX_HOPS, Instant::now) {
                 Decision::Local
                     if !live && !self.joined.load(std::sync::atomic::Ordering::Acquire) =>
                 {
@@ -665,7 +665,7 @@ impl NodeInner {
         let view = self.placement.view();
         // Liveness matters only when this node owns `id`: look it up only then.
         let live = || self.system.virtuals().is_live(id);
-        match decide(&self.id, &view, id, false, hops, MAX_HOPS, Instant::now()) {
+        match decide(&self.id, &view, id, false, hops, MAX_HOPS, Instant::now) {
             Decision::Local => (self.joined.load(std::sync::atomic::Ordering::Acquire) || live())
                 .then_some(Ok(None)),
             Decision::WaitUntil(_) => live().then_some(Ok(None)),

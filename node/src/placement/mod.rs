@@ -24,6 +24,7 @@
 //! for concurrent readers and lets callers wait for the view to settle.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cortex_protocol::{ActorId, NodeId, Ring};
@@ -44,6 +45,9 @@ pub struct RingView {
     pub since: Instant,
     /// When ids gained in this view may be activated.
     pub settled_at: Instant,
+    /// Set once a check saw `settled_at` pass: a view never becomes unsettled (a change
+    /// installs a new view), so later checks need no clock read (one per message otherwise).
+    settled_seen: AtomicBool,
 }
 
 impl RingView {
@@ -53,7 +57,18 @@ impl RingView {
     }
     /// True once the view has been stable for the settle time.
     pub fn is_settled(&self, now: Instant) -> bool {
-        now >= self.settled_at
+        self.settled_by(|| now)
+    }
+    /// [`Self::is_settled`], reading the clock only while the view is not known settled.
+    pub fn settled_by(&self, now: impl FnOnce() -> Instant) -> bool {
+        if self.settled_seen.load(Ordering::Relaxed) {
+            return true;
+        }
+        let settled = now() >= self.settled_at;
+        if settled {
+            self.settled_seen.store(true, Ordering::Relaxed);
+        }
+        settled
     }
 }
 
@@ -75,6 +90,7 @@ impl PlacementState {
             ring: Ring::new(members, vnodes),
             since: now,
             settled_at: now + settle,
+            settled_seen: AtomicBool::new(false),
         };
         current.digest = current.ring.digest();
         let current = Arc::new(current);
@@ -98,6 +114,7 @@ impl PlacementState {
             ring,
             since: now,
             settled_at: now + self.settle,
+            settled_seen: AtomicBool::new(false),
         });
         self.current = view.clone();
         Some(view)
@@ -115,6 +132,7 @@ impl PlacementState {
             ring,
             since: now,
             settled_at: now + self.settle,
+            settled_seen: AtomicBool::new(false),
         });
         self.current = view.clone();
         view

@@ -34,7 +34,7 @@ pub fn decide(
     live_here: bool,
     hops: u8,
     max_hops: u8,
-    now: Instant,
+    now: impl FnOnce() -> Instant,
 ) -> Decision {
     let Some(owner) = view.owner(id) else {
         return Decision::Fail(ErrorCode::Unreachable, "no live members");
@@ -50,7 +50,8 @@ pub fn decide(
         }
         return Decision::Forward(owner.clone());
     }
-    if live_here || view.is_settled(now) {
+    // The clock is read only for an id this node owns, and only until the view is settled.
+    if live_here || view.settled_by(now) {
         Decision::Local
     } else {
         Decision::WaitUntil(view.settled_at)
@@ -78,21 +79,28 @@ mod tests {
         let mine = ids.iter().find(|i| view.owner(i) == Some(&a)).unwrap();
         let theirs = ids.iter().find(|i| view.owner(i) == Some(&b)).unwrap();
         assert_eq!(
-            decide(&a, &view, theirs, false, 0, 4, t0),
+            decide(&a, &view, theirs, false, 0, 4, || t0),
             Decision::Forward(b.clone())
         );
         assert!(matches!(
-            decide(&a, &view, theirs, false, 4, 4, t0),
+            decide(&a, &view, theirs, false, 4, 4, || t0),
             Decision::Fail(ErrorCode::HopLimit, _)
         ));
         assert_eq!(
-            decide(&a, &view, mine, false, 0, 4, t0),
+            decide(&a, &view, mine, false, 0, 4, || t0),
             Decision::WaitUntil(view.settled_at)
         );
-        assert_eq!(decide(&a, &view, mine, true, 0, 4, t0), Decision::Local);
+        assert_eq!(decide(&a, &view, mine, true, 0, 4, || t0), Decision::Local);
         assert_eq!(
-            decide(&a, &view, mine, false, 0, 4, view.settled_at),
+            decide(&a, &view, mine, false, 0, 4, || view.settled_at),
             Decision::Local
         );
+        // The clock is not read for a forward, nor once the view was seen settled.
+        let no_clock = || -> Instant { panic!("the clock was read") };
+        assert_eq!(
+            decide(&a, &view, theirs, false, 0, 4, no_clock),
+            Decision::Forward(b.clone())
+        );
+        assert_eq!(decide(&a, &view, mine, false, 0, 4, no_clock), Decision::Local);
     }
 }

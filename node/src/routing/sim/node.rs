@@ -253,7 +253,7 @@ impl World {
         req.state = ReqState::Routing;
         let view = node.placement.current();
         let live = node.acts.get(&req.id).is_some_and(|a| a.stopping.is_none());
-        let decision = decide(&node.me, view, &req.id, live, req.hops, MAX_HOPS, now);
+        let decision = decide(&node.me, view, &req.id, live, req.hops, MAX_HOPS, || now);
         let unjoined = self.cfg.model.join_gate && !node.joined;
         match decision {
             Decision::Local if !live && unjoined => self.join_wait(slot, req_id),
