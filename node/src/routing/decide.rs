@@ -101,6 +101,9 @@ mod tests {
             decide(&a, &view, theirs, false, 0, 4, no_clock),
             Decision::Forward(b.clone())
         );
-        assert_eq!(decide(&a, &view, mine, false, 0, 4, no_clock), Decision::Local);
+        assert_eq!(
+            decide(&a, &view, mine, false, 0, 4, no_clock),
+            Decision::Local
+        );
     }
 }
