@@ -2,6 +2,8 @@
 //! outbound side is `writer.rs`).
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -78,7 +80,11 @@ struct LaneReader {
     dec: FrameDecoder,
     buf: BytesMut,
     /// Decoded envelopes not dispatched yet, in arrival order, with when they were decoded.
-    held: VecDeque<(Envelope, Instant)>,
+    held: VecDeque<(Envelope, Instant, u64)>,
+    /// Times the reader waited while envelopes were held (a delivery, a reply slot): an
+    /// envelope decoded at the current count has not waited, so its budget needs no clock
+    /// read (one per message otherwise).
+    waits: u64,
     /// How many envelopes at the front of `held` were already checked for replies.
     scanned: usize,
     /// The peer finished the stream; what is buffered is still dispatched.
@@ -107,6 +113,7 @@ async fn read_lane(
         dec: FrameDecoder::new(max_frame),
         buf: BytesMut::with_capacity(CHUNK),
         held: VecDeque::new(),
+        waits: 0,
         scanned: 0,
         ended: false,
         replies,
@@ -124,21 +131,34 @@ impl LaneReader {
     /// Dispatches every envelope in order; a [`crate::Delivery`] is awaited before the next.
     async fn run(&mut self) -> Result<(), Stop> {
         loop {
-            if let Some((mut env, at)) = self.held.pop_front() {
+            if let Some((mut env, at, waits)) = self.held.pop_front() {
                 self.scanned = self.scanned.saturating_sub(1);
-                spend_budget(&mut env, at.elapsed());
-                let d = self
-                    .replies
-                    .drive(dispatch(
+                if waits != self.waits {
+                    spend_budget(&mut env, at.elapsed());
+                }
+                let mut waited = false;
+                let d = {
+                    let mut dispatching = pin!(dispatch(
                         &self.conn,
                         self.handler.as_ref(),
                         env,
                         self.lane,
                         &self.inbox,
-                    ))
-                    .await?;
+                    ));
+                    self.replies
+                        .drive(poll_fn(|cx| {
+                            let p = dispatching.as_mut().poll(cx);
+                            waited |= p.is_pending();
+                            p
+                        }))
+                        .await?
+                };
                 if let Some(d) = d {
                     self.wait(d).await?;
+                    waited = true;
+                }
+                if waited {
+                    self.waits += 1;
                 }
                 continue;
             }
@@ -161,15 +181,15 @@ impl LaneReader {
                 let c = &self.conn.inner.counters;
                 c.frames_received.fetch_add(1, Ordering::Relaxed);
                 c.bytes_received.fetch_add(used as u64, Ordering::Relaxed);
-                let now = Instant::now();
+                let (now, waits) = (Instant::now(), self.waits);
                 let n = match frame {
                     Frame::Single(e) => {
-                        self.held.push_back((e, now));
+                        self.held.push_back((e, now, waits));
                         1
                     }
                     Frame::Batch(v) => {
                         let n = v.len();
-                        self.held.extend(v.into_iter().map(|e| (e, now)));
+                        self.held.extend(v.into_iter().map(|e| (e, now, waits)));
                         n
                     }
                 };
@@ -214,7 +234,7 @@ impl LaneReader {
             // Replies among the envelopes decoded so far complete at once.
             while self.scanned < self.held.len() {
                 if is_control(&self.held[self.scanned].0) {
-                    if let Some((env, _)) = self.held.remove(self.scanned) {
+                    if let Some((env, _, _)) = self.held.remove(self.scanned) {
                         // Replies, pings and pongs never produce a delivery (nor wait).
                         let _ = dispatch(
                             &self.conn,

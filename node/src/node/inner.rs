@@ -598,8 +598,15 @@ impl NodeInner {
                 if received {
                     self.metrics.message_forwarded(id.kind(), true);
                 }
-                self.send_tell(&owner, tell, hops, origin, received, deadline)
-                    .await
+                self.send_tell(
+                    &owner,
+                    tell,
+                    hops,
+                    origin,
+                    received,
+                    TellDeadline::At(deadline),
+                )
+                .await
             }
         }
     }
@@ -613,21 +620,23 @@ impl NodeInner {
         hops: u8,
         origin: NodeId,
         received: bool,
-        deadline: Instant,
+        deadline: TellDeadline,
     ) -> Result<(), ReplyResult> {
         // The open connection without building `connection`'s (dialing) future.
         let cached = self
             .endpoint()
             .and_then(|ep| ep.cached_connection(owner.name()));
-        let conn = match cached {
-            Some(c) => c,
-            None => self.connection(owner).await?,
+        let (conn, deadline) = match cached {
+            Some(c) => (c, deadline),
+            None => {
+                // Dialing takes time: from here on the budget is counted from a clock.
+                let at = TellDeadline::At(deadline.at());
+                (self.connection(owner).await?, at)
+            }
         };
         let key = cortex_transport::lane_key(&tell.target);
         tell.epoch = self.placement.view().digest;
-        tell.meta.budget_us = deadline
-            .saturating_duration_since(Instant::now())
-            .as_micros() as u64;
+        tell.meta.budget_us = deadline.left().as_micros() as u64;
         if tell.meta.trace.parent.is_none() {
             // A disabled span has no trace to carry; skipping it saves a context lookup
             // per message.
@@ -736,10 +745,14 @@ impl NodeInner {
         A: Handler<M>,
         M: RemoteMessage,
     {
-        let deadline = Instant::now() + timeout;
-        let resolved = match self.resolve_now(id, 0) {
-            Some(r) => r,
-            None => self.resolve(id, deadline).await,
+        // Resolved without waiting (the common case), the whole timeout is still left:
+        // no clock read on this path.
+        let (resolved, deadline) = match self.resolve_now(id, 0) {
+            Some(r) => (r, TellDeadline::In(timeout)),
+            None => {
+                let at = Instant::now() + timeout;
+                (self.resolve(id, at).await, TellDeadline::At(at))
+            }
         };
         match resolved {
             Err(ReplyResult::Err(e)) => Err(to_actor_error(e)),
@@ -749,7 +762,7 @@ impl NodeInner {
                 self.system
                     .virtuals()
                     .get::<A>(id.clone())
-                    .tell(msg, deadline.saturating_duration_since(Instant::now()))
+                    .tell(msg, deadline.left())
                     .await
             }
             Ok(Some(owner)) => {
@@ -919,5 +932,28 @@ fn is_replayable(r: &ReplyResult) -> bool {
             e.code,
             ErrorCode::ActorFailed | ErrorCode::Decode | ErrorCode::UnknownMessage
         ),
+    }
+}
+
+/// How long a tell may take: from a clock reading, or a whole timeout that nothing has
+/// waited on yet (so the fast path of a tell reads no clock).
+#[derive(Debug, Clone, Copy)]
+enum TellDeadline {
+    At(Instant),
+    In(Duration),
+}
+
+impl TellDeadline {
+    fn at(self) -> Instant {
+        match self {
+            TellDeadline::At(at) => at,
+            TellDeadline::In(left) => Instant::now() + left,
+        }
+    }
+    fn left(self) -> Duration {
+        match self {
+            TellDeadline::At(at) => at.saturating_duration_since(Instant::now()),
+            TellDeadline::In(left) => left,
+        }
     }
 }
