@@ -661,7 +661,14 @@ impl NodeInner {
             Err(TrySendError::Full(env) | TrySendError::Closed(env)) => *env,
             Err(e) => return Err(err(ErrorCode::Unreachable, e.to_string())),
         };
-        conn.send(env, key).await.map_err(|e| transport_err(&e))
+        // Waiting for room is bounded by the tell's own deadline.
+        match tokio::time::timeout_at(deadline.at(), conn.send(env, key)).await {
+            Ok(sent) => sent.map_err(|e| transport_err(&e)),
+            Err(_) => Err(err(
+                ErrorCode::Timeout,
+                "the owner's lane stayed full until the deadline",
+            )),
+        }
     }
 
     /// [`Self::resolve_at`] without waiting: `None` when it would wait (the view is not
