@@ -55,11 +55,14 @@ impl RingView {
     pub fn owner(&self, id: &ActorId) -> Option<&NodeId> {
         self.ring.owner(id)
     }
-    /// True once the view has been stable for the settle time.
+    /// True once the view has been stable for the settle time (at `now`, which may be any
+    /// time: this remembers nothing).
     pub fn is_settled(&self, now: Instant) -> bool {
-        self.settled_by(|| now)
+        now >= self.settled_at
     }
-    /// [`Self::is_settled`], reading the clock only while the view is not known settled.
+    /// [`Self::is_settled`] at the present, reading the clock only while the view is not
+    /// known settled. `now` must read a clock that never goes back: once it has passed
+    /// `settled_at`, the answer is remembered.
     pub fn settled_by(&self, now: impl FnOnce() -> Instant) -> bool {
         if self.settled_seen.load(Ordering::Relaxed) {
             return true;
