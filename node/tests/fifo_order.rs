@@ -145,6 +145,19 @@ fn meta() -> RequestMeta {
     }
 }
 
+/// A client's `Seen` ask, as it goes on the wire.
+fn seen_ask(target: &Target, idempotency_key: Option<[u8; 16]>) -> Ask {
+    Ask {
+        request: RequestId(0),
+        target: target.clone(),
+        message: MessageName::new("fifo.Seen").unwrap(),
+        payload: encode_payload(&Seen).unwrap().into(),
+        meta: meta(),
+        epoch: 0,
+        idempotency_key,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotent_ask_stays_ahead_of_the_tells_sent_after_it() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -176,15 +189,7 @@ async fn an_idempotent_ask_stays_ahead_of_the_tells_sent_after_it() {
         .await
         .unwrap();
     let target = Target::Virtual(id.clone());
-    let ask = Ask {
-        request: RequestId(0),
-        target: target.clone(),
-        message: MessageName::new("fifo.Seen").unwrap(),
-        payload: encode_payload(&Seen).unwrap().into(),
-        meta: meta(),
-        epoch: 0,
-        idempotency_key: Some([7; 16]),
-    };
+    let ask = seen_ask(&target, Some([7; 16]));
     // Its first poll queues the ask on the lane; then the tells follow it there.
     let mut asked = Box::pin(conn.ask(ask, Duration::from_secs(20)));
     assert!(
@@ -215,15 +220,7 @@ async fn an_idempotent_ask_stays_ahead_of_the_tells_sent_after_it() {
         "tells sent after the ask overtook it: {seen:?}"
     );
     // And a plain ask after them, on the same lane, sees them all, in order.
-    let after = Ask {
-        request: RequestId(0),
-        target: target.clone(),
-        message: MessageName::new("fifo.Seen").unwrap(),
-        payload: encode_payload(&Seen).unwrap().into(),
-        meta: meta(),
-        epoch: 0,
-        idempotency_key: None,
-    };
+    let after = seen_ask(&target, None);
     let ReplyResult::Ok { payload, .. } = conn.ask(after, Duration::from_secs(20)).await.unwrap()
     else {
         panic!("the later ask failed");
