@@ -340,3 +340,40 @@ fn promtool_rejects_a_bad_exposition() {
         "promtool should complain about a counter without _total"
     );
 }
+
+#[test]
+fn registered_kinds_record_into_the_same_series_as_the_labelled_path() {
+    let m = NodeMetrics::new("n");
+    // Past the lock-free handles' slots too: those kinds take the labelled path.
+    for i in 0..40 {
+        assert!(m.register_kind(&format!("k{i}")));
+    }
+    for kind in ["k0", "k39", "unregistered"] {
+        m.message_received(kind, true);
+        m.kind(kind).received(true);
+        m.record_ask(kind, true, Duration::from_millis(1));
+    }
+    let text = m.encode();
+    for kind in ["k0", "k39", "unregistered"] {
+        assert_eq!(
+            line_value(
+                &text,
+                &format!(
+                    r#"cortex_messages_received_total{{node="n",kind="{kind}",path="remote"}}"#
+                )
+            ),
+            Some(2.0),
+            "{kind}"
+        );
+        assert_eq!(
+            line_value(
+                &text,
+                &format!(
+                    r#"cortex_ask_duration_seconds_count{{node="n",kind="{kind}",outcome="ok"}}"#
+                )
+            ),
+            Some(1.0),
+            "{kind}"
+        );
+    }
+}
