@@ -16,7 +16,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 /// What an open-loop run measured.
 #[derive(Debug, Default)]
@@ -72,9 +72,106 @@ impl std::str::FromStr for Issue {
     }
 }
 
-/// What one request task returns: whether it is measured (past the warm-up), and its
-/// latencies from issue and from schedule (µs) or its error.
+/// What one request returns: whether it is measured (past the warm-up), and its latencies
+/// from issue and from schedule (µs) or its error.
 type Outcome = (bool, Result<(u64, u64), String>);
+
+const TICK: Duration = Duration::from_millis(1);
+
+/// The tick schedule both drivers follow: `per_tick` requests every millisecond, the first
+/// `warm_ticks` not measured.
+struct Schedule {
+    per_tick: u64,
+    warm_ticks: u64,
+    ticks: u64,
+    start: Instant,
+    warm: Duration,
+}
+
+impl Schedule {
+    fn new(rate: u64, warm: Duration, secs: Duration) -> (Self, Interval) {
+        let warm_ticks = warm.as_millis() as u64;
+        let start = Instant::now();
+        let mut interval = tokio::time::interval_at(start, TICK);
+        interval.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        let schedule = Schedule {
+            per_tick: (rate / 1000).max(1),
+            warm_ticks,
+            ticks: warm_ticks + secs.as_millis() as u64,
+            start,
+            warm,
+        };
+        (schedule, interval)
+    }
+
+    /// Issues tick `tick`'s requests through `spawn` (which gets each one timed), shedding
+    /// those past `max_inflight` (`in_flight` were out before this tick).
+    #[allow(clippy::too_many_arguments)]
+    fn issue<Fut>(
+        &self,
+        tick: u64,
+        out: &mut OpenLoop,
+        n: &mut u64,
+        mut in_flight: usize,
+        max_inflight: usize,
+        request: &impl Fn(u64) -> Fut,
+        mut spawn: impl FnMut(Fut, bool, Instant, Instant),
+    ) {
+        let scheduled = self.start + TICK * tick as u32;
+        let measured = tick >= self.warm_ticks;
+        for _ in 0..self.per_tick {
+            if measured {
+                out.scheduled += 1;
+            }
+            if in_flight >= max_inflight {
+                if measured {
+                    out.shed += 1;
+                }
+                continue;
+            }
+            let issued = Instant::now();
+            let fut = request(*n);
+            *n += 1;
+            in_flight += 1;
+            spawn(fut, measured, issued, scheduled);
+        }
+    }
+
+    /// Seconds from the first measured start until now.
+    fn elapsed_s(&self) -> f64 {
+        Instant::now()
+            .saturating_duration_since(self.start + self.warm)
+            .as_secs_f64()
+    }
+}
+
+/// `fut`, timed from `issued` and from `scheduled`.
+async fn timed<Fut>(fut: Fut, measured: bool, issued: Instant, scheduled: Instant) -> Outcome
+where
+    Fut: Future<Output = Result<(), String>>,
+{
+    let r = fut.await;
+    let now = Instant::now();
+    let us = |from: Instant| now.saturating_duration_since(from).as_micros() as u64;
+    (measured, r.map(|()| (us(issued), us(scheduled))))
+}
+
+fn record(out: &mut OpenLoop, r: Outcome) {
+    match r {
+        (true, Ok((us, sched))) => {
+            out.latencies.push(us);
+            out.from_schedule.push(sched);
+        }
+        (true, Err(e)) => *out.errors.entry(e).or_default() += 1,
+        (false, _) => {}
+    }
+}
+
+fn unanswered(out: &mut OpenLoop, left: usize) {
+    *out.errors
+        .entry("no reply before the drain deadline".into())
+        .or_default() += left as u64;
+}
 
 /// Starts `rate` requests per second for `warm + secs`, at most `max_inflight` at once;
 /// `request(i)` makes the i-th. Requests of the first `warm` are not measured. Waits for
@@ -96,71 +193,44 @@ where
     if issue == Issue::Single {
         return run_single(rate, warm, secs, max_inflight, drain, request).await;
     }
-    const TICK: Duration = Duration::from_millis(1);
-    let per_tick = (rate / 1000).max(1);
-    let warm_ticks = warm.as_millis() as u64;
-    let ticks = warm_ticks + secs.as_millis() as u64;
+    let (schedule, mut interval) = Schedule::new(rate, warm, secs);
     let mut out = OpenLoop::default();
     let mut tasks: JoinSet<Outcome> = JoinSet::new();
-    let start = Instant::now();
-    let mut interval = tokio::time::interval_at(start, TICK);
-    interval.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let mut n = 0u64;
-    let collect = |out: &mut OpenLoop, r: Result<Outcome, _>| match r {
-        Ok((true, Ok((us, sched)))) => {
-            out.latencies.push(us);
-            out.from_schedule.push(sched);
-        }
-        Ok((true, Err(e))) => *out.errors.entry(e).or_default() += 1,
-        Ok((false, _)) => {}
+    let joined = |out: &mut OpenLoop, r: Result<Outcome, tokio::task::JoinError>| match r {
+        Ok(o) => record(out, o),
         Err(e) => *out.errors.entry(format!("task: {e}")).or_default() += 1,
     };
-    for tick in 0..ticks {
+    for tick in 0..schedule.ticks {
         interval.tick().await;
-        let scheduled = start + TICK * tick as u32;
-        let measured = tick >= warm_ticks;
-        for _ in 0..per_tick {
-            if measured {
-                out.scheduled += 1;
-            }
-            if tasks.len() >= max_inflight {
-                if measured {
-                    out.shed += 1;
-                }
-                continue;
-            }
-            let issued = Instant::now();
-            let fut = request(n);
-            n += 1;
-            tasks.spawn(async move {
-                let r = fut.await;
-                let now = Instant::now();
-                let us = |from: Instant| now.saturating_duration_since(from).as_micros() as u64;
-                (measured, r.map(|()| (us(issued), us(scheduled))))
-            });
-        }
+        schedule.issue(
+            tick,
+            &mut out,
+            &mut n,
+            tasks.len(),
+            max_inflight,
+            &request,
+            |f, m, i, s| {
+                tasks.spawn(timed(f, m, i, s));
+            },
+        );
         while let Some(r) = tasks.try_join_next() {
-            collect(&mut out, r);
+            joined(&mut out, r);
         }
     }
     let deadline = Instant::now() + drain;
     while !tasks.is_empty() {
         match tokio::time::timeout_at(deadline, tasks.join_next()).await {
-            Ok(Some(r)) => collect(&mut out, r),
+            Ok(Some(r)) => joined(&mut out, r),
             Ok(None) => break,
             Err(_) => {
-                let left = tasks.len() as u64;
-                *out.errors
-                    .entry("no reply before the drain deadline".into())
-                    .or_default() += left;
+                unanswered(&mut out, tasks.len());
                 tasks.abort_all();
                 break;
             }
         }
     }
-    out.elapsed_s = Instant::now()
-        .saturating_duration_since(start + warm)
-        .as_secs_f64();
+    out.elapsed_s = schedule.elapsed_s();
     out
 }
 
@@ -179,71 +249,40 @@ where
 {
     use futures::StreamExt;
     use futures::stream::FuturesUnordered;
-    const TICK: Duration = Duration::from_millis(1);
-    let per_tick = (rate / 1000).max(1);
-    let warm_ticks = warm.as_millis() as u64;
-    let ticks = warm_ticks + secs.as_millis() as u64;
+    let (schedule, mut interval) = Schedule::new(rate, warm, secs);
     let mut out = OpenLoop::default();
     let mut pending = FuturesUnordered::new();
-    let start = Instant::now();
-    let mut interval = tokio::time::interval_at(start, TICK);
-    interval.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let mut n = 0u64;
-    let collect = |out: &mut OpenLoop, r: Outcome| match r {
-        (true, Ok((us, sched))) => {
-            out.latencies.push(us);
-            out.from_schedule.push(sched);
-        }
-        (true, Err(e)) => *out.errors.entry(e).or_default() += 1,
-        (false, _) => {}
-    };
-    for tick in 0..ticks {
+    for tick in 0..schedule.ticks {
         // Replies are taken as they come while waiting for the next tick.
         loop {
             tokio::select! {
                 biased;
                 _ = interval.tick() => break,
-                Some(r) = pending.next(), if !pending.is_empty() => collect(&mut out, r),
+                Some(r) = pending.next(), if !pending.is_empty() => record(&mut out, r),
             }
         }
-        let scheduled = start + TICK * tick as u32;
-        let measured = tick >= warm_ticks;
-        for _ in 0..per_tick {
-            if measured {
-                out.scheduled += 1;
-            }
-            if pending.len() >= max_inflight {
-                if measured {
-                    out.shed += 1;
-                }
-                continue;
-            }
-            let issued = Instant::now();
-            let fut = request(n);
-            n += 1;
-            pending.push(async move {
-                let r = fut.await;
-                let now = Instant::now();
-                let us = |from: Instant| now.saturating_duration_since(from).as_micros() as u64;
-                (measured, r.map(|()| (us(issued), us(scheduled))))
-            });
-        }
+        schedule.issue(
+            tick,
+            &mut out,
+            &mut n,
+            pending.len(),
+            max_inflight,
+            &request,
+            |f, m, i, s| pending.push(timed(f, m, i, s)),
+        );
     }
     let deadline = Instant::now() + drain;
     while !pending.is_empty() {
         match tokio::time::timeout_at(deadline, pending.next()).await {
-            Ok(Some(r)) => collect(&mut out, r),
+            Ok(Some(r)) => record(&mut out, r),
             Ok(None) => break,
             Err(_) => {
-                *out.errors
-                    .entry("no reply before the drain deadline".into())
-                    .or_default() += pending.len() as u64;
+                unanswered(&mut out, pending.len());
                 break;
             }
         }
     }
-    out.elapsed_s = Instant::now()
-        .saturating_duration_since(start + warm)
-        .as_secs_f64();
+    out.elapsed_s = schedule.elapsed_s();
     out
 }
