@@ -86,16 +86,7 @@ pub(crate) fn tell_many(actors: usize, per_actor: u64) -> Duration {
         let start = Instant::now();
         let senders: Vec<_> = refs
             .chunks(actors.div_ceil(2))
-            .map(|chunk| {
-                let chunk = chunk.to_vec();
-                tokio::spawn(async move {
-                    for i in 0..per_actor {
-                        for r in &chunk {
-                            r.tell(Ping(i)).await.expect("counters run until shutdown");
-                        }
-                    }
-                })
-            })
+            .map(|chunk| tokio::spawn(tell_round_robin(chunk.to_vec(), per_actor)))
             .collect();
         group.wait().await;
         let took = start.elapsed();
@@ -104,6 +95,15 @@ pub(crate) fn tell_many(actors: usize, per_actor: u64) -> Duration {
         }
         took
     })
+}
+
+/// One sender of the 1,000-actor rows: `per_actor` rounds over `refs`.
+async fn tell_round_robin(refs: Vec<ActorRef<Counter>>, per_actor: u64) {
+    for i in 0..per_actor {
+        for r in &refs {
+            r.tell(Ping(i)).await.expect("counters run until shutdown");
+        }
+    }
 }
 
 /// The arrangement actix gets with its arbiters: a sharded system (2 shard threads, each
@@ -137,13 +137,7 @@ pub(crate) fn tell_many_sharded(actors: usize, per_actor: u64) -> Duration {
             .enumerate()
             .map(|(k, half)| {
                 let shard = system.shard_handle(k).expect("the system has 2 shards");
-                shard.spawn(async move {
-                    for i in 0..per_actor {
-                        for r in &half {
-                            r.tell(Ping(i)).await.expect("counters run until shutdown");
-                        }
-                    }
-                })
+                shard.spawn(tell_round_robin(half, per_actor))
             })
             .collect();
         group.wait().await;
