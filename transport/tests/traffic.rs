@@ -52,6 +52,35 @@ async fn close_delivers_what_was_queued() {
     );
 }
 
+type HeldAsk = tokio::task::JoinHandle<Result<cortex_protocol::ReplyResult, TransportError>>;
+
+/// Stalls b's reader of lane 0 (b has one reply slot: the first held ask takes it, the
+/// second blocks the reader), then fills QUIC flow control and lane 0's buffer until
+/// `try_send` refuses. Returns the held asks and how many tells were queued.
+async fn stall_lane_0(
+    conn: &cortex_transport::Connection,
+    bh: &TestHandler,
+) -> (Vec<HeldAsk>, u64) {
+    let held: Vec<HeldAsk> = (0..2)
+        .map(|_| {
+            let conn = conn.clone();
+            tokio::spawn(async move { conn.ask_on(ask("test.Hold", b"x"), 0, LONG).await })
+        })
+        .collect();
+    eventually("b holds the first ask", LONG, || bh.held.lock().len() == 1).await;
+    let mut sent = 0u64;
+    loop {
+        match conn.try_send(tell_sized(1000), 0) {
+            Ok(()) => sent += 1,
+            Err(cortex_transport::TrySendError::Full(_)) => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(sent < 1_000_000, "never backpressured");
+        tokio::task::yield_now().await;
+    }
+    (held, sent)
+}
+
 #[tokio::test]
 async fn a_stalled_peer_backpressures_the_sender() {
     let pki = Pki::new("c");
@@ -64,25 +93,7 @@ async fn a_stalled_peer_backpressures_the_sender() {
     cfg.batch.queue = 4;
     let (a, _) = start(cfg);
     let conn = a.connect(addr(&b), "b").await.unwrap();
-    // The first held ask takes b's only reply slot; the second stalls b's lane reader.
-    let held: Vec<_> = (0..2)
-        .map(|_| {
-            let conn = conn.clone();
-            tokio::spawn(async move { conn.ask(ask("test.Hold", b"x"), LONG).await })
-        })
-        .collect();
-    eventually("b holds the first ask", LONG, || bh.held.lock().len() == 1).await;
-    // Fill QUIC flow control, then the lane buffer: try_send must eventually refuse.
-    let mut sent = 0u64;
-    loop {
-        match conn.try_send(tell_sized(1000), 0) {
-            Ok(()) => sent += 1,
-            Err(cortex_transport::TrySendError::Full(_)) => break,
-            Err(e) => panic!("{e}"),
-        }
-        assert!(sent < 1_000_000, "never backpressured");
-        tokio::task::yield_now().await;
-    }
+    let (held, sent) = stall_lane_0(&conn, &bh).await;
     assert!(bh.tells.lock().is_empty(), "b's lane is stalled");
     // Releasing the held ask lets everything through, in order.
     bh.held.lock().clear();
@@ -115,24 +126,7 @@ async fn a_blocked_lane_does_not_hold_the_others() {
     cfg.batch.queue = 4;
     let (a, _) = start(cfg);
     let conn = a.connect(addr(&b), "b").await.unwrap();
-    // Stall b's reader of lane 0 (as in the test above), then fill lane 0 up to `Full`.
-    let held: Vec<_> = (0..2)
-        .map(|_| {
-            let conn = conn.clone();
-            tokio::spawn(async move { conn.ask_on(ask("test.Hold", b"x"), 0, LONG).await })
-        })
-        .collect();
-    eventually("b holds the first ask", LONG, || bh.held.lock().len() == 1).await;
-    let mut sent = 0u64;
-    loop {
-        match conn.try_send(tell_sized(1000), 0) {
-            Ok(()) => sent += 1,
-            Err(cortex_transport::TrySendError::Full(_)) => break,
-            Err(e) => panic!("{e}"),
-        }
-        assert!(sent < 1_000_000, "never backpressured");
-        tokio::task::yield_now().await;
-    }
+    let (held, sent) = stall_lane_0(&conn, &bh).await;
     // Lane 1 still carries tells and asks both ways.
     for seq in 0..100u64 {
         conn.send(tell(seq), 1).await.unwrap();
