@@ -33,6 +33,8 @@ mod messages;
 mod openloop;
 #[path = "remote_bench/orchestrate.rs"]
 mod orchestrate;
+#[path = "remote_bench/pacer.rs"]
+mod pacer;
 #[path = "remote_bench/placement.rs"]
 mod placement;
 #[path = "remote_bench/raw_quinn.rs"]

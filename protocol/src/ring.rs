@@ -103,6 +103,10 @@ impl Ring {
             h.write_u8(b'#');
             h.write(&m.incarnation().to_be_bytes());
         }
+        // Two rings over the same members but different vnode counts place ids differently:
+        // equal digests must mean equal rings.
+        h.write_u8(b'/');
+        h.write(&vnodes.to_be_bytes());
         // 0 means "no view" on the wire, so it is never a digest.
         let digest = h.finish().max(1);
         Self {
@@ -120,10 +124,12 @@ impl Ring {
             .and_then(|p| self.members.get(p.member))
     }
 
-    /// A digest of the member set (names and incarnations), independent of the order they
-    /// were given in: SipHash-2-4 with zero keys over `name '#' incarnation(u64 BE)` for each
-    /// member sorted by name. Carried as the `epoch` of routed messages so a receiver can
-    /// tell a message routed under another view; never 0.
+    /// A digest of the ring (member names and incarnations, and the vnode count),
+    /// independent of the order members were given in: SipHash-2-4 with zero keys over
+    /// `name '#' incarnation(u64 BE)` for each member sorted by name, then `'/' vnodes(u32
+    /// BE)`. Two rings with equal digests place every id on the same member. Carried as the
+    /// `epoch` of routed messages so a receiver can tell a message routed under another
+    /// view (and skip looking up an owner the sender computed on the same ring); never 0.
     pub fn digest(&self) -> u64 {
         self.digest
     }

@@ -24,6 +24,7 @@ use serde_json::json;
 
 use crate::host::DriverOpts;
 use crate::kinds::Echo;
+use crate::pacer::Pacing;
 use crate::stats::emit;
 
 struct Peer {
@@ -133,6 +134,7 @@ pub(crate) fn main(o: &DriverOpts) -> Result<(), String> {
     let owner = peer(o, "owner")?;
     let rate: u64 = o.get("rate", 10_000)?;
     let secs: u64 = o.get("secs", 10)?;
+    let pacing: Pacing = o.get("pacing", Pacing::Burst)?;
     let actors: usize = o.get("actors", 200)?;
     let cluster = o.text("cluster").unwrap_or("bench").to_owned();
     let ids = Arc::new(owned_ids(&via, &owner.name, actors)?);
@@ -159,8 +161,8 @@ pub(crate) fn main(o: &DriverOpts) -> Result<(), String> {
             .connect(via.quic, &via.name)
             .await
             .map_err(|e| format!("connecting to {}: {e}", via.name))?;
-        let direct = measure(&to_owner, &ids, rate, secs).await;
-        let forwarded = measure(&to_via, &ids, rate, secs).await;
+        let direct = measure(&to_owner, &ids, rate, secs, pacing).await?;
+        let forwarded = measure(&to_via, &ids, rate, secs, pacing).await?;
         ep.close().await;
         Ok::<_, String>((direct, forwarded))
     })?;
@@ -183,47 +185,50 @@ async fn measure(
     ids: &Arc<Vec<ActorId>>,
     rate: u64,
     secs: u64,
-) -> serde_json::Value {
-    let payload: Bytes = cortex_runtime::encode_with(&Echo(vec![7u8; 64]), Codec::Bincode)
-        .map(Bytes::from)
-        .unwrap_or_default();
+    pacing: Pacing,
+) -> Result<serde_json::Value, String> {
+    let payload: Bytes =
+        cortex_runtime::encode_with(&Echo(crate::kinds::Payload(vec![7u8; 64])), Codec::Bincode)
+            .map(Bytes::from)
+            .unwrap_or_default();
     // A valid literal name: the check cannot fail.
     let message = MessageName::new("bench.Echo").ok();
     let timeout = Duration::from_secs(5);
-    let ol = crate::openloop::run(
+    let load = crate::openloop::Load {
         rate,
-        Duration::from_secs(1),
-        Duration::from_secs(secs),
-        50_000,
-        Duration::from_secs(10),
-        crate::openloop::Issue::Tasks,
-        |i| {
-            let conn = conn.clone();
-            let id = ids[i as usize % ids.len()].clone();
-            let payload = payload.clone();
-            let message = message.clone();
-            async move {
-                let message = message.ok_or("bad message name")?;
-                let ask = Ask {
-                    request: RequestId(0),
-                    target: Target::Virtual(id),
-                    message,
-                    payload,
-                    meta: RequestMeta {
-                        budget_us: timeout.as_micros() as u64,
-                        trace: Default::default(),
-                    },
-                    epoch: 0,
-                    idempotency_key: None,
-                };
-                match conn.ask(ask, timeout).await {
-                    Ok(ReplyResult::Ok { .. }) => Ok(()),
-                    Ok(ReplyResult::Err(e)) => Err(format!("{:?}", e.code)),
-                    Err(e) => Err(format!("transport: {e}")),
-                }
+        warm: Duration::from_secs(1),
+        secs: Duration::from_secs(secs),
+        max_inflight: 50_000,
+        drain: Duration::from_secs(10),
+        issue: crate::openloop::Issue::Tasks,
+        pacing,
+    };
+    let ol = crate::openloop::run(load, |i| {
+        let conn = conn.clone();
+        let id = ids[i as usize % ids.len()].clone();
+        let payload = payload.clone();
+        let message = message.clone();
+        async move {
+            let message = message.ok_or("bad message name")?;
+            let ask = Ask {
+                request: RequestId(0),
+                target: Target::Virtual(id),
+                message,
+                payload,
+                meta: RequestMeta {
+                    budget_us: timeout.as_micros() as u64,
+                    trace: Default::default(),
+                },
+                epoch: 0,
+                idempotency_key: None,
+            };
+            match conn.ask(ask, timeout).await {
+                Ok(ReplyResult::Ok { .. }) => Ok(()),
+                Ok(ReplyResult::Err(e)) => Err(format!("{:?}", e.code)),
+                Err(e) => Err(format!("transport: {e}")),
             }
-        },
-    )
-    .await;
-    ol.json(rate)
+        }
+    })
+    .await?;
+    Ok(ol.json(rate))
 }

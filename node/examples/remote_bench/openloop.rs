@@ -1,9 +1,8 @@
 //! An open-loop request generator: requests start on a fixed schedule whatever the replies
 //! do. Each latency is measured twice: from the moment the request was issued (`latency`,
 //! the service time) and from its scheduled start (`from_schedule`, which also counts the
-//! generator's own lateness: tokio's timer has a 1 ms granularity, so on a loaded machine
-//! this adds up to about a millisecond to every sample, but a stall of the sender can never
-//! hide in it).
+//! generator's own lateness, up to the pacer's ~50 µs of timer slack on a quiet machine, so
+//! that a stall of the sender can never hide in it). When requests are due: `pacer.rs`.
 //!
 //! Two ways to issue the requests ([`Issue`]): a task per request (as a server that spawns
 //! one per incoming request would), or all of them polled by the generator's own task, as
@@ -16,7 +15,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio::time::Instant;
+
+use crate::pacer::{Pacer, Pacing};
 
 /// What an open-loop run measured.
 #[derive(Debug, Default)]
@@ -76,71 +77,72 @@ impl std::str::FromStr for Issue {
 /// from issue and from schedule (µs) or its error.
 type Outcome = (bool, Result<(u64, u64), String>);
 
-const TICK: Duration = Duration::from_millis(1);
+/// How an open loop runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Load {
+    /// Requests per second.
+    pub(crate) rate: u64,
+    /// Time at the start whose requests are not measured.
+    pub(crate) warm: Duration,
+    /// Time measured after the warm-up.
+    pub(crate) secs: Duration,
+    /// Requests outstanding at most; further ones are shed.
+    pub(crate) max_inflight: usize,
+    /// How long to wait for stragglers after the last request started.
+    pub(crate) drain: Duration,
+    /// How requests are issued.
+    pub(crate) issue: Issue,
+    /// How due times are spread.
+    pub(crate) pacing: Pacing,
+}
 
-/// The tick schedule both drivers follow: `per_tick` requests every millisecond, the first
-/// `warm_ticks` not measured.
+/// The schedule both drivers follow: the pacer's due times, the first `warm_n` requests
+/// not measured.
 struct Schedule {
-    per_tick: u64,
-    warm_ticks: u64,
-    ticks: u64,
-    start: Instant,
-    warm: Duration,
+    pacer: Pacer,
+    warm_n: u64,
+    max_inflight: usize,
 }
 
 impl Schedule {
-    fn new(rate: u64, warm: Duration, secs: Duration) -> (Self, Interval) {
-        let warm_ticks = warm.as_millis() as u64;
-        let start = Instant::now();
-        let mut interval = tokio::time::interval_at(start, TICK);
-        interval.set_missed_tick_behavior(MissedTickBehavior::Burst);
-        let schedule = Schedule {
-            per_tick: (rate / 1000).max(1),
-            warm_ticks,
-            ticks: warm_ticks + secs.as_millis() as u64,
-            start,
-            warm,
-        };
-        (schedule, interval)
+    fn new(load: &Load) -> Result<Self, String> {
+        let per_s = |d: Duration| (u128::from(load.rate) * d.as_millis() / 1000) as u64;
+        let warm_n = per_s(load.warm);
+        Ok(Schedule {
+            pacer: Pacer::start(load.rate, warm_n + per_s(load.secs), load.pacing)?,
+            warm_n,
+            max_inflight: load.max_inflight,
+        })
     }
 
-    /// Issues tick `tick`'s requests through `spawn` (which gets each one timed), shedding
-    /// those past `max_inflight` (`in_flight` were out before this tick).
-    #[allow(clippy::too_many_arguments)]
+    /// Issues request `i` through `spawn` (which gets it timed), or sheds it when
+    /// `in_flight` requests are already out.
     fn issue<Fut>(
         &self,
-        tick: u64,
+        i: u64,
         out: &mut OpenLoop,
-        n: &mut u64,
-        mut in_flight: usize,
-        max_inflight: usize,
+        in_flight: usize,
         request: &impl Fn(u64) -> Fut,
-        mut spawn: impl FnMut(Fut, bool, Instant, Instant),
+        spawn: impl FnOnce(Fut, bool, Instant, Instant),
     ) {
-        let scheduled = self.start + TICK * tick as u32;
-        let measured = tick >= self.warm_ticks;
-        for _ in 0..self.per_tick {
-            if measured {
-                out.scheduled += 1;
-            }
-            if in_flight >= max_inflight {
-                if measured {
-                    out.shed += 1;
-                }
-                continue;
-            }
-            let issued = Instant::now();
-            let fut = request(*n);
-            *n += 1;
-            in_flight += 1;
-            spawn(fut, measured, issued, scheduled);
+        let measured = i >= self.warm_n;
+        if measured {
+            out.scheduled += 1;
         }
+        if in_flight >= self.max_inflight {
+            if measured {
+                out.shed += 1;
+            }
+            return;
+        }
+        let issued = Instant::now();
+        spawn(request(i), measured, issued, self.pacer.due(i));
     }
 
     /// Seconds from the first measured start until now.
     fn elapsed_s(&self) -> f64 {
         Instant::now()
-            .saturating_duration_since(self.start + self.warm)
+            .saturating_duration_since(self.pacer.due(self.warm_n))
             .as_secs_f64()
     }
 }
@@ -173,52 +175,32 @@ fn unanswered(out: &mut OpenLoop, left: usize) {
         .or_default() += left as u64;
 }
 
-/// Starts `rate` requests per second for `warm + secs`, at most `max_inflight` at once;
-/// `request(i)` makes the i-th. Requests of the first `warm` are not measured. Waits for
-/// the stragglers at most `drain` after the schedule ends.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn run<F, Fut>(
-    rate: u64,
-    warm: Duration,
-    secs: Duration,
-    max_inflight: usize,
-    drain: Duration,
-    issue: Issue,
-    request: F,
-) -> OpenLoop
+/// Starts requests as `load` says; `request(i)` makes the i-th. Requests of the warm-up
+/// are not measured. Waits for the stragglers at most `load.drain` after the schedule ends.
+pub(crate) async fn run<F, Fut>(load: Load, request: F) -> Result<OpenLoop, String>
 where
     F: Fn(u64) -> Fut,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
-    if issue == Issue::Single {
-        return run_single(rate, warm, secs, max_inflight, drain, request).await;
+    if load.issue == Issue::Single {
+        return run_single(load, request).await;
     }
-    let (schedule, mut interval) = Schedule::new(rate, warm, secs);
+    let mut schedule = Schedule::new(&load)?;
     let mut out = OpenLoop::default();
     let mut tasks: JoinSet<Outcome> = JoinSet::new();
-    let mut n = 0u64;
     let joined = |out: &mut OpenLoop, r: Result<Outcome, tokio::task::JoinError>| match r {
         Ok(o) => record(out, o),
         Err(e) => *out.errors.entry(format!("task: {e}")).or_default() += 1,
     };
-    for tick in 0..schedule.ticks {
-        interval.tick().await;
-        schedule.issue(
-            tick,
-            &mut out,
-            &mut n,
-            tasks.len(),
-            max_inflight,
-            &request,
-            |f, m, i, s| {
-                tasks.spawn(timed(f, m, i, s));
-            },
-        );
+    while let Some(i) = schedule.pacer.next().await {
+        schedule.issue(i, &mut out, tasks.len(), &request, |f, m, i, s| {
+            tasks.spawn(timed(f, m, i, s));
+        });
         while let Some(r) = tasks.try_join_next() {
             joined(&mut out, r);
         }
     }
-    let deadline = Instant::now() + drain;
+    let deadline = Instant::now() + load.drain;
     while !tasks.is_empty() {
         match tokio::time::timeout_at(deadline, tasks.join_next()).await {
             Ok(Some(r)) => joined(&mut out, r),
@@ -231,48 +213,35 @@ where
         }
     }
     out.elapsed_s = schedule.elapsed_s();
-    out
+    Ok(out)
 }
 
 /// [`run`] with every request polled by this task.
-async fn run_single<F, Fut>(
-    rate: u64,
-    warm: Duration,
-    secs: Duration,
-    max_inflight: usize,
-    drain: Duration,
-    request: F,
-) -> OpenLoop
+async fn run_single<F, Fut>(load: Load, request: F) -> Result<OpenLoop, String>
 where
     F: Fn(u64) -> Fut,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
     use futures::StreamExt;
     use futures::stream::FuturesUnordered;
-    let (schedule, mut interval) = Schedule::new(rate, warm, secs);
+    let mut schedule = Schedule::new(&load)?;
     let mut out = OpenLoop::default();
     let mut pending = FuturesUnordered::new();
-    let mut n = 0u64;
-    for tick in 0..schedule.ticks {
-        // Replies are taken as they come while waiting for the next tick.
-        loop {
+    loop {
+        // Replies are taken as they come while waiting for the next due request.
+        let i = loop {
             tokio::select! {
                 biased;
-                _ = interval.tick() => break,
+                i = schedule.pacer.next() => break i,
                 Some(r) = pending.next(), if !pending.is_empty() => record(&mut out, r),
             }
-        }
-        schedule.issue(
-            tick,
-            &mut out,
-            &mut n,
-            pending.len(),
-            max_inflight,
-            &request,
-            |f, m, i, s| pending.push(timed(f, m, i, s)),
-        );
+        };
+        let Some(i) = i else { break };
+        schedule.issue(i, &mut out, pending.len(), &request, |f, m, i, s| {
+            pending.push(timed(f, m, i, s))
+        });
     }
-    let deadline = Instant::now() + drain;
+    let deadline = Instant::now() + load.drain;
     while !pending.is_empty() {
         match tokio::time::timeout_at(deadline, pending.next()).await {
             Ok(Some(r)) => record(&mut out, r),
@@ -284,5 +253,5 @@ where
         }
     }
     out.elapsed_s = schedule.elapsed_s();
-    out
+    Ok(out)
 }

@@ -10,7 +10,9 @@
 //! `--bench-rate`, `--bench-secs`, `--bench-senders`, `--bench-actors`, `--bench-workers`
 //! (tokio worker threads of every process of the raw and pair stages; default one per core),
 //! `--bench-driver=single|tasks` (how the pair stage's open loop issues asks: from its own
-//! task, like the raw baseline, by default; or a spawned task per ask; see `openloop.rs`).
+//! task, like the raw baseline, by default; or a spawned task per ask; see `openloop.rs`),
+//! `--bench-pacing=even|burst` (open loops: one request every `1/rate` s, by default, or
+//! `rate/1000` at the start of every millisecond; see `pacer.rs`).
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -270,7 +272,7 @@ fn raw(env: &Env, o: &DriverOpts, out: &mut serde_json::Map<String, Value>) -> R
     ];
     args.extend(pass_on(
         o,
-        &["msgs", "rate", "secs", "round-trips", "workers"],
+        &["msgs", "rate", "secs", "round-trips", "workers", "pacing"],
     ));
     let client = Proc::spawn("raw-client", &args, &env.log("raw-client"))?;
     let long = Duration::from_secs(600);
@@ -308,6 +310,7 @@ fn pair(env: &Env, o: &DriverOpts, out: &mut serde_json::Map<String, Value>) -> 
             "round-trips",
             "driver",
             "workers",
+            "pacing",
         ],
     ));
     let n0 = Proc::spawn("n0", &args, &env.log("pair-n0"))?;
@@ -356,7 +359,7 @@ fn forward(
         format!("--bench-via={}", peer(1)),
         format!("--bench-owner={}", peer(2)),
     ];
-    args.extend(pass_on(o, &["rate", "secs"]));
+    args.extend(pass_on(o, &["rate", "secs", "pacing"]));
     let client = Proc::spawn("forward-client", &args, &env.log("forward-client"))?;
     out.insert(
         "forward".into(),

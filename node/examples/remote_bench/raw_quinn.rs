@@ -21,9 +21,10 @@ use std::time::Duration;
 use cortex_transport::{TlsMaterial, tls};
 use serde_json::json;
 use tokio::sync::watch;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
 use crate::host::DriverOpts;
+use crate::pacer::{Pacer, Pacing};
 use crate::stats::{emit, summary};
 
 const MSG: usize = 64;
@@ -159,6 +160,7 @@ pub(crate) fn client_main(o: &DriverOpts) -> Result<(), String> {
     let round_trips: usize = o.get("round-trips", 20_000)?;
     let rate: u64 = o.get("rate", 10_000)?;
     let secs: u64 = o.get("secs", 10)?;
+    let pacing: Pacing = o.get("pacing", Pacing::Burst)?;
     runtime(o)?.block_on(async move {
         let cc = tls::client_config(&m).map_err(|e| e.to_string())?;
         let cc =
@@ -173,7 +175,7 @@ pub(crate) fn client_main(o: &DriverOpts) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         throughput(&conn, msgs).await?;
         closed_loop(&conn, round_trips).await?;
-        open_loop(&conn, rate, secs).await?;
+        open_loop(&conn, rate, secs, pacing).await?;
         conn.close(0u32.into(), b"done");
         ep.wait_idle().await;
         Ok(())
@@ -241,15 +243,20 @@ async fn closed_loop(conn: &quinn::Connection, round_trips: usize) -> Result<(),
 
 /// Open loop on one stream: each message carries its scheduled and its actual send time
 /// (µs since the start) and the echo's arrival is measured against both (see openloop.rs).
-async fn open_loop(conn: &quinn::Connection, rate: u64, secs: u64) -> Result<(), String> {
+async fn open_loop(
+    conn: &quinn::Connection,
+    rate: u64,
+    secs: u64,
+    pacing: Pacing,
+) -> Result<(), String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
     let (mut tx, mut rx) = conn.open_bi().await.map_err(|x| e(&x))?;
     tx.write_all(b"E").await.map_err(|x| e(&x))?;
-    let per_tick = (rate / 1000).max(1);
-    let warm_ticks = 1_000u64;
-    let ticks = warm_ticks + secs * 1000;
-    let total = ticks * per_tick;
-    let start = Instant::now();
+    let warm_n = rate;
+    let total = warm_n + secs * rate;
+    let mut pacer = Pacer::start(rate, total, pacing)?;
+    let start = pacer.due(0);
+    let warm_start_us = pacer.due(warm_n).duration_since(start).as_micros() as u64;
     let reader = tokio::spawn(async move {
         let mut back = [0u8; FRAME];
         let mut lat = Vec::with_capacity((secs * rate) as usize);
@@ -264,7 +271,7 @@ async fn open_loop(conn: &quinn::Connection, rate: u64, secs: u64) -> Result<(),
                 u64::from_be_bytes(t)
             };
             let (scheduled, sent) = (at(4), at(12));
-            if scheduled >= warm_ticks * 1000 {
+            if scheduled >= warm_start_us {
                 let now = start.elapsed().as_micros() as u64;
                 lat.push(now.saturating_sub(sent));
                 from_schedule.push(now.saturating_sub(scheduled));
@@ -272,17 +279,13 @@ async fn open_loop(conn: &quinn::Connection, rate: u64, secs: u64) -> Result<(),
         }
         (lat, from_schedule)
     });
-    let mut interval = tokio::time::interval_at(start, Duration::from_millis(1));
-    interval.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let mut m = frame();
-    for tick in 0..ticks {
-        interval.tick().await;
-        m[4..12].copy_from_slice(&(tick * 1000).to_be_bytes());
-        for _ in 0..per_tick {
-            let sent = start.elapsed().as_micros() as u64;
-            m[12..20].copy_from_slice(&sent.to_be_bytes());
-            tx.write_all(&m).await.map_err(|x| e(&x))?;
-        }
+    while let Some(i) = pacer.next().await {
+        let due = pacer.due(i).duration_since(start).as_micros() as u64;
+        m[4..12].copy_from_slice(&due.to_be_bytes());
+        let sent = start.elapsed().as_micros() as u64;
+        m[12..20].copy_from_slice(&sent.to_be_bytes());
+        tx.write_all(&m).await.map_err(|x| e(&x))?;
     }
     let (lat, from_schedule) = tokio::time::timeout(Duration::from_secs(30), reader)
         .await

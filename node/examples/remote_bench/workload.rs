@@ -74,9 +74,10 @@ async fn pair(node: &Node, o: &DriverOpts) -> Result<(), String> {
     // One task issues every ask by default, as the raw quinn baseline's generator writes
     // every request from one task (`--bench-driver=tasks`: a task per ask, as before).
     let issue: crate::openloop::Issue = o.get("driver", crate::openloop::Issue::Single)?;
+    let pacing: crate::pacer::Pacing = o.get("pacing", crate::pacer::Pacing::Burst)?;
     wait_ready(node, o.get("nodes", 2)?, Duration::from_secs(60)).await?;
     let ids = Arc::new(ids_owned_by(node, "sink", &peer, actors));
-    let payload = vec![7u8; payload_len];
+    let payload = crate::kinds::Payload(vec![7u8; payload_len]);
     let timeout = Duration::from_secs(10);
 
     // Activate every actor and open the connection before measuring.
@@ -178,26 +179,27 @@ async fn pair(node: &Node, o: &DriverOpts) -> Result<(), String> {
     );
 
     // Open loop at `rate`.
-    let ol = crate::openloop::run(
+    let load = crate::openloop::Load {
         rate,
-        Duration::from_secs(1),
-        Duration::from_secs(secs),
-        50_000,
-        Duration::from_secs(10),
+        warm: Duration::from_secs(1),
+        secs: Duration::from_secs(secs),
+        max_inflight: 50_000,
+        drain: Duration::from_secs(10),
         issue,
-        |i| {
-            let node = node.clone();
-            let id = ids[i as usize % ids.len()].clone();
-            let p = payload.clone();
-            async move {
-                node.ask::<Sink, Echo>(&id, Echo(p), timeout)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| format!("{:?}", e.code()))
-            }
-        },
-    )
-    .await;
+        pacing,
+    };
+    let ol = crate::openloop::run(load, |i| {
+        let node = node.clone();
+        let id = ids[i as usize % ids.len()].clone();
+        let p = payload.clone();
+        async move {
+            node.ask::<Sink, Echo>(&id, Echo(p), timeout)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("{:?}", e.code()))
+        }
+    })
+    .await?;
     emit("ask_open", ol.json(rate));
     emit("done", json!({ "at_us": unix_us() }));
     Ok(())

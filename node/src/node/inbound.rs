@@ -71,9 +71,15 @@ impl Handler for Inbound {
     fn deliver_envelope(&self, conn: &Connection, env: Envelope) -> Option<Delivery> {
         let inner = self.0.upgrade()?;
         match env {
-            Envelope::Tell(tell) => deliver_tell(&inner, tell, 0, || origin(&inner, conn)),
+            Envelope::Tell(tell) => {
+                let routed = routed_epoch(conn, tell.epoch);
+                deliver_tell(&inner, tell, 0, routed, || origin(&inner, conn))
+            }
             Envelope::Forward(fwd) => match fwd.body {
-                ForwardBody::Tell(tell) => deliver_tell(&inner, tell, fwd.hops, || fwd.origin),
+                ForwardBody::Tell(tell) => {
+                    let routed = routed_epoch(conn, tell.epoch);
+                    deliver_tell(&inner, tell, fwd.hops, routed, || fwd.origin)
+                }
                 // Forwarded asks arrive through `deliver_forward_ask`; one here has no reply
                 // path.
                 ForwardBody::Ask(ask) => {
@@ -109,27 +115,29 @@ impl Handler for Inbound {
         }
     }
 
-    fn deliver_ask(&self, conn: &Connection, ask: Ask, reply: Responder) -> Option<Delivery> {
+    fn deliver_ask(&self, conn: &Connection, mut ask: Ask, reply: Responder) -> Option<Delivery> {
         let Some(inner) = self.0.upgrade() else {
             reply.send(err(ErrorCode::Unreachable, "node is shutting down"));
             return None;
         };
+        ask.epoch = routed_epoch(conn, ask.epoch);
         start_ask(&inner, ask, 0, origin(&inner, conn), reply);
         None
     }
 
     fn deliver_forward_ask(
         &self,
-        _conn: &Connection,
+        conn: &Connection,
         hops: u8,
         origin: NodeId,
-        ask: Ask,
+        mut ask: Ask,
         reply: Responder,
     ) -> Option<Delivery> {
         let Some(inner) = self.0.upgrade() else {
             reply.send(err(ErrorCode::Unreachable, "node is shutting down"));
             return None;
         };
+        ask.epoch = routed_epoch(conn, ask.epoch);
         start_ask(&inner, ask, hops, origin, reply);
         None
     }
@@ -155,10 +163,21 @@ fn start_ask(inner: &Arc<NodeInner>, ask: Ask, hops: u8, origin: NodeId, reply: 
     }
 }
 
-/// True when a tell for `id` (forwarded `hops` times) is delivered here right now, as the
-/// router would decide it without waiting.
-fn local_now(inner: &NodeInner, id: &ActorId, hops: u8) -> bool {
-    matches!(inner.resolve_now(id, hops), Some(Ok(None)))
+/// The ring digest a request says it was routed here under, when the peer is a member: a
+/// member sends a virtual actor's request only to the owner it computed on that ring. A
+/// client may send it to any node (when the owner is unreachable, say), so its digest is
+/// not taken as a routing decision (0).
+fn routed_epoch(conn: &Connection, epoch: u64) -> u64 {
+    match conn.peer() {
+        PeerIdentity::Node(_) => epoch,
+        _ => 0,
+    }
+}
+
+/// True when a tell for `id` (forwarded `hops` times, routed here under ring digest
+/// `routed`) is delivered here right now, as the router would decide it without waiting.
+fn local_now(inner: &NodeInner, id: &ActorId, hops: u8, routed: u64) -> bool {
+    matches!(inner.resolve_now(id, hops, routed), Some(Ok(None)))
 }
 
 /// Delivers an inbound tell: into the mailbox now when the actor is here and has room
@@ -168,10 +187,11 @@ fn deliver_tell(
     inner: &Arc<NodeInner>,
     tell: Tell,
     hops: u8,
+    routed: u64,
     origin: impl FnOnce() -> NodeId,
 ) -> Option<Delivery> {
     if let Target::Virtual(id) = &tell.target
-        && local_now(inner, id, hops)
+        && local_now(inner, id, hops, routed)
     {
         inner.metrics.message_received(id.kind(), true);
         // With room in the mailbox the tell is done here, with no future and no wait.

@@ -21,7 +21,7 @@ use crate::membership::MembershipHandle;
 use crate::metrics::NodeMetrics;
 use crate::placement::Placement;
 use crate::routing::activations::ActivationLog;
-use crate::routing::decide::{Decision, decide};
+use crate::routing::decide::{Decision, decide_routed};
 use crate::routing::dedupe::{Begin, Dedupe};
 
 /// Most times one request may be forwarded between nodes; past it the request fails with
@@ -219,12 +219,8 @@ impl NodeInner {
     /// Waits, up to `deadline`, until this node may activate `id` (it owns it in a settled
     /// view) or finds the owner elsewhere. `Ok(None)`: deliver locally; `Ok(Some(owner))`:
     /// forward.
-    async fn resolve(
-        &self,
-        id: &ActorId,
-        deadline: Instant,
-    ) -> Result<Option<NodeId>, ReplyResult> {
-        self.resolve_at(id, 0, deadline).await
+    async fn resolve(&self, id: &ActorId, deadline: Instant) -> Result<Option<Owner>, ReplyResult> {
+        self.resolve_at(id, 0, 0, deadline).await
     }
 
     /// For edge protocols (HTTP JSON): `Ok(None)` when this node may deliver, else the owner.
@@ -233,20 +229,32 @@ impl NodeInner {
         id: &ActorId,
         deadline: Instant,
     ) -> Result<Option<NodeId>, ReplyResult> {
-        self.resolve_at(id, 0, deadline).await
+        Ok(self.resolve_at(id, 0, 0, deadline).await?.map(|o| o.node))
     }
 
-    /// [`Self::resolve`] for a request already forwarded `hops` times.
+    /// [`Self::resolve`] for a request already forwarded `hops` times, that another member
+    /// routed here under ring digest `routed` (0: none, or not trusted; see
+    /// [`decide_routed`]).
     async fn resolve_at(
         &self,
         id: &ActorId,
         hops: u8,
+        routed: u64,
         deadline: Instant,
-    ) -> Result<Option<NodeId>, ReplyResult> {
+    ) -> Result<Option<Owner>, ReplyResult> {
         loop {
             let view = self.placement.view();
             let live = self.system.virtuals().is_live(id);
-            match decide(&self.id, &view, id, live, hops, MAX_HOPS, Instant::now) {
+            match decide_routed(
+                &self.id,
+                &view,
+                id,
+                routed,
+                live,
+                hops,
+                MAX_HOPS,
+                Instant::now,
+            ) {
                 Decision::Local
                     if !live && !self.joined.load(std::sync::atomic::Ordering::Acquire) =>
                 {
@@ -263,7 +271,12 @@ impl NodeInner {
                     }
                 }
                 Decision::Local => return Ok(None),
-                Decision::Forward(owner) => return Ok(Some(owner)),
+                Decision::Forward(node) => {
+                    return Ok(Some(Owner {
+                        node,
+                        epoch: view.digest,
+                    }));
+                }
                 Decision::Fail(code, why) => return Err(err(code, why)),
                 Decision::WaitUntil(_) => {
                     if self.placement.wait_settled(deadline).await.is_none() {
@@ -274,6 +287,15 @@ impl NodeInner {
                     }
                 }
             }
+        }
+    }
+
+    /// A known node as the destination of a request that needs no ring (a spawned or a
+    /// system actor's), stamped with the current view's digest.
+    fn owner_of_node(&self, node: &NodeId) -> Owner {
+        Owner {
+            node: node.clone(),
+            epoch: self.placement.view().digest,
         }
     }
 
@@ -321,7 +343,10 @@ impl NodeInner {
         match &ask.target {
             Target::Virtual(id) => {
                 let id = id.clone();
-                match self.resolve_at(&id, hops, deadline).await {
+                // Only a received ask says which ring it was routed on (`deliver_ask` zeroes
+                // a client's).
+                let routed = if received { ask.epoch } else { 0 };
+                match self.resolve_at(&id, hops, routed, deadline).await {
                     Err(e) => e,
                     Ok(None) => self.local_ask(&id, ask, deadline).await,
                     Ok(Some(owner)) => {
@@ -353,16 +378,16 @@ impl NodeInner {
                         format!("{node} has restarted as {}", self.id),
                     )
                 } else {
-                    let node = node.clone();
-                    self.forward_ask(&node, ask, hops, origin, deadline, received)
+                    let owner = self.owner_of_node(node);
+                    self.forward_ask(&owner, ask, hops, origin, deadline, received)
                         .await
                 }
             }
             Target::System { node, name } => {
                 if node.name() != self.id.name() {
-                    let node = node.clone();
+                    let owner = self.owner_of_node(node);
                     return self
-                        .forward_ask(&node, ask, hops, origin, deadline, received)
+                        .forward_ask(&owner, ask, hops, origin, deadline, received)
                         .await;
                 }
                 match self.system.lookup(name) {
@@ -489,7 +514,7 @@ impl NodeInner {
     /// limit.
     async fn forward_ask(
         &self,
-        owner: &NodeId,
+        owner: &Owner,
         mut ask: Ask,
         hops: u8,
         origin: NodeId,
@@ -504,13 +529,13 @@ impl NodeInner {
                 ),
             );
         }
-        let conn = match self.connection(owner).await {
+        let conn = match self.connection(&owner.node).await {
             Ok(c) => c,
             Err(e) => return e,
         };
         let left = deadline.saturating_duration_since(Instant::now());
         ask.meta.budget_us = left.as_micros() as u64;
-        ask.epoch = self.placement.view().digest;
+        ask.epoch = owner.epoch;
         // Trace the forward inside a traced request, or as the root of a new trace that
         // starts here and is sampled.
         let traced = if tracing::Span::current().is_disabled() {
@@ -534,7 +559,7 @@ impl NodeInner {
             "cortex.forward",
             otel.kind = "client",
             node = %self.id.name(),
-            to = %owner.name(),
+            to = %owner.node.name(),
             message = %ask.message,
             hops,
         );
@@ -581,7 +606,8 @@ impl NodeInner {
             };
         };
         let id = id.clone();
-        match self.resolve_at(&id, hops, deadline).await? {
+        // The slow path of a received tell: the owner is looked up again in full.
+        match self.resolve_at(&id, hops, 0, deadline).await? {
             None => {
                 self.metrics.message_received(id.kind(), received);
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -615,7 +641,7 @@ impl NodeInner {
     /// (`received` false), else as a `Forward` one hop further.
     async fn send_tell(
         &self,
-        owner: &NodeId,
+        owner: &Owner,
         mut tell: Tell,
         hops: u8,
         origin: NodeId,
@@ -625,17 +651,17 @@ impl NodeInner {
         // The open connection without building `connection`'s (dialing) future.
         let cached = self
             .endpoint()
-            .and_then(|ep| ep.cached_connection(owner.name()));
+            .and_then(|ep| ep.cached_connection(owner.node.name()));
         let (conn, deadline) = match cached {
             Some(c) => (c, deadline),
             None => {
                 // Dialing takes time: from here on the budget is counted from a clock.
                 let at = TellDeadline::At(deadline.at());
-                (self.connection(owner).await?, at)
+                (self.connection(&owner.node).await?, at)
             }
         };
         let key = cortex_transport::lane_key(&tell.target);
-        tell.epoch = self.placement.view().digest;
+        tell.epoch = owner.epoch;
         tell.meta.budget_us = deadline.left().as_micros() as u64;
         if tell.meta.trace.parent.is_none() {
             // A disabled span has no trace to carry; skipping it saves a context lookup
@@ -677,15 +703,28 @@ impl NodeInner {
         &self,
         id: &ActorId,
         hops: u8,
-    ) -> Option<Result<Option<NodeId>, ReplyResult>> {
+        routed: u64,
+    ) -> Option<Result<Option<Owner>, ReplyResult>> {
         let view = self.placement.view();
         // Liveness matters only when this node owns `id`: look it up only then.
         let live = || self.system.virtuals().is_live(id);
-        match decide(&self.id, &view, id, false, hops, MAX_HOPS, Instant::now) {
+        match decide_routed(
+            &self.id,
+            &view,
+            id,
+            routed,
+            false,
+            hops,
+            MAX_HOPS,
+            Instant::now,
+        ) {
             Decision::Local => (self.joined.load(std::sync::atomic::Ordering::Acquire) || live())
                 .then_some(Ok(None)),
             Decision::WaitUntil(_) => live().then_some(Ok(None)),
-            Decision::Forward(owner) => Some(Ok(Some(owner))),
+            Decision::Forward(node) => Some(Ok(Some(Owner {
+                node,
+                epoch: view.digest,
+            }))),
             Decision::Fail(code, why) => Some(Err(err(code, why))),
         }
     }
@@ -754,7 +793,7 @@ impl NodeInner {
     {
         // Resolved without waiting (the common case), the whole timeout is still left:
         // no clock read on this path.
-        let (resolved, deadline) = match self.resolve_now(id, 0) {
+        let (resolved, deadline) = match self.resolve_now(id, 0, 0) {
             Some(r) => (r, TellDeadline::In(timeout)),
             None => {
                 let at = Instant::now() + timeout;
@@ -940,6 +979,16 @@ fn is_replayable(r: &ReplyResult) -> bool {
             ErrorCode::ActorFailed | ErrorCode::Decode | ErrorCode::UnknownMessage
         ),
     }
+}
+
+/// Where a request for a virtual actor goes from here: the owner, and the digest of the
+/// ring view it was chosen on, sent as the request's `epoch` (the owner then need not look
+/// itself up again: [`decide_routed`]). Stamping the digest of the view read *for the
+/// decision*, not a later one, is what makes that sound.
+#[derive(Debug, Clone)]
+pub(crate) struct Owner {
+    pub(crate) node: NodeId,
+    pub(crate) epoch: u64,
 }
 
 /// How long a tell may take: from a clock reading, or a whole timeout that nothing has

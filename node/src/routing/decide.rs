@@ -50,6 +50,34 @@ pub fn decide(
         }
         return Decision::Forward(owner.clone());
     }
+    settled_or_wait(view, live_here, now)
+}
+
+/// [`decide`] for a request another member routed here (`epoch` is the digest of the ring
+/// it chose this node on; 0 when unknown, and always 0 for requests from clients, whose
+/// routes may pick any node). When `epoch` is this view's digest, the sender computed the
+/// owner on an identical ring (same members, incarnations and vnode count: see
+/// [`Ring::digest`](cortex_protocol::Ring::digest)) and that owner is this node, so
+/// the lookup is skipped; only the settle rule remains. On any other digest, [`decide`].
+#[allow(clippy::too_many_arguments)]
+pub fn decide_routed(
+    me: &NodeId,
+    view: &RingView,
+    id: &ActorId,
+    epoch: u64,
+    live_here: bool,
+    hops: u8,
+    max_hops: u8,
+    now: impl FnOnce() -> Instant,
+) -> Decision {
+    if epoch != 0 && epoch == view.digest {
+        return settled_or_wait(view, live_here, now);
+    }
+    decide(me, view, id, live_here, hops, max_hops, now)
+}
+
+/// This node owns the id: `Local` when it is live here or the view is settled, else wait.
+fn settled_or_wait(view: &RingView, live_here: bool, now: impl FnOnce() -> Instant) -> Decision {
     // The clock is read only for an id this node owns, and only until the view is settled.
     if live_here || view.settled_by(now) {
         Decision::Local
@@ -105,5 +133,40 @@ mod tests {
             decide(&a, &view, mine, false, 0, 4, no_clock),
             Decision::Local
         );
+    }
+
+    #[test]
+    fn routed_under_the_same_ring_skips_the_lookup_only() {
+        let a = NodeId::new("a", 1).unwrap();
+        let b = NodeId::new("b", 1).unwrap();
+        let t0 = Instant::now();
+        let mut s = PlacementState::new(a.clone(), 64, Duration::from_secs(1), t0);
+        s.update(vec![a.clone(), b.clone()], t0);
+        let view = s.current().clone();
+        let theirs = (0..100)
+            .map(|i| ActorId::new("k", i.to_string()).unwrap())
+            .find(|i| view.owner(i) == Some(&b))
+            .unwrap();
+        let same = view.digest;
+        // Another member chose `a` on this very ring: it is `a`'s, settle rule included.
+        assert_eq!(
+            decide_routed(&a, &view, &theirs, same, false, 0, 4, || t0),
+            Decision::WaitUntil(view.settled_at)
+        );
+        assert_eq!(
+            decide_routed(&a, &view, &theirs, same, false, 0, 4, || view.settled_at),
+            Decision::Local
+        );
+        // Another ring, or none (a client): the full decision.
+        for other in [0, same ^ 1] {
+            assert_eq!(
+                decide_routed(&a, &view, &theirs, other, false, 0, 4, || t0),
+                Decision::Forward(b.clone())
+            );
+        }
+        // The same members with another vnode count make another digest.
+        let mut s2 = PlacementState::new(a.clone(), 65, Duration::from_secs(1), t0);
+        s2.update(vec![a.clone(), b.clone()], t0);
+        assert_ne!(s2.current().digest, same);
     }
 }

@@ -14,7 +14,7 @@ use crate::MAX_HOPS;
 use crate::membership::MembershipCore;
 use crate::membership::sim::harness::HoldsCore;
 use crate::placement::PlacementState;
-use crate::routing::decide::{Decision, decide};
+use crate::routing::decide::{Decision, decide_routed};
 
 /// What `transport_err` in `node/inner.rs` makes of a forwarded ask that got no reply in
 /// time (`TransportError::AskTimeout`: the request may have run).
@@ -67,6 +67,8 @@ pub(super) struct Req {
     pub(super) ask: u64,
     id: ActorId,
     hops: u8,
+    /// The ring digest it was routed here under (0 from a client: never trusted).
+    epoch: u64,
     /// This hop's deadline (`route_ask`: received budget from arrival).
     deadline: Duration,
     /// The budget as received.
@@ -223,6 +225,7 @@ impl World {
             ask,
             id,
             hops: 0,
+            epoch: 0,
             deadline: self.now + budget,
             budget,
             reply: ReplyTo::Client,
@@ -253,7 +256,17 @@ impl World {
         req.state = ReqState::Routing;
         let view = node.placement.current();
         let live = node.acts.get(&req.id).is_some_and(|a| a.stopping.is_none());
-        let decision = decide(&node.me, view, &req.id, live, req.hops, MAX_HOPS, || now);
+        let decision = decide_routed(
+            &node.me,
+            view,
+            &req.id,
+            req.epoch,
+            live,
+            req.hops,
+            MAX_HOPS,
+            || now,
+        );
+        let digest = view.digest;
         let unjoined = self.cfg.model.join_gate && !node.joined;
         match decision {
             Decision::Local if !live && unjoined => self.join_wait(slot, req_id),
@@ -267,7 +280,7 @@ impl World {
                 };
                 self.deliver_local(slot, req_id, local_deadline)
             }
-            Decision::Forward(owner) => self.forward(slot, req_id, &owner),
+            Decision::Forward(owner) => self.forward(slot, req_id, &owner, digest),
             Decision::WaitUntil(_) => self.settle_wait(slot, req_id),
             Decision::Fail(code, why) => self.answer(slot, req_id, Err((code, why))),
         }
@@ -436,7 +449,13 @@ impl World {
 
     /// `NodeInner::forward_ask`: the owner must be a live member (`connection`), then the
     /// ask goes out with what is left of the deadline and the transport waits until then.
-    fn forward(&mut self, slot: usize, req_id: u64, owner: &NodeId) -> Result<(), SimFailure> {
+    fn forward(
+        &mut self,
+        slot: usize,
+        req_id: u64,
+        owner: &NodeId,
+        epoch: u64,
+    ) -> Result<(), SimFailure> {
         let t = self.now;
         let generation = self.slots[slot].generation;
         let Some(&to) = self.by_name.get(owner.name()) else {
@@ -475,6 +494,7 @@ impl World {
             id: req.id.clone(),
             budget: req.deadline.saturating_sub(t),
             hops: if received { req.hops + 1 } else { req.hops },
+            epoch,
         };
         let (deadline, ask) = (req.deadline, req.ask as usize);
         if let Some(rec) = self.asks.get_mut(ask) {
@@ -501,6 +521,7 @@ impl World {
                 id,
                 budget,
                 hops,
+                epoch,
             } => {
                 if self.node(to).is_none() {
                     return Ok(());
@@ -509,6 +530,7 @@ impl World {
                     ask,
                     id,
                     hops,
+                    epoch,
                     deadline: self.now + budget,
                     budget,
                     reply: ReplyTo::Remote {

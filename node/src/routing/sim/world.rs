@@ -106,6 +106,8 @@ pub(super) enum Msg {
         id: ActorId,
         budget: Duration,
         hops: u8,
+        /// The digest of the ring the sender chose the receiver on (`Ask::epoch`).
+        epoch: u64,
     },
     Reply {
         req: u64,
