@@ -1,10 +1,12 @@
 //! The bounded mailbox: one user queue plus a control lane that jumps ahead of it.
 //!
-//! A `parking_lot` mutex around two `VecDeque`s beats a lock-free ring here: the queue
-//! starts empty (no allocation for an idle actor), grows only as far as the configured
-//! capacity, and the critical sections are a handful of instructions. The single receiver
-//! (the actor's task) parks its waker inside the lock; senders waiting for room park on a
-//! `Notify` that is only signalled while someone waits.
+//! A lock around two `VecDeque`s beats a lock-free ring here: the queue starts empty (no
+//! allocation for an idle actor), grows only as far as the configured capacity, and the
+//! critical sections are a handful of instructions. The lock is a spin lock whose release
+//! is a plain store, so a push costs one locked instruction (the trade-off, a waiter
+//! yielding its thread while a preempted holder is off the CPU, is in [`lock`]). The
+//! single receiver (the actor's task) parks its waker inside the lock; senders waiting for
+//! room park on a `Notify` that is only signalled while someone waits.
 //!
 //! The receiver takes up to [`TAKE`] user messages per lock acquisition into a [`Batch`]
 //! kept in its own task, so most pops touch no shared memory. Messages in the batch still
@@ -24,11 +26,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Poll, Waker};
 
-use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::envelope::{BoxEnvelope, Envelope, Fill, Spare};
+
+mod lock;
+use lock::Lock;
 
 /// User messages the receiver takes per lock acquisition, besides the one it handles next.
 pub(crate) const TAKE: usize = 63;
@@ -157,7 +161,7 @@ pub(crate) enum PushError<P> {
 }
 
 pub(crate) struct Mailbox<A> {
-    state: Mutex<State<A>>,
+    state: Lock<State<A>>,
     capacity: u32,
     /// True while the control lane holds something; read without the lock before each pop
     /// from the receiver's batch.
@@ -168,7 +172,7 @@ pub(crate) struct Mailbox<A> {
 impl<A> Mailbox<A> {
     pub(crate) fn new(id: u64, capacity: usize) -> Self {
         Self {
-            state: Mutex::new(State {
+            state: Lock::new(State {
                 queue: VecDeque::new(),
                 control: VecDeque::new(),
                 rx_waker: None,
@@ -351,79 +355,88 @@ impl<A> Mailbox<A> {
         {
             return Some(Item::Msg(env));
         }
-        let (env, notify) = {
-            let mut st = self.state.lock();
-            if let Some(b) = batch.0.as_mut()
-                && !b.spent.is_empty()
-            {
-                let k = SPARE_BUSY.saturating_sub(st.spare.len()).min(b.spent.len());
-                st.recycled = st.recycled.saturating_add(b.spent.len() as u32);
-                st.spare.extend(b.spent.drain(..k));
-                b.spent.clear();
-            }
-            if let Some(c) = st.control.pop_front() {
-                if st.control.is_empty() {
-                    self.control_pending.store(false, Ordering::Relaxed);
+        let (item, notify, shed) = self.pop_locked(batch, accept_user, waker);
+        // Freed after the unlock: the receiver's handled envelopes that the spares had no
+        // room for, and the spares an idle mailbox sheds (no frees inside the lock).
+        drop(shed);
+        if let Some(b) = batch.0.as_mut() {
+            b.spent.clear();
+            if item.is_none() && b.queue.is_empty() {
+                // Going idle: keep a little for the next message, not a burst's worth.
+                if b.queue.capacity() > 16 {
+                    b.queue = VecDeque::new();
                 }
-                return Some(Item::Control(c));
-            }
-            if accept_user && let Some(env) = batch.pop() {
-                // Only the control flag sent us here.
-                return Some(Item::Msg(env));
-            }
-            // A spent batch gives its room back to the senders. (A suspended receiver may
-            // still hold one: those messages keep their room.)
-            let released = batch.is_empty() && std::mem::take(&mut st.taken) > 0;
-            match accept_user.then(|| st.queue.pop_front()).flatten() {
-                Some(env) => {
-                    let n = st.queue.len().min(TAKE);
-                    if n > 0 {
-                        let b = batch.0.get_or_insert_with(Default::default);
-                        b.queue.extend(st.queue.drain(..n));
-                        st.taken = n as u32;
-                    }
-                    let room = (st.waiting_senders > 0).then(|| st.room.clone());
-                    (Some(env), room.flatten())
-                }
-                None => {
-                    if let Some(waker) = waker {
-                        match &mut st.rx_waker {
-                            Some(w) if w.will_wake(waker) => {}
-                            slot => *slot = Some(waker.clone()),
-                        }
-                    }
-                    // Going idle: keep a little for the next message, not a burst's worth.
-                    // (Only here: shrinking whenever a batch emptied the queue made a
-                    // steady stream regrow it, allocation by allocation.)
-                    if st.queue.is_empty() && st.queue.capacity() > 64 {
-                        st.queue.shrink_to(8);
-                    }
-                    let keep = (std::mem::take(&mut st.recycled) as usize)
-                        .clamp(SPARE_IDLE, SPARE_IDLE_MAX);
-                    st.spare.truncate(keep);
-                    if st.spare.capacity() > 2 * SPARE_IDLE_MAX {
-                        st.spare.shrink_to(keep);
-                    }
-                    if let Some(b) = batch.0.as_mut()
-                        && b.queue.is_empty()
-                    {
-                        if b.queue.capacity() > 16 {
-                            b.queue = VecDeque::new();
-                        }
-                        if b.spent.capacity() > 16 {
-                            b.spent = Vec::new();
-                        }
-                    }
-                    let room = (released && st.waiting_senders > 0).then(|| st.room.clone());
-                    (None, room.flatten())
+                if b.spent.capacity() > 16 {
+                    b.spent = Vec::new();
                 }
             }
-        };
+        }
         if let Some(room) = notify {
             // Once per batch, not per message: every waiting sender re-checks for room.
             room.notify_waiters();
         }
-        env.map(Item::Msg)
+        item
+    }
+
+    /// The part of [`Mailbox::pop`] under the lock. Returns the item, the `Notify` to
+    /// signal after the unlock, and spares to free after it.
+    #[allow(clippy::type_complexity)] // a private triple, named where it is destructured
+    fn pop_locked(
+        &self,
+        batch: &mut Batch<A>,
+        accept_user: bool,
+        waker: Option<&Waker>,
+    ) -> (Option<Item<A>>, Option<Arc<Notify>>, Option<Vec<Spare>>) {
+        let mut st = self.state.lock();
+        if let Some(b) = batch.0.as_mut()
+            && !b.spent.is_empty()
+        {
+            let k = SPARE_BUSY.saturating_sub(st.spare.len()).min(b.spent.len());
+            st.recycled = st.recycled.saturating_add(b.spent.len() as u32);
+            st.spare.extend(b.spent.drain(..k));
+        }
+        if let Some(c) = st.control.pop_front() {
+            if st.control.is_empty() {
+                self.control_pending.store(false, Ordering::Relaxed);
+            }
+            return (Some(Item::Control(c)), None, None);
+        }
+        if accept_user && let Some(env) = batch.pop() {
+            // Only the control flag sent us here.
+            return (Some(Item::Msg(env)), None, None);
+        }
+        // A spent batch gives its room back to the senders. (A suspended receiver may
+        // still hold one: those messages keep their room.)
+        let released = batch.is_empty() && std::mem::take(&mut st.taken) > 0;
+        if let Some(env) = accept_user.then(|| st.queue.pop_front()).flatten() {
+            let n = st.queue.len().min(TAKE);
+            if n > 0 {
+                let b = batch.0.get_or_insert_with(Default::default);
+                b.queue.extend(st.queue.drain(..n));
+                st.taken = n as u32;
+            }
+            let room = (st.waiting_senders > 0).then(|| st.room.clone());
+            return (Some(Item::Msg(env)), room.flatten(), None);
+        }
+        if let Some(waker) = waker {
+            match &mut st.rx_waker {
+                Some(w) if w.will_wake(waker) => {}
+                slot => *slot = Some(waker.clone()),
+            }
+        }
+        // Going idle: keep a little for the next message, not a burst's worth.
+        // (Only here: shrinking whenever a batch emptied the queue made a steady stream
+        // regrow it, allocation by allocation.)
+        if st.queue.is_empty() && st.queue.capacity() > 64 {
+            st.queue.shrink_to(8);
+        }
+        let keep = (std::mem::take(&mut st.recycled) as usize).clamp(SPARE_IDLE, SPARE_IDLE_MAX);
+        let shed = (st.spare.len() > keep).then(|| st.spare.split_off(keep));
+        if st.spare.capacity() > 2 * SPARE_IDLE_MAX {
+            st.spare.shrink_to(keep);
+        }
+        let room = (released && st.waiting_senders > 0).then(|| st.room.clone());
+        (None, room.flatten(), shed)
     }
 
     pub(crate) fn mark_terminated(&self) {
@@ -500,281 +513,4 @@ impl<A: Send + 'static> ControlSink for Mailbox<A> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::envelope::TellEnvelope;
-    use crate::{Actor, Context, Handler, Message};
-
-    struct A;
-    impl Actor for A {}
-    struct M(u32);
-    impl Message for M {
-        type Reply = ();
-    }
-    impl Handler<M> for A {
-        async fn handle(&mut self, _: M, _: &mut Context<Self>) {}
-    }
-
-    fn env(i: u32) -> M {
-        M(i)
-    }
-
-    impl Mailbox<A> {
-        fn try_push_m(&self, m: M) -> Result<(), PushError<M>> {
-            self.try_push::<TellEnvelope<M>>(m)
-        }
-    }
-
-    /// The payload of a popped user message (panics on a control message).
-    fn payload(item: Option<Item<A>>) -> u32 {
-        match item {
-            Some(Item::Msg(e)) => {
-                let e = e.recycle().downcast::<TellEnvelope<M>>().expect("an M");
-                e.0.expect("not yet handled").0
-            }
-            Some(Item::Control(c)) => panic!("expected a user message, got {c:?}"),
-            None => panic!("expected a user message, got nothing"),
-        }
-    }
-
-    #[test]
-    fn bounded_and_control_first() {
-        let mb = Mailbox::<A>::new(1, 2);
-        let mut batch = Batch::default();
-        assert!(mb.try_push_m(env(1)).is_ok());
-        assert!(mb.try_push_m(env(2)).is_ok());
-        assert!(matches!(mb.try_push_m(env(3)), Err(PushError::Full(_))));
-        mb.push_control(Control::Restart);
-        assert!(matches!(
-            mb.try_recv(&mut batch, true),
-            Some(Item::Control(Control::Restart))
-        ));
-        assert!(mb.try_recv(&mut batch, false).is_none());
-        assert_eq!(payload(mb.try_recv(&mut batch, true)), 1);
-        // A stop closes the mailbox at once, before the actor reads it.
-        mb.push_control(Control::Stop);
-        assert!(matches!(mb.try_push_m(env(4)), Err(PushError::Closed(_))));
-        assert!(matches!(
-            mb.try_recv(&mut batch, true),
-            Some(Item::Control(Control::Stop))
-        ));
-        assert_eq!(mb.len(), 1);
-        batch.clear();
-        mb.mark_terminated();
-        assert_eq!(mb.len(), 0);
-        assert!(mb.is_terminated());
-    }
-
-    #[test]
-    fn fifo_across_batches_and_refills() {
-        let mb = Mailbox::<A>::new(1, 1000);
-        let mut batch = Batch::default();
-        let mut next_in = 0;
-        let mut next_out = 0;
-        // Pushes and pops interleave so that refills meet a queue that grew meanwhile.
-        for round in 0..20 {
-            for _ in 0..(round * 7 % 150) {
-                assert!(mb.try_push_m(env(next_in)).is_ok());
-                next_in += 1;
-            }
-            for _ in 0..(round * 5 % 90) {
-                if next_out == next_in {
-                    break;
-                }
-                assert_eq!(payload(mb.try_recv(&mut batch, true)), next_out);
-                next_out += 1;
-            }
-        }
-        while next_out < next_in {
-            assert_eq!(payload(mb.try_recv(&mut batch, true)), next_out);
-            next_out += 1;
-        }
-        assert!(mb.try_recv(&mut batch, true).is_none());
-        assert_eq!(mb.len(), 0);
-    }
-
-    #[test]
-    fn the_batch_counts_against_capacity_until_the_next_refill() {
-        let cap = 100;
-        let mb = Mailbox::<A>::new(1, cap);
-        let mut batch = Batch::default();
-        for i in 0..cap as u32 {
-            assert!(mb.try_push_m(env(i)).is_ok());
-        }
-        assert!(matches!(mb.try_push_m(env(999)), Err(PushError::Full(_))));
-        // The first pop takes one message and a batch of TAKE more.
-        assert_eq!(payload(mb.try_recv(&mut batch, true)), 0);
-        assert_eq!(mb.len(), cap - 1);
-        assert!(mb.try_push_m(env(100)).is_ok());
-        assert!(matches!(mb.try_push_m(env(999)), Err(PushError::Full(_))));
-        // Pops from the batch free no room: the bound holds at every step.
-        for i in 1..=TAKE as u32 {
-            assert_eq!(payload(mb.try_recv(&mut batch, true)), i);
-            assert!(matches!(mb.try_push_m(env(999)), Err(PushError::Full(_))));
-            assert!(mb.len() <= cap);
-        }
-        // The next pop returns the spent batch's room.
-        assert_eq!(payload(mb.try_recv(&mut batch, true)), TAKE as u32 + 1);
-        assert_eq!(mb.len(), cap - TAKE - 1);
-        for i in 0..=TAKE as u32 {
-            assert!(mb.try_push_m(env(101 + i)).is_ok());
-        }
-        assert!(matches!(mb.try_push_m(env(999)), Err(PushError::Full(_))));
-        // Everything comes out once, in order.
-        for i in TAKE as u32 + 2..=101 + TAKE as u32 {
-            assert_eq!(payload(mb.try_recv(&mut batch, true)), i);
-        }
-        assert!(mb.try_recv(&mut batch, true).is_none());
-    }
-
-    struct Other;
-    impl Message for Other {
-        type Reply = ();
-    }
-    impl Handler<Other> for A {
-        async fn handle(&mut self, _: Other, _: &mut Context<Self>) {}
-    }
-
-    #[test]
-    fn spent_envelopes_are_reused_by_senders_of_their_type() {
-        let mb = Mailbox::<A>::new(1, 16);
-        let mut batch = Batch::default();
-        let spares = |mb: &Mailbox<A>| mb.state.lock().spare.len();
-        for i in 0..3 {
-            assert!(mb.try_push_m(env(i)).is_ok());
-        }
-        for _ in 0..3 {
-            let Some(Item::Msg(e)) = mb.try_recv(&mut batch, true) else {
-                panic!("expected a user message");
-            };
-            batch.spend(e);
-        }
-        assert_eq!(spares(&mb), 0, "spent envelopes wait for the next lock");
-        assert!(mb.try_recv(&mut batch, true).is_none());
-        assert_eq!(spares(&mb), 3);
-        // Another message type allocates afresh; the same type refills a spare.
-        assert!(mb.try_push::<TellEnvelope<Other>>(Other).is_ok());
-        assert_eq!(spares(&mb), 3);
-        assert!(mb.try_push_m(env(7)).is_ok());
-        assert_eq!(spares(&mb), 2);
-        assert!(matches!(mb.try_recv(&mut batch, true), Some(Item::Msg(_))));
-        assert_eq!(payload(mb.try_recv(&mut batch, true)), 7);
-        // An idle mailbox keeps only a few spares; a stopped one none.
-        for _ in 0..40 {
-            assert!(mb.try_push_m(env(1)).is_ok());
-            let Some(Item::Msg(e)) = mb.try_recv(&mut batch, true) else {
-                panic!("expected a user message");
-            };
-            batch.spend(e);
-        }
-        assert!(mb.try_recv(&mut batch, true).is_none());
-        assert!(spares(&mb) <= SPARE_IDLE);
-        mb.mark_terminated();
-        assert_eq!(spares(&mb), 0);
-    }
-
-    #[test]
-    fn control_overtakes_a_taken_batch() {
-        let mb = Mailbox::<A>::new(1, 64);
-        let mut batch = Batch::default();
-        for i in 0..10 {
-            assert!(mb.try_push_m(env(i)).is_ok());
-        }
-        assert_eq!(payload(mb.try_recv(&mut batch, true)), 0);
-        mb.push_control(Control::ChildTerminated { id: 7 });
-        mb.push_control(Control::Restart);
-        assert!(matches!(
-            mb.try_recv(&mut batch, true),
-            Some(Item::Control(Control::ChildTerminated { id: 7 }))
-        ));
-        assert!(matches!(
-            mb.try_recv(&mut batch, true),
-            Some(Item::Control(Control::Restart))
-        ));
-        // A suspended receiver gets nothing from its batch, and its batch keeps its room.
-        assert!(mb.try_recv(&mut batch, false).is_none());
-        assert_eq!(mb.len(), 9);
-        for i in 1..10 {
-            assert_eq!(payload(mb.try_recv(&mut batch, true)), i);
-        }
-        assert!(mb.try_recv(&mut batch, true).is_none());
-        assert_eq!(mb.len(), 0);
-    }
-
-    /// Senders contending for a tiny mailbox, some waiting with `push`, some with
-    /// `try_push` plus `wait_room` under a timeout that gets cancelled; the receiver parks
-    /// whenever it runs dry. Every message must arrive once, in per-sender order, without
-    /// anyone sleeping forever (a lost wake-up would trip the deadline).
-    #[test]
-    fn no_lost_wake_ups_under_contention() {
-        const SENDERS: u32 = 4;
-        const EACH: u32 = 20_000;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        for cap in [1, 3, 70] {
-            rt.block_on(async {
-                let mb = Arc::new(Mailbox::<A>::new(1, cap));
-                let receiver = {
-                    let mb = mb.clone();
-                    tokio::spawn(async move {
-                        let mut batch = Batch::default();
-                        let mut next = [0u32; SENDERS as usize];
-                        for _ in 0..SENDERS * EACH {
-                            let v = payload(Some(mb.recv(&mut batch, true).await));
-                            let (s, seq) = ((v / EACH) as usize, v % EACH);
-                            assert_eq!(seq, next[s], "sender {s} out of order");
-                            next[s] += 1;
-                            assert!(mb.len() <= cap);
-                        }
-                        // Coming back for more returns the last batch's room.
-                        assert!(mb.try_recv(&mut batch, true).is_none());
-                        assert_eq!(mb.len(), 0);
-                    })
-                };
-                let senders: Vec<_> = (0..SENDERS)
-                    .map(|s| {
-                        let mb = mb.clone();
-                        tokio::spawn(async move {
-                            for seq in 0..EACH {
-                                let mut e = env(s * EACH + seq);
-                                if s % 2 == 0 {
-                                    assert!(mb.push::<TellEnvelope<M>>(e).await.is_ok());
-                                    continue;
-                                }
-                                loop {
-                                    match mb.try_push_m(e) {
-                                        Ok(()) => break,
-                                        Err(PushError::Full(back)) => e = back,
-                                        Err(PushError::Closed(_)) => panic!("closed"),
-                                    }
-                                    // Half of these waits are abandoned at once.
-                                    if seq % 2 == 0 {
-                                        let _ =
-                                            tokio::time::timeout(Duration::ZERO, mb.wait_room())
-                                                .await;
-                                    } else {
-                                        mb.wait_room().await;
-                                    }
-                                }
-                            }
-                        })
-                    })
-                    .collect();
-                let all = async {
-                    for s in senders {
-                        s.await.unwrap();
-                    }
-                    receiver.await.unwrap();
-                };
-                tokio::time::timeout(Duration::from_secs(120), all)
-                    .await
-                    .expect("every sender and the receiver finished (no lost wake-up)");
-            });
-        }
-    }
-}
+mod tests;
