@@ -243,18 +243,21 @@ impl NodeInner {
         deadline: Instant,
     ) -> Result<Option<Owner>, ReplyResult> {
         loop {
-            let view = self.placement.view();
             let live = self.system.virtuals().is_live(id);
-            match decide_routed(
-                &self.id,
-                &view,
-                id,
-                routed,
-                live,
-                hops,
-                MAX_HOPS,
-                Instant::now,
-            ) {
+            let (decision, digest) = self.placement.with_view(|view| {
+                let d = decide_routed(
+                    &self.id,
+                    view,
+                    id,
+                    routed,
+                    live,
+                    hops,
+                    MAX_HOPS,
+                    Instant::now,
+                );
+                (d, view.digest)
+            });
+            match decision {
                 Decision::Local
                     if !live && !self.joined.load(std::sync::atomic::Ordering::Acquire) =>
                 {
@@ -274,7 +277,7 @@ impl NodeInner {
                 Decision::Forward(node) => {
                     return Ok(Some(Owner {
                         node,
-                        epoch: view.digest,
+                        epoch: digest,
                     }));
                 }
                 Decision::Fail(code, why) => return Err(err(code, why)),
@@ -295,7 +298,7 @@ impl NodeInner {
     fn owner_of_node(&self, node: &NodeId) -> Owner {
         Owner {
             node: node.clone(),
-            epoch: self.placement.view().digest,
+            epoch: self.placement.with_view(|v| v.digest),
         }
     }
 
@@ -705,25 +708,28 @@ impl NodeInner {
         hops: u8,
         routed: u64,
     ) -> Option<Result<Option<Owner>, ReplyResult>> {
-        let view = self.placement.view();
         // Liveness matters only when this node owns `id`: look it up only then.
         let live = || self.system.virtuals().is_live(id);
-        match decide_routed(
-            &self.id,
-            &view,
-            id,
-            routed,
-            false,
-            hops,
-            MAX_HOPS,
-            Instant::now,
-        ) {
+        let (decision, digest) = self.placement.with_view(|view| {
+            let d = decide_routed(
+                &self.id,
+                view,
+                id,
+                routed,
+                false,
+                hops,
+                MAX_HOPS,
+                Instant::now,
+            );
+            (d, view.digest)
+        });
+        match decision {
             Decision::Local => (self.joined.load(std::sync::atomic::Ordering::Acquire) || live())
                 .then_some(Ok(None)),
             Decision::WaitUntil(_) => live().then_some(Ok(None)),
             Decision::Forward(node) => Some(Ok(Some(Owner {
                 node,
-                epoch: view.digest,
+                epoch: digest,
             }))),
             Decision::Fail(code, why) => Some(Err(err(code, why))),
         }

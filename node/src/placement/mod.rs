@@ -23,8 +23,9 @@
 //! The core ([`PlacementState`]) takes `now` as input and does no I/O; [`Placement`] wraps it
 //! for concurrent readers and lets callers wait for the view to settle.
 
+use std::cell::RefCell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use cortex_protocol::{ActorId, NodeId, Ring};
@@ -152,6 +153,22 @@ impl PlacementState {
 pub struct Placement {
     state: RwLock<PlacementState>,
     epoch_tx: watch::Sender<u64>,
+    /// Bumped, under the write lock, whenever a new view is installed.
+    version: AtomicU64,
+    /// Tells this placement's views from another's (several nodes may share a process).
+    uid: u64,
+}
+
+/// Placements made so far in this process (for [`Placement::uid`]).
+static PLACEMENTS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The view this thread last read through [`Placement::with_view`]: (placement uid,
+    /// version, view). Routing reads the view once per message from every worker thread; an
+    /// `RwLock` read plus an `Arc` clone and drop are four atomic writes to lines all those
+    /// threads share, which bounced between cores on every message. Holds at most one view
+    /// per thread, stale until that thread reads again.
+    static LAST_VIEW: RefCell<Option<(u64, u64, Arc<RingView>)>> = const { RefCell::new(None) };
 }
 
 impl Placement {
@@ -162,17 +179,54 @@ impl Placement {
         Self {
             state: RwLock::new(state),
             epoch_tx,
+            version: AtomicU64::new(0),
+            uid: PLACEMENTS.fetch_add(1, Ordering::Relaxed),
         }
     }
 
-    /// The current view (cheap: an `Arc` clone).
+    /// The current view (an `Arc` clone; see [`Self::with_view`] for the hot paths).
     pub fn view(&self) -> Arc<RingView> {
         self.state.read().current().clone()
     }
 
+    /// Calls `f` with the current view, without writing to any memory other threads read
+    /// when this thread has read the same view before (the common case: views change with
+    /// membership only). `f` sees the view installed last, or one installed concurrently
+    /// with this call, exactly as [`Self::view`] would.
+    pub fn with_view<R>(&self, f: impl FnOnce(&Arc<RingView>) -> R) -> R {
+        let version = self.version.load(Ordering::Acquire);
+        let mut f = Some(f);
+        let done = LAST_VIEW.try_with(|last| {
+            // Busy only if `f` reads the view again: the nested read takes the plain path.
+            let mut last = last.try_borrow_mut().ok()?;
+            let hit = matches!(&*last, Some((uid, v, _)) if *uid == self.uid && *v == version);
+            if !hit {
+                let st = self.state.read();
+                // Bumped only under the write lock: consistent with `current`.
+                let v = self.version.load(Ordering::Relaxed);
+                *last = Some((self.uid, v, st.current().clone()));
+            }
+            let view = &last.as_ref()?.2;
+            Some((f.take()?)(view))
+        });
+        if let Ok(Some(r)) = done {
+            return r;
+        }
+        // Invariant: the closure above takes `f` only to return `Some` of its result.
+        let f = f.expect("with_view: f is still here when the cached path did not run it");
+        f(&self.view())
+    }
+
     /// Installs a member set; see [`PlacementState::update`].
     pub fn update(&self, members: Vec<NodeId>) -> Option<Arc<RingView>> {
-        let changed = self.state.write().update(members, Instant::now());
+        let changed = {
+            let mut st = self.state.write();
+            let changed = st.update(members, Instant::now());
+            if changed.is_some() {
+                self.version.fetch_add(1, Ordering::Release);
+            }
+            changed
+        };
         if let Some(v) = &changed {
             self.epoch_tx.send_replace(v.epoch);
         }
@@ -181,7 +235,12 @@ impl Placement {
 
     /// See [`PlacementState::unsettle`].
     pub fn unsettle(&self) -> Arc<RingView> {
-        let v = self.state.write().unsettle(Instant::now());
+        let v = {
+            let mut st = self.state.write();
+            let v = st.unsettle(Instant::now());
+            self.version.fetch_add(1, Ordering::Release);
+            v
+        };
         self.epoch_tx.send_replace(v.epoch);
         v
     }
@@ -280,5 +339,22 @@ mod tests {
                 .await
                 .is_none()
         );
+    }
+
+    #[test]
+    fn with_view_sees_every_new_view_and_keeps_placements_apart() {
+        let a = Placement::new(n("a", 1), 16, Duration::from_secs(1));
+        let b = Placement::new(n("b", 1), 16, Duration::from_secs(1));
+        assert_eq!(a.with_view(|v| v.epoch), 1);
+        a.update(vec![n("a", 1), n("x", 1)]);
+        // The thread's cached view of `a` is replaced, and `b`'s is not `a`'s.
+        assert_eq!(a.with_view(|v| v.epoch), 2);
+        assert_eq!(a.with_view(|v| v.digest), a.view().digest);
+        assert_eq!(b.with_view(|v| v.ring.members().len()), 1);
+        assert_eq!(a.with_view(|v| v.ring.members().len()), 2);
+        a.unsettle();
+        assert_eq!(a.with_view(|v| v.epoch), 3);
+        // A nested read (the cache is busy) takes the plain path and agrees.
+        assert!(a.with_view(|outer| a.with_view(|inner| inner.epoch) == outer.epoch));
     }
 }
