@@ -114,9 +114,9 @@ impl<A: Actor> Cell<A> {
                 // Not a local clone of the mailbox `Arc`: 8 bytes more in every idle task.
                 let running = phase == Phase::Running;
                 match self.ctx.myself.mb.recv(&mut self.batch, running).await {
-                    Item::Msg(mut env) => {
-                        let run = env.handle(&mut self.actor, &mut self.ctx);
-                        self.batch.spend(env);
+                    Item::Msg(env) => {
+                        let (run, spare) = env.handle(&mut self.actor, &mut self.ctx);
+                        self.batch.spend(spare);
                         if let Err(p) = run.await {
                             self.report_failure(panic_message(&p));
                             phase = Phase::Suspended;
@@ -248,9 +248,9 @@ impl<A: Actor> Cell<A> {
         while Instant::now() < deadline && !self.ctx.stop_requested {
             match mb.try_recv(&mut self.batch, true) {
                 None => return,
-                Some(Item::Msg(mut env)) => {
-                    let run = env.handle(&mut self.actor, &mut self.ctx);
-                    self.batch.spend(env);
+                Some(Item::Msg(env)) => {
+                    let (run, spare) = env.handle(&mut self.actor, &mut self.ctx);
+                    self.batch.spend(spare);
                     match tokio::time::timeout_at(deadline, run).await {
                         Ok(Ok(())) => {}
                         Ok(Err(p)) => tracing::warn!(

@@ -1,6 +1,6 @@
 //! Type-erased messages as they sit in a mailbox, and the panic boundary around handlers.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
@@ -18,21 +18,50 @@ pub(crate) type Panic = Box<dyn Any + Send>;
 pub(crate) type BoxEnvelope<A> = Box<dyn Envelope<A>>;
 
 /// A spent envelope box, kept by the mailbox for the next sender of the same type.
-pub(crate) type Spare = Box<dyn Any + Send>;
+///
+/// Tagged with its type so that a sender's search for one of its own compares inline; only
+/// the final downcast asks the box itself.
+pub(crate) struct Spare {
+    ty: TypeId,
+    env: Box<dyn Any + Send>,
+}
+
+impl Spare {
+    fn new<E: Any + Send>(env: Box<E>) -> Self {
+        Self {
+            ty: TypeId::of::<E>(),
+            env,
+        }
+    }
+
+    /// True when this spare is an `E`.
+    #[inline]
+    pub(crate) fn is<E: Any>(&self) -> bool {
+        self.ty == TypeId::of::<E>()
+    }
+
+    /// The box as an `E`, or itself back when it is not one.
+    pub(crate) fn downcast<E: Any>(self) -> Result<Box<E>, Self> {
+        let ty = self.ty;
+        self.env.downcast::<E>().map_err(|env| Self { ty, env })
+    }
+}
 
 pub(crate) trait Envelope<A>: Send {
-    /// Moves the message out and returns the handler run; `Err` carries a caught panic
-    /// (any ask was already answered with `Failed`). The future does not borrow the
-    /// envelope, which is spent afterwards (see [`Envelope::recycle`]).
+    /// Moves the message out and returns the handler run, and the emptied box for reuse by
+    /// a later sender (see [`Fill`]). The run's `Err` carries a caught panic (any ask was
+    /// already answered with `Failed`). One call (one dynamic dispatch) for both: this is
+    /// the per-message path.
     fn handle<'a>(
-        &mut self,
+        self: Box<Self>,
         actor: &'a mut A,
         ctx: &'a mut Context<A>,
-    ) -> BoxFuture<'a, Result<(), Panic>>
+    ) -> (BoxFuture<'a, Result<(), Panic>>, Spare)
     where
         A: crate::Actor;
 
-    /// The box itself, for reuse by a later sender (see [`Fill`]).
+    /// The box itself, unhandled, for reuse by a later sender.
+    #[cfg(test)]
     fn recycle(self: Box<Self>) -> Spare;
 }
 
@@ -69,23 +98,25 @@ where
     M: Message,
 {
     fn handle<'a>(
-        &mut self,
+        mut self: Box<Self>,
         actor: &'a mut A,
         ctx: &'a mut Context<A>,
-    ) -> BoxFuture<'a, Result<(), Panic>> {
+    ) -> (BoxFuture<'a, Result<(), Panic>>, Spare) {
         let Some(msg) = self.0.take() else {
-            return spent();
+            return (spent(), Spare::new(self));
         };
-        Box::pin(async move {
+        let run = Box::pin(async move {
             AssertUnwindSafe(actor.handle(msg, ctx))
                 .catch_unwind()
                 .await
                 .map(drop)
-        })
+        });
+        (run, Spare::new(self))
     }
 
+    #[cfg(test)]
     fn recycle(self: Box<Self>) -> Spare {
-        self
+        Spare::new(self)
     }
 }
 
@@ -109,14 +140,14 @@ where
     M: Message,
 {
     fn handle<'a>(
-        &mut self,
+        mut self: Box<Self>,
         actor: &'a mut A,
         ctx: &'a mut Context<A>,
-    ) -> BoxFuture<'a, Result<(), Panic>> {
+    ) -> (BoxFuture<'a, Result<(), Panic>>, Spare) {
         let Some((msg, tx)) = self.0.take() else {
-            return spent();
+            return (spent(), Spare::new(self));
         };
-        Box::pin(async move {
+        let run = Box::pin(async move {
             if tx.is_closed() {
                 // The asker gave up (deadline passed); skip the work.
                 return Ok(());
@@ -138,11 +169,13 @@ where
                     Err(panic)
                 }
             }
-        })
+        });
+        (run, Spare::new(self))
     }
 
+    #[cfg(test)]
     fn recycle(self: Box<Self>) -> Spare {
-        self
+        Spare::new(self)
     }
 }
 

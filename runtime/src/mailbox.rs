@@ -114,10 +114,11 @@ impl<A> Batch<A> {
     }
 
     /// Keeps a handled envelope for reuse.
-    pub(crate) fn spend(&mut self, env: BoxEnvelope<A>) {
+    #[inline]
+    pub(crate) fn spend(&mut self, spare: Spare) {
         let b = self.0.get_or_insert_with(Default::default);
         if b.spent.len() < SPENT_MAX {
-            b.spent.push(env.recycle());
+            b.spent.push(spare);
         }
     }
 
@@ -343,6 +344,7 @@ impl<A> Mailbox<A> {
     /// The receiver's pop: from its batch while no control message waits, else under the
     /// lock (control first, then the queue, taking a new batch). With `waker`, parks it when
     /// there is nothing to return.
+    #[inline]
     fn pop(
         &self,
         batch: &mut Batch<A>,
@@ -355,6 +357,18 @@ impl<A> Mailbox<A> {
         {
             return Some(Item::Msg(env));
         }
+        self.pop_slow(batch, accept_user, waker)
+    }
+
+    /// [`Mailbox::pop`] past its batch: once per batch, so kept out of line, leaving the
+    /// per-message path small enough to inline into the actor's loop.
+    #[inline(never)]
+    fn pop_slow(
+        &self,
+        batch: &mut Batch<A>,
+        accept_user: bool,
+        waker: Option<&Waker>,
+    ) -> Option<Item<A>> {
         let (item, notify, shed) = self.pop_locked(batch, accept_user, waker);
         // Freed after the unlock: the receiver's handled envelopes that the spares had no
         // room for, and the spares an idle mailbox sheds (no frees inside the lock).
@@ -378,7 +392,7 @@ impl<A> Mailbox<A> {
         item
     }
 
-    /// The part of [`Mailbox::pop`] under the lock. Returns the item, the `Notify` to
+    /// The part of [`Mailbox::pop_slow`] under the lock. Returns the item, the `Notify` to
     /// signal after the unlock, and spares to free after it.
     #[allow(clippy::type_complexity)] // a private triple, named where it is destructured
     fn pop_locked(
@@ -497,6 +511,7 @@ pub(crate) struct Recv<'a, A> {
 
 impl<A> Future for Recv<'_, A> {
     type Output = Item<A>;
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Item<A>> {
         let this = self.get_mut();
         match this.mb.pop(this.batch, this.accept_user, Some(cx.waker())) {

@@ -30,7 +30,9 @@ impl Mailbox<A> {
 fn payload(item: Option<Item<A>>) -> u32 {
     match item {
         Some(Item::Msg(e)) => {
-            let e = e.recycle().downcast::<TellEnvelope<M>>().expect("an M");
+            let Ok(e) = e.recycle().downcast::<TellEnvelope<M>>() else {
+                panic!("expected an M");
+            };
             e.0.expect("not yet handled").0
         }
         Some(Item::Control(c)) => panic!("expected a user message, got {c:?}"),
@@ -148,7 +150,7 @@ fn spent_envelopes_are_reused_by_senders_of_their_type() {
         let Some(Item::Msg(e)) = mb.try_recv(&mut batch, true) else {
             panic!("expected a user message");
         };
-        batch.spend(e);
+        batch.spend(e.recycle());
     }
     assert_eq!(spares(&mb), 0, "spent envelopes wait for the next lock");
     assert!(mb.try_recv(&mut batch, true).is_none());
@@ -166,7 +168,7 @@ fn spent_envelopes_are_reused_by_senders_of_their_type() {
         let Some(Item::Msg(e)) = mb.try_recv(&mut batch, true) else {
             panic!("expected a user message");
         };
-        batch.spend(e);
+        batch.spend(e.recycle());
     }
     assert!(mb.try_recv(&mut batch, true).is_none());
     assert!(spares(&mb) <= SPARE_IDLE);
