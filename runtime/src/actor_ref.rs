@@ -119,6 +119,12 @@ impl<A: Actor> ActorRef<A> {
         A: Handler<M>,
         M: Message,
     {
+        // The common case first, outside the waiting loop's state machine.
+        let msg = match self.mb.try_push::<TellEnvelope<M>>(msg) {
+            Ok(()) => return Ok(()),
+            Err(PushError::Closed(m)) => return Err(SendError::Stopped(m)),
+            Err(PushError::Full(m)) => m,
+        };
         self.mb
             .push::<TellEnvelope<M>>(msg)
             .await

@@ -135,6 +135,27 @@ async fn panic_during_ask_is_failed_and_actor_recovers() {
     system.shutdown(Duration::from_secs(5)).await;
 }
 
+/// A `handle` may do work before returning its future; a panic there is caught like one
+/// inside the future (tell: the actor restarts; ask: `Failed`), not left to kill the task.
+#[tokio::test]
+async fn panic_before_the_handlers_future_is_caught() {
+    let system = System::new(Default::default());
+    let log = Log::default();
+    let c = system.spawn(Counter::new("c", &log));
+    c.tell(Add(7)).await.unwrap();
+    c.tell(BoomEarly).await.unwrap();
+    assert_eq!(c.ask(Get, Duration::from_secs(5)).await, Ok(7));
+    assert_eq!(log.count("c:restarted"), 1);
+    let err = c.ask(BoomEarly, Duration::from_secs(5)).await.unwrap_err();
+    match &err {
+        ActorError::Failed { reason } => assert!(reason.contains("early boom in c"), "{reason}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert_eq!(c.ask(Get, Duration::from_secs(5)).await, Ok(7));
+    assert_eq!(log.count("c:restarted"), 2);
+    system.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test]
 async fn lifecycle_hooks_run_in_order() {
     let system = System::new(Default::default());

@@ -103,6 +103,25 @@ impl Handler<Boom> for Counter {
     }
 }
 
+/// Panics in the handler's synchronous part, before it returns its future.
+#[derive(Debug, Clone)]
+pub(crate) struct BoomEarly;
+impl Message for BoomEarly {
+    type Reply = ();
+}
+impl Handler<BoomEarly> for Counter {
+    fn handle(
+        &mut self,
+        _: BoomEarly,
+        _ctx: &mut Context<Self>,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        if self.n < u64::MAX {
+            panic!("early boom in {}", self.name);
+        }
+        async {}
+    }
+}
+
 /// Blocks the handler until the notify is signalled.
 #[derive(Clone)]
 pub(crate) struct Block(pub(crate) Arc<Notify>);
