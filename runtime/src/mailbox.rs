@@ -407,7 +407,12 @@ impl<A> Mailbox<A> {
         {
             let k = SPARE_BUSY.saturating_sub(st.spare.len()).min(b.spent.len());
             st.recycled = st.recycled.saturating_add(b.spent.len() as u32);
-            st.spare.extend(b.spent.drain(..k));
+            if k == b.spent.len() {
+                // The usual case; a block copy, where `extend` moves one at a time.
+                st.spare.append(&mut b.spent);
+            } else {
+                st.spare.extend(b.spent.drain(..k));
+            }
         }
         if let Some(c) = st.control.pop_front() {
             if st.control.is_empty() {
@@ -426,7 +431,12 @@ impl<A> Mailbox<A> {
             let n = st.queue.len().min(TAKE);
             if n > 0 {
                 let b = batch.0.get_or_insert_with(Default::default);
-                b.queue.extend(st.queue.drain(..n));
+                if n == st.queue.len() {
+                    // The whole rest fits: a block copy, where `extend` moves one at a time.
+                    b.queue.append(&mut st.queue);
+                } else {
+                    b.queue.extend(st.queue.drain(..n));
+                }
                 st.taken = n as u32;
             }
             let room = (st.waiting_senders > 0).then(|| st.room.clone());
