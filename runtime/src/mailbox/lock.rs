@@ -8,19 +8,21 @@
 //! lock, so the release is a plain store.
 //!
 //! The trade-off is what a waiter does while the holder is off the CPU. The critical
-//! sections are short (a queue push, a batch of pointer moves; allocation and freeing are
-//! kept out of them where the code allows), so a waiter normally sees the lock free within
-//! a few spins. But the holder's thread can be preempted inside one (more runnable threads
-//! than cores: the 2-worker rows, two senders and two workers, or anything else on the
-//! machine). A `parking_lot` waiter would then sleep in the kernel until the holder
-//! released; here the waiter spins for a bounded number of rounds and then calls
-//! `std::thread::yield_now` between checks, so it gives its core away (and with it,
-//! usually, the core to the preempted holder) but stays runnable: it burns the scheduler
-//! calls of a yield loop, never a whole time slice of spinning, and it never misses the
-//! release (there is no wake-up to lose: the waiter re-reads the flag). No wait on this
-//! lock outlasts one critical section of a running holder. Async waiting (for room, for a
-//! message) never happens on this lock: senders wait on a `Notify`, the receiver parks its
-//! waker, both outside the lock.
+//! sections are short (a queue push, a copy of at most a batch; spares are freed after the
+//! unlock, and an allocation happens inside only when a queue grows or no spare envelope
+//! fits), so a waiter normally finds the lock free within a few spins. But the
+//! holder's thread can be preempted inside one whenever there are more runnable threads
+//! than cores (the 2-worker rows, with two senders and two workers, or anything else on the
+//! machine). A `parking_lot` waiter would then sleep in the kernel until woken by the
+//! release. Here a waiter spins `SPINS` rounds, then calls `std::thread::yield_now`
+//! between checks: its core goes to any other runnable thread, the preempted holder
+//! included when it is queued there, but if that core has nothing else to run the waiter
+//! keeps coming back, so it spends CPU in a loop of `sched_yield` calls for as long as the
+//! holder stays preempted (up to a scheduler time slice, a few ms, in the worst case).
+//! That is rare (a preemption has to land inside a critical section of tens of
+//! nanoseconds) and costs CPU, never correctness: there is no wake-up to lose, the waiter
+//! re-reads the flag. Async waits never happen on this lock: senders wait for room on a
+//! `Notify` and the receiver parks its waker, both outside it.
 
 use spin::mutex::{SpinMutex, SpinMutexGuard};
 
