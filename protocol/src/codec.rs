@@ -285,6 +285,56 @@ impl FrameDecoder {
     /// # Errors
     /// A [`DecodeError`] naming the problem; the connection should be closed.
     pub fn decode(&self, buf: &[u8]) -> Result<Option<(Frame, usize)>, DecodeError> {
+        let Some((kind, body, total)) = self.frame(buf)? else {
+            return Ok(None);
+        };
+        let out = if kind == kind::BATCH {
+            let mut v = Vec::new();
+            decode_batch(body, &mut v)?;
+            Frame::Batch(v)
+        } else {
+            Frame::Single(decode_envelope(kind, body)?)
+        };
+        Ok(Some((out, total)))
+    }
+
+    /// [`Self::decode`], handing the frame's envelopes to `sink` as they decode (a batch's
+    /// are not collected into a vector first). `Ok(Some((used, count)))`: the bytes the
+    /// frame used and the envelopes pushed. On an error, some of a batch's envelopes may
+    /// already be in `sink`; the connection should be closed anyway.
+    ///
+    /// # Errors
+    /// As [`Self::decode`].
+    ///
+    /// # Examples
+    /// ```
+    /// use cortex_protocol::{Envelope, FrameDecoder, Ping, encode};
+    /// let mut buf = Vec::new();
+    /// encode(&Envelope::Ping(Ping { nonce: 7 }), &mut buf).unwrap();
+    /// let mut got: Vec<Envelope> = Vec::new();
+    /// let (used, n) = FrameDecoder::default().decode_into(&buf, &mut got).unwrap().unwrap();
+    /// assert_eq!((used, n), (buf.len(), 1));
+    /// assert!(matches!(got[0], Envelope::Ping(Ping { nonce: 7 })));
+    /// ```
+    pub fn decode_into(
+        &self,
+        buf: &[u8],
+        sink: &mut impl EnvelopeSink,
+    ) -> Result<Option<(usize, usize)>, DecodeError> {
+        let Some((kind, body, total)) = self.frame(buf)? else {
+            return Ok(None);
+        };
+        let n = if kind == kind::BATCH {
+            decode_batch(body, sink)?
+        } else {
+            sink.push(decode_envelope(kind, body)?);
+            1
+        };
+        Ok(Some((total, n)))
+    }
+
+    /// The first whole frame in `buf`: its kind, its body and its length with the header.
+    fn frame<'b>(&self, buf: &'b [u8]) -> Result<Option<FrameParts<'b>>, DecodeError> {
         let Some(total) = self.frame_len(buf)? else {
             return Ok(None);
         };
@@ -305,12 +355,7 @@ impl FrameDecoder {
                 supported: SUPPORTED_VERSIONS,
             });
         }
-        let out = if kind == kind::BATCH {
-            Frame::Batch(decode_batch(body)?)
-        } else {
-            Frame::Single(decode_envelope(kind, body)?)
-        };
-        Ok(Some((out, total)))
+        Ok(Some((kind, body, total)))
     }
 
     /// The version byte of the first frame, once at least 5 bytes are buffered (the frame
@@ -327,7 +372,28 @@ const MIN_ENTRY: usize = 6;
 /// vector is reserved whole (see `decode_batch`).
 const RESERVE_RATIO: usize = 4;
 
-fn decode_batch(body: &[u8]) -> Result<Vec<Envelope>, DecodeError> {
+/// A whole frame's kind, body, and length with its header.
+type FrameParts<'b> = (u8, &'b [u8], usize);
+
+/// Where [`FrameDecoder::decode_into`] puts decoded envelopes.
+pub trait EnvelopeSink {
+    /// Room for `additional` more envelopes is about to be needed (a hint).
+    fn reserve(&mut self, additional: usize);
+    /// One decoded envelope, in frame order.
+    fn push(&mut self, env: Envelope);
+}
+
+impl EnvelopeSink for Vec<Envelope> {
+    fn reserve(&mut self, additional: usize) {
+        self.reserve_exact(additional);
+    }
+    fn push(&mut self, env: Envelope) {
+        Vec::push(self, env);
+    }
+}
+
+/// Decodes a batch body into `out`; the number of envelopes pushed.
+fn decode_batch(body: &[u8], out: &mut impl EnvelopeSink) -> Result<usize, DecodeError> {
     let (count, mut rest) = body
         .split_first_chunk::<4>()
         .ok_or(DecodeError::Batch("missing entry count"))?;
@@ -343,11 +409,11 @@ fn decode_batch(body: &[u8]) -> Result<Vec<Envelope>, DecodeError> {
     // has decoded, a count whose envelopes take at most `RESERVE_RATIO` times the body's
     // bytes in memory (a batch of ordinary tells: ~2.5x) is reserved whole, which spares
     // the doubling's copies of 256-byte envelopes.
-    let mut out = Vec::with_capacity(count.min(rest.len() / size_of::<Envelope>()));
+    out.reserve(count.min(rest.len() / size_of::<Envelope>()));
     let whole = count.saturating_mul(size_of::<Envelope>()) <= RESERVE_RATIO * body.len();
     for i in 0..count {
         if i == 1 && whole {
-            out.reserve_exact(count - 1);
+            out.reserve(count - 1);
         }
         let (len, tail) = rest
             .split_first_chunk::<4>()
@@ -372,5 +438,5 @@ fn decode_batch(body: &[u8]) -> Result<Vec<Envelope>, DecodeError> {
             extra: rest.len(),
         });
     }
-    Ok(out)
+    Ok(count)
 }

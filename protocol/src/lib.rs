@@ -33,8 +33,8 @@ mod ring;
 
 pub use body::{decode_payload, encode_payload};
 pub use codec::{
-    BatchWriter, CURRENT_VERSION, DEFAULT_MAX_FRAME, FrameDecoder, HEADER_LEN, encode,
-    encode_with_limit, kind,
+    BatchWriter, CURRENT_VERSION, DEFAULT_MAX_FRAME, EnvelopeSink, FrameDecoder, HEADER_LEN,
+    encode, encode_with_limit, kind,
 };
 pub use envelope::*;
 pub use error::{DecodeError, EncodeError};

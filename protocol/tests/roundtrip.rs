@@ -83,6 +83,11 @@ proptest! {
         prop_assert_eq!(buf[5], kind::BATCH);
         let (frame, used) = FrameDecoder::default().decode(&buf).unwrap().unwrap();
         prop_assert_eq!(used, buf.len());
+        // Streamed into a sink, the same envelopes in the same order.
+        let mut streamed: Vec<Envelope> = Vec::new();
+        let got = FrameDecoder::default().decode_into(&buf, &mut streamed).unwrap();
+        prop_assert_eq!(got, Some((buf.len(), envs.len())));
+        prop_assert_eq!(&streamed, &envs);
         prop_assert_eq!(frame, Frame::Batch(envs));
     }
 

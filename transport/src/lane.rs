@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use cortex_protocol::{Envelope, ForwardBody, Frame, FrameDecoder, Pong};
+use cortex_protocol::{Envelope, EnvelopeSink, ForwardBody, FrameDecoder, Pong};
 use quinn::RecvStream;
 use tokio::task::JoinSet;
 
@@ -175,29 +175,28 @@ impl LaneReader {
     /// Moves one frame's envelopes from the buffer to `held`; false when no whole frame is
     /// buffered.
     fn decode_frame(&mut self) -> Result<bool, Stop> {
-        match self.dec.decode(&self.buf) {
-            Ok(Some((frame, used))) => {
+        let before = self.held.len();
+        let mut sink = Held {
+            q: &mut self.held,
+            now: Instant::now(),
+            waits: self.waits,
+        };
+        match self.dec.decode_into(&self.buf, &mut sink) {
+            Ok(Some((used, n))) => {
                 self.buf.advance(used);
                 let c = &self.conn.inner.counters;
                 c.frames_received.fetch_add(1, Ordering::Relaxed);
                 c.bytes_received.fetch_add(used as u64, Ordering::Relaxed);
-                let (now, waits) = (Instant::now(), self.waits);
-                let n = match frame {
-                    Frame::Single(e) => {
-                        self.held.push_back((e, now, waits));
-                        1
-                    }
-                    Frame::Batch(v) => {
-                        let n = v.len();
-                        self.held.extend(v.into_iter().map(|e| (e, now, waits)));
-                        n
-                    }
-                };
                 c.envelopes_received.fetch_add(n as u64, Ordering::Relaxed);
                 Ok(true)
             }
             Ok(None) => Ok(false),
-            Err(e) => Err(Some(e.to_string())),
+            Err(e) => {
+                // A bad frame is refused whole, as before its envelopes were streamed: the
+                // ones decoded ahead of its error are not delivered.
+                self.held.truncate(before);
+                Err(Some(e.to_string()))
+            }
         }
     }
 
@@ -378,6 +377,23 @@ async fn reserve_reply(
         .acquire_owned()
         .await
         .ok()
+}
+
+/// A frame's envelopes go straight into the reader's queue, stamped with when they were
+/// decoded and the reader's wait count (one move per envelope, not two through a vector).
+struct Held<'a> {
+    q: &'a mut VecDeque<(Envelope, Instant, u64)>,
+    now: Instant,
+    waits: u64,
+}
+
+impl EnvelopeSink for Held<'_> {
+    fn reserve(&mut self, additional: usize) {
+        self.q.reserve(additional);
+    }
+    fn push(&mut self, env: Envelope) {
+        self.q.push_back((env, self.now, self.waits));
+    }
 }
 
 #[cfg(test)]
