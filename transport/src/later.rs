@@ -6,11 +6,11 @@
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use futures::task::AtomicWaker;
 use parking_lot::Mutex;
 
 /// A reply in progress: it sends its answer through the responder it owns.
@@ -19,19 +19,35 @@ pub(crate) type ReplyFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>
 /// Where responders hand their futures to the reader that created them. Its size is bounded
 /// by the lane's reply slots: every future owns a responder, and every responder a slot.
 pub(crate) struct Inbox {
+    queue: Mutex<Queue>,
+    /// Set after every push, before the wake: while it is clear (and nothing runs) the
+    /// reader's poll has nothing to do and takes no lock.
+    queued: AtomicBool,
+}
+
+struct Queue {
     /// `None` once the reader is gone.
-    queue: Mutex<Option<Vec<ReplyFuture>>>,
-    reader: AtomicWaker,
+    futures: Option<Vec<ReplyFuture>>,
+    /// The reader's waker. Kept, not taken, by a push's wake, so that a reader that saw
+    /// nothing queued can rely on the next push waking it.
+    reader: Option<Waker>,
 }
 
 impl Inbox {
     /// Hands `f` to the reader; gives it back when the reader is gone.
     pub(crate) fn push(&self, f: ReplyFuture) -> Result<(), ReplyFuture> {
-        match self.queue.lock().as_mut() {
-            Some(q) => q.push(f),
-            None => return Err(f),
+        let reader = {
+            let mut q = self.queue.lock();
+            match q.futures.as_mut() {
+                Some(v) => v.push(f),
+                None => return Err(f),
+            }
+            q.reader.clone()
+        };
+        self.queued.store(true, Ordering::Release);
+        if let Some(w) = reader {
+            w.wake();
         }
-        self.reader.wake();
         Ok(())
     }
 }
@@ -40,16 +56,22 @@ impl Inbox {
 pub(crate) struct Replies {
     inbox: Arc<Inbox>,
     running: FuturesUnordered<ReplyFuture>,
+    /// The waker this reader last put in the inbox.
+    last: Option<Waker>,
 }
 
 impl Replies {
     pub(crate) fn new() -> Self {
         Self {
             inbox: Arc::new(Inbox {
-                queue: Mutex::new(Some(Vec::new())),
-                reader: AtomicWaker::new(),
+                queue: Mutex::new(Queue {
+                    futures: Some(Vec::new()),
+                    reader: None,
+                }),
+                queued: AtomicBool::new(false),
             }),
             running: FuturesUnordered::new(),
+            last: None,
         }
     }
 
@@ -60,13 +82,36 @@ impl Replies {
 
     /// Takes new futures and polls those that were woken; wakes `cx` for more.
     fn poll(&mut self, cx: &mut Context<'_>) {
-        self.inbox.reader.register(cx.waker());
-        if let Some(q) = self.inbox.queue.lock().as_mut() {
-            self.running.extend(q.drain(..));
+        // The reader polls here at every read: in the common case (no `send_later` in
+        // flight) this is one load, not a lock and a waker registration.
+        let queued = self.inbox.queued.load(Ordering::Acquire);
+        if !queued && self.running.is_empty() && self.registered(cx.waker()) {
+            return;
+        }
+        // Cleared before the queue is drained: a push after the drain sets it again.
+        self.inbox.queued.store(false, Ordering::Release);
+        let changed = !self.registered(cx.waker());
+        {
+            let mut q = self.inbox.queue.lock();
+            if changed {
+                q.reader = Some(cx.waker().clone());
+            }
+            if let Some(v) = q.futures.as_mut() {
+                self.running.extend(v.drain(..));
+            }
+        }
+        if changed {
+            self.last = Some(cx.waker().clone());
         }
         // Ready(None) once empty; Pending when the rest wait (or it yielded after a long
         // run, having woken this task again).
         while let Poll::Ready(Some(())) = self.running.poll_next_unpin(cx) {}
+    }
+
+    /// Whether the inbox holds `waker` (then a push wakes this reader). Read without the lock
+    /// through a copy the reader keeps: only the reader writes the inbox's waker.
+    fn registered(&mut self, waker: &Waker) -> bool {
+        self.last.as_ref().is_some_and(|w| w.will_wake(waker))
     }
 
     /// Awaits `fut` while polling the replies in progress: every wait of the reader goes
@@ -86,7 +131,13 @@ impl Replies {
         poll_fn(|cx| {
             self.poll(cx);
             let idle = self.running.is_empty()
-                && self.inbox.queue.lock().as_ref().is_none_or(Vec::is_empty);
+                && self
+                    .inbox
+                    .queue
+                    .lock()
+                    .futures
+                    .as_ref()
+                    .is_none_or(Vec::is_empty);
             if idle { Poll::Ready(()) } else { Poll::Pending }
         })
         .await;
@@ -97,7 +148,11 @@ impl Drop for Replies {
     fn drop(&mut self) {
         // Dropped outside the lock: each future's responder answers `ActorStopped` (which
         // goes nowhere once the connection is closed).
-        let left = self.inbox.queue.lock().take();
+        let left = {
+            let mut q = self.inbox.queue.lock();
+            q.reader = None;
+            q.futures.take()
+        };
         drop(left);
     }
 }
