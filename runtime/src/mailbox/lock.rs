@@ -8,9 +8,9 @@
 //! lock, so the release is a plain store.
 //!
 //! The trade-off is what a waiter does while the holder is off the CPU. The critical
-//! sections are short (a queue push, a copy of at most a batch; spares are freed after the
-//! unlock, and an allocation happens inside only when a queue grows or no spare envelope
-//! fits), so a waiter normally finds the lock free within a few spins. But the
+//! sections are short (a queue push, a copy of at most a batch; inside, an allocation happens
+//! only when a queue grows or no spare envelope fits, and frees only when an actor going
+//! idle sheds spares), so a waiter normally finds the lock free within a few spins. But the
 //! holder's thread can be preempted inside one whenever there are more runnable threads
 //! than cores (the 2-worker rows, with two senders and two workers, or anything else on the
 //! machine). A `parking_lot` waiter would then sleep in the kernel until woken by the
