@@ -377,9 +377,7 @@ impl Node {
         msg: &M,
     ) -> Result<(), ActorError> {
         let payload = cortex_runtime::encode_with(msg, Codec::Bincode)?;
-        let name = cortex_protocol::MessageName::new(M::NAME).map_err(|e| ActorError::Encode {
-            reason: e.to_string(),
-        })?;
+        let name = inner::message_name::<M>()?;
         self.inner.publish(topic, name, payload.into()).await;
         Ok(())
     }
