@@ -332,6 +332,12 @@ async fn newer_incarnation_replaces_the_old_connection() {
     let (b, _) = start(node_cfg(&pki, "b", "c"));
     let (a1, _) = start(node_cfg(&pki, "a", "c"));
     let old = a1.connect(addr(&b), "b").await.unwrap();
+    eventually("b knows a", LONG, || b.cached_connection("a").is_some()).await;
+    let first = b.cached_connection("a").unwrap().id();
+    // The clone-free path agrees, and keeps agreeing once this thread has cached it.
+    assert_eq!(b.with_cached_connection("a", |c| c.id()), Some(first));
+    assert_eq!(b.with_cached_connection("a", |c| c.id()), Some(first));
+    assert_eq!(b.with_cached_connection("nobody", |c| c.id()), None);
     let mut cfg = node_cfg(&pki, "a", "c");
     cfg.identity =
         cortex_protocol::PeerIdentity::Node(cortex_protocol::NodeId::new("a", 2).unwrap());
@@ -346,6 +352,10 @@ async fn newer_incarnation_replaces_the_old_connection() {
     })
     .await;
     eventually("old connection closed", LONG, || old.is_closed()).await;
+    // A thread that cached the old connection is handed the new one.
+    let now = b.cached_connection("a").unwrap().id();
+    assert_ne!(now, first);
+    assert_eq!(b.with_cached_connection("a", |c| c.id()), Some(now));
     // Asking b for the old incarnation is refused.
     let err = b.connection_to(&node_id("a"), addr(&a1)).await.unwrap_err();
     assert!(

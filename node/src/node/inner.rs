@@ -651,18 +651,6 @@ impl NodeInner {
         received: bool,
         deadline: TellDeadline,
     ) -> Result<(), ReplyResult> {
-        // The open connection without building `connection`'s (dialing) future.
-        let cached = self
-            .endpoint()
-            .and_then(|ep| ep.cached_connection(owner.node.name()));
-        let (conn, deadline) = match cached {
-            Some(c) => (c, deadline),
-            None => {
-                // Dialing takes time: from here on the budget is counted from a clock.
-                let at = TellDeadline::At(deadline.at());
-                (self.connection(&owner.node).await?, at)
-            }
-        };
         let key = cortex_transport::lane_key(&tell.target);
         tell.epoch = owner.epoch;
         tell.meta.budget_us = deadline.left().as_micros() as u64;
@@ -683,8 +671,38 @@ impl NodeInner {
                 body: cortex_protocol::ForwardBody::Tell(tell),
             })
         };
-        // Room in the lane's buffer is the common case: queue without building the waiting
-        // future; otherwise wait for room (or get the connection's error).
+        // The common case: the owner's connection is open and its lane has room. Queue
+        // without building `connection`'s (dialing) future or cloning the connection.
+        let mut slot = Some(env);
+        let fast = self.endpoint().and_then(|ep| {
+            ep.with_cached_connection(owner.node.name(), |c| {
+                slot.take().map(|env| c.try_send(env, key))
+            })
+        });
+        match fast {
+            Some(Some(Ok(()))) => return Ok(()),
+            Some(Some(Err(TrySendError::Full(env) | TrySendError::Closed(env)))) => {
+                slot = Some(*env);
+            }
+            Some(Some(Err(e))) => return Err(err(ErrorCode::Unreachable, e.to_string())),
+            _ => {}
+        }
+        // Invariant: `slot` was emptied only by the `try_send` above, whose every outcome
+        // either returned or put the envelope back.
+        let mut env = slot.expect("send_tell: the envelope is back unless it was sent");
+        let cached = self
+            .endpoint()
+            .and_then(|ep| ep.cached_connection(owner.node.name()));
+        let (conn, deadline) = match cached {
+            Some(c) => (c, deadline),
+            None => {
+                // Dialing takes time: from here on the budget is counted from a clock.
+                let at = TellDeadline::At(deadline.at());
+                let conn = self.connection(&owner.node).await?;
+                set_tell_budget(&mut env, at.left());
+                (conn, at)
+            }
+        };
         let env = match conn.try_send(env, key) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Full(env) | TrySendError::Closed(env)) => *env,
@@ -981,6 +999,20 @@ fn is_replayable(r: &ReplyResult) -> bool {
             ErrorCode::ActorFailed | ErrorCode::Decode | ErrorCode::UnknownMessage
         ),
     }
+}
+
+/// Sets the budget of the tell inside `env` (plain or forwarded).
+fn set_tell_budget(env: &mut cortex_protocol::Envelope, left: Duration) {
+    use cortex_protocol::{Envelope, ForwardBody};
+    let tell = match env {
+        Envelope::Tell(t) => t,
+        Envelope::Forward(f) => match &mut f.body {
+            ForwardBody::Tell(t) => t,
+            ForwardBody::Ask(_) => return,
+        },
+        _ => return,
+    };
+    tell.meta.budget_us = left.as_micros() as u64;
 }
 
 /// `M`'s wire name. Names are constants, so the check is made once per thread and message

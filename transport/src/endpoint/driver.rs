@@ -95,6 +95,7 @@ impl EndpointInner {
             Some(old) if !old.is_closed() => old.clone(),
             _ => {
                 peers.insert(peer.name().to_string(), conn.clone());
+                self.peers_gen.fetch_add(1, Ordering::Release);
                 return (conn.clone(), true);
             }
         };
@@ -107,6 +108,7 @@ impl EndpointInner {
         };
         if new_wins {
             peers.insert(peer.name().to_string(), conn.clone());
+            self.peers_gen.fetch_add(1, Ordering::Release);
             drop(peers);
             tracing::debug!(peer = %peer, "connection {} replaces {}", conn.id(), old.id());
             old.supersede(conn);
@@ -181,6 +183,7 @@ impl EndpointInner {
                 && peers.get(&name).is_some_and(|c| c.same(&conn))
             {
                 peers.remove(&name);
+                self.peers_gen.fetch_add(1, Ordering::Release);
             }
         }
         if announce && conn.superseded_by().is_none() {

@@ -29,6 +29,21 @@ struct Backoff {
     last_error: String,
 }
 
+/// Endpoints made so far in this process (for `EndpointInner::uid`).
+static ENDPOINTS: AtomicU64 = AtomicU64::new(0);
+
+/// The connection a thread last got from [`Endpoint::with_cached_connection`].
+struct LastPeer {
+    endpoint: u64,
+    generation: u64,
+    name: String,
+    conn: Connection,
+}
+
+thread_local! {
+    static LAST_PEER: std::cell::RefCell<Option<LastPeer>> = const { std::cell::RefCell::new(None) };
+}
+
 pub(crate) struct EndpointInner {
     quinn: quinn::Endpoint,
     cfg: EndpointConfig,
@@ -36,6 +51,11 @@ pub(crate) struct EndpointInner {
     handler: Arc<dyn Handler>,
     /// The connection used for each peer node, by node name.
     peers: Mutex<HashMap<String, Connection>>,
+    /// Bumped, under the `peers` lock, whenever `peers` changes (see
+    /// [`Endpoint::with_cached_connection`]).
+    pub(crate) peers_gen: AtomicU64,
+    /// Tells this endpoint's connections from another's in a thread's cache.
+    uid: u64,
     /// Every live connection, by id.
     conns: Mutex<HashMap<u64, Connection>>,
     backoff: Mutex<HashMap<String, Backoff>>,
@@ -182,6 +202,8 @@ impl Endpoint {
             me,
             handler,
             peers: Mutex::new(HashMap::new()),
+            peers_gen: AtomicU64::new(0),
+            uid: ENDPOINTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             conns: Mutex::new(HashMap::new()),
             backoff: Mutex::new(HashMap::new()),
             dial_locks: Mutex::new(HashMap::new()),
@@ -370,6 +392,53 @@ impl Endpoint {
     pub fn cached_connection(&self, name: &str) -> Option<Connection> {
         let c = self.inner.peers.lock().get(name).cloned()?;
         (!c.marked_closed()).then_some(c)
+    }
+
+    /// Runs `f` with [`Self::cached_connection`]`(name)`, without cloning it and, when this
+    /// thread asked for the same peer last and the peer table has not changed since, without
+    /// the table's lock: every remote request of a busy node asks, from every worker thread,
+    /// and the lock, the name's hash and the clone's reference count were shared writes.
+    /// `None` when no open connection to `name` is cached.
+    ///
+    /// A thread keeps the last connection it was given until it asks again (one per thread).
+    pub fn with_cached_connection<R>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&Connection) -> R,
+    ) -> Option<R> {
+        let inner = &*self.inner;
+        let generation = inner.peers_gen.load(std::sync::atomic::Ordering::Acquire);
+        let mut f = Some(f);
+        let done = LAST_PEER.try_with(|last| {
+            let mut last = last.try_borrow_mut().ok()?;
+            let hit = last.as_ref().is_some_and(|l| {
+                l.endpoint == inner.uid && l.generation == generation && l.name == name
+            });
+            if !hit {
+                let peers = inner.peers.lock();
+                // Bumped only under this lock: consistent with the table read here.
+                let generation = inner.peers_gen.load(std::sync::atomic::Ordering::Relaxed);
+                *last = peers.get(name).map(|c| LastPeer {
+                    endpoint: inner.uid,
+                    generation,
+                    name: name.to_owned(),
+                    conn: c.clone(),
+                });
+            }
+            let conn = &last.as_ref()?.conn;
+            if conn.marked_closed() {
+                return Some(None);
+            }
+            Some(Some((f.take()?)(conn)))
+        });
+        match done {
+            Ok(Some(r)) => r,
+            _ => {
+                let c = self.cached_connection(name)?;
+                // The closure above takes `f` only to return its result, so it is here.
+                f.map(|f| f(&c))
+            }
+        }
     }
 
     /// Every open connection (including duplicates still draining).
