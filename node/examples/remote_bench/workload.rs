@@ -64,7 +64,9 @@ async fn pair(node: &Node, o: &DriverOpts) -> Result<(), String> {
         .text("peer")
         .ok_or("the pair workload needs --bench-peer=NODE_NAME")?
         .to_owned();
-    let tells: u64 = o.get("tells", 1_000_000)?;
+    // Five seconds or so of steady state: a run of one million tells (about one second)
+    // also counts QUIC's slow start and the first batches' allocations, ~5-10% lower.
+    let tells: u64 = o.get("tells", 5_000_000)?;
     let actors: usize = o.get("actors", 1_000)?;
     let senders: usize = o.get("senders", 16)?;
     let payload_len: usize = o.get("payload", 64)?;
