@@ -150,17 +150,16 @@ fn poll_once<F: Future + ?Sized>(fut: std::pin::Pin<&mut F>) -> Poll<F::Output> 
 }
 
 /// Starts an ask in arrival order: its first poll, on the reader, hands it to the actor's
-/// mailbox (or the next hop's lane) in the common case; the wait for the answer continues
-/// on the lane's reader too ([`Responder::send_later`]), not in a task of its own: a spawn
-/// per ask, and that task's wake on whichever worker, cost more than the wait.
+/// mailbox (or the next hop's lane) in the common case; the wait for the answer continues in
+/// a task owned by the node.
 fn start_ask(inner: &Arc<NodeInner>, ask: Ask, hops: u8, origin: NodeId, reply: Responder) {
     let i = inner.clone();
-    let mut run: std::pin::Pin<Box<dyn Future<Output = cortex_protocol::ReplyResult> + Send>> =
-        Box::pin(async move { i.route_ask(ask, hops, origin, true).await });
-    match poll_once(run.as_mut()) {
-        Poll::Ready(r) => reply.send(r),
-        // `route_ask` bounds its own wait by the ask's deadline, as `send_later` requires.
-        Poll::Pending => reply.send_later(run),
+    let mut run: Delivery = Box::pin(async move {
+        let r = i.route_ask(ask, hops, origin, true).await;
+        reply.send(r);
+    });
+    if poll_once(run.as_mut()).is_pending() {
+        inner.spawn(run);
     }
 }
 
