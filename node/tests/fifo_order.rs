@@ -4,24 +4,23 @@
 //! receiver's waiting path, where order used to be lost. And a client's idempotent ask stays
 //! ahead of the tells it sent after it (its run used to be spawned, so they could overtake).
 
+mod common;
+
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Waker};
 use std::time::Duration;
 
-use cortex_node::config::{NodeConfig, Secret, TlsFiles};
-use cortex_node::{Node, NodeBuilder};
+use cortex_node::Node;
 use cortex_protocol::{
     ActorId, Ask, Envelope, MessageName, PeerIdentity, ReplyResult, RequestId, RequestMeta, Target,
     Tell, decode_payload, encode_payload,
 };
 use cortex_runtime::{Actor, Context, Handler, Kind};
-use cortex_transport::certs::{self, CertRole};
 use cortex_transport::{
     Connection, Endpoint, EndpointConfig, Handler as TransportHandler, Responder, TlsMaterial,
     lane_key,
 };
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 
 /// Appends its number to the recorder's log.
 #[derive(Debug, Serialize, Deserialize)]
@@ -49,51 +48,14 @@ impl Handler<Seen> for Recorder {
     }
 }
 
-async fn poll<F: FnMut() -> bool>(what: &str, mut f: F) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn two_nodes(dir: &std::path::Path) -> Vec<Node> {
-    let ca = certs::generate_ca("test").unwrap();
-    certs::write_pem_files(dir, "ca", &ca).unwrap();
-    // For tests that talk to the nodes as a client.
-    let client = certs::issue(&ca, "client", CertRole::Client, &[]).unwrap();
-    certs::write_pem_files(dir, "client", &client).unwrap();
-    let mut nodes: Vec<Node> = Vec::new();
-    for i in 0..2 {
-        let name = format!("n{i}");
-        let ck = certs::issue(&ca, &name, CertRole::Node, &[]).unwrap();
-        certs::write_pem_files(dir, &name, &ck).unwrap();
-        let mut cfg = NodeConfig::local(
-            &name,
-            TlsFiles::in_dir(dir, &name),
-            Secret::new(*b"0123456789abcdef0123456789abcdef"),
-        )
-        .unwrap();
-        cfg.cluster_name = "test".into();
-        cfg.data_dir = dir.join(&name);
-        cfg.settle_time = Duration::from_millis(300);
-        cfg.leave_timeout = Duration::from_secs(5);
-        if let Some(first) = nodes.first() {
-            cfg.seeds = vec![first.gossip_addr().unwrap().to_string()];
-        }
-        let kind = Kind::new("recorder", |_| Recorder::default())
+    common::two_nodes(dir, || {
+        Kind::new("recorder", |_| Recorder::default())
             .handles::<Note>()
             .handles::<Seen>()
-            .mailbox(4);
-        nodes.push(NodeBuilder::new(cfg).kind(kind).start().await.unwrap());
-    }
-    let ns = nodes.clone();
-    poll("membership to converge", || {
-        ns.iter()
-            .all(|x| x.ring().ring.members().len() == 2 && x.ring().is_settled(Instant::now()))
+            .mailbox(4)
     })
-    .await;
-    nodes
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

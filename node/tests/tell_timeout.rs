@@ -4,14 +4,14 @@
 //! waits on a delivery with a long budget, the tells behind it fill the reader's hold, QUIC
 //! flow control and the sender's lane buffer, and then a tell must wait for room.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use cortex_node::config::{NodeConfig, Secret, TlsFiles};
-use cortex_node::{Node, NodeBuilder};
+use cortex_node::Node;
 use cortex_protocol::ActorId;
 use cortex_runtime::{Actor, ActorError, Context, Handler, Kind};
-use cortex_transport::certs::{self, CertRole};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -40,48 +40,14 @@ const STALL: Duration = Duration::from_secs(120);
 /// Bound on any single tell: one that takes this long hung.
 const OUTER: Duration = Duration::from_secs(15);
 
-async fn poll<F: FnMut() -> bool>(what: &str, mut f: F) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn two_nodes(dir: &std::path::Path, gate: &Arc<Semaphore>) -> Vec<Node> {
-    let ca = certs::generate_ca("test").unwrap();
-    certs::write_pem_files(dir, "ca", &ca).unwrap();
-    let mut nodes: Vec<Node> = Vec::new();
-    for i in 0..2 {
-        let name = format!("n{i}");
-        let ck = certs::issue(&ca, &name, CertRole::Node, &[]).unwrap();
-        certs::write_pem_files(dir, &name, &ck).unwrap();
-        let mut cfg = NodeConfig::local(
-            &name,
-            TlsFiles::in_dir(dir, &name),
-            Secret::new(*b"0123456789abcdef0123456789abcdef"),
-        )
-        .unwrap();
-        cfg.cluster_name = "test".into();
-        cfg.data_dir = dir.join(&name);
-        cfg.settle_time = Duration::from_millis(300);
-        cfg.leave_timeout = Duration::from_secs(5);
-        if let Some(first) = nodes.first() {
-            cfg.seeds = vec![first.gossip_addr().unwrap().to_string()];
-        }
+    common::two_nodes(dir, || {
         let gate = gate.clone();
-        let kind = Kind::new("sink", move |_| Sink { gate: gate.clone() })
+        Kind::new("sink", move |_| Sink { gate: gate.clone() })
             .handles::<Stuck>()
-            .mailbox(1);
-        nodes.push(NodeBuilder::new(cfg).kind(kind).start().await.unwrap());
-    }
-    let ns = nodes.clone();
-    poll("membership to converge", || {
-        ns.iter()
-            .all(|x| x.ring().ring.members().len() == 2 && x.ring().is_settled(Instant::now()))
+            .mailbox(1)
     })
-    .await;
-    nodes
+    .await
 }
 
 /// Tells `id` from `sender` with `timeout`, failing the test if the call outlives `OUTER`.

@@ -244,19 +244,7 @@ impl NodeInner {
     ) -> Result<Option<Owner>, ReplyResult> {
         loop {
             let live = self.system.virtuals().is_live(id);
-            let (decision, digest) = self.placement.with_view(|view| {
-                let d = decide_routed(
-                    &self.id,
-                    view,
-                    id,
-                    routed,
-                    live,
-                    hops,
-                    MAX_HOPS,
-                    Instant::now,
-                );
-                (d, view.digest)
-            });
+            let (decision, digest) = self.decide_here(id, routed, live, hops);
             match decision {
                 Decision::Local
                     if !live && !self.joined.load(std::sync::atomic::Ordering::Acquire) =>
@@ -718,6 +706,24 @@ impl NodeInner {
         }
     }
 
+    /// [`decide_routed`] on the current view, and that view's digest (the `epoch` to send a
+    /// forwarded request with).
+    fn decide_here(&self, id: &ActorId, routed: u64, live: bool, hops: u8) -> (Decision, u64) {
+        self.placement.with_view(|view| {
+            let d = decide_routed(
+                &self.id,
+                view,
+                id,
+                routed,
+                live,
+                hops,
+                MAX_HOPS,
+                Instant::now,
+            );
+            (d, view.digest)
+        })
+    }
+
     /// [`Self::resolve_at`] without waiting: `None` when it would wait (the view is not
     /// settled, or this node has not joined).
     pub(crate) fn resolve_now(
@@ -728,19 +734,7 @@ impl NodeInner {
     ) -> Option<Result<Option<Owner>, ReplyResult>> {
         // Liveness matters only when this node owns `id`: look it up only then.
         let live = || self.system.virtuals().is_live(id);
-        let (decision, digest) = self.placement.with_view(|view| {
-            let d = decide_routed(
-                &self.id,
-                view,
-                id,
-                routed,
-                false,
-                hops,
-                MAX_HOPS,
-                Instant::now,
-            );
-            (d, view.digest)
-        });
+        let (decision, digest) = self.decide_here(id, routed, false, hops);
         match decision {
             Decision::Local => (self.joined.load(std::sync::atomic::Ordering::Acquire) || live())
                 .then_some(Ok(None)),

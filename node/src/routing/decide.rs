@@ -93,14 +93,20 @@ mod tests {
     use super::*;
     use crate::placement::PlacementState;
 
-    #[test]
-    fn rules() {
+    /// Members `a` and `b` (64 vnodes, 1 s settle) updated at `t0`, and that view.
+    fn two_members() -> (NodeId, NodeId, Instant, std::sync::Arc<RingView>) {
         let a = NodeId::new("a", 1).unwrap();
         let b = NodeId::new("b", 1).unwrap();
         let t0 = Instant::now();
         let mut s = PlacementState::new(a.clone(), 64, Duration::from_secs(1), t0);
         s.update(vec![a.clone(), b.clone()], t0);
         let view = s.current().clone();
+        (a, b, t0, view)
+    }
+
+    #[test]
+    fn rules() {
+        let (a, b, t0, view) = two_members();
         let ids: Vec<ActorId> = (0..100)
             .map(|i| ActorId::new("k", i.to_string()).unwrap())
             .collect();
@@ -137,12 +143,7 @@ mod tests {
 
     #[test]
     fn routed_under_the_same_ring_skips_the_lookup_only() {
-        let a = NodeId::new("a", 1).unwrap();
-        let b = NodeId::new("b", 1).unwrap();
-        let t0 = Instant::now();
-        let mut s = PlacementState::new(a.clone(), 64, Duration::from_secs(1), t0);
-        s.update(vec![a.clone(), b.clone()], t0);
-        let view = s.current().clone();
+        let (a, b, t0, view) = two_members();
         let theirs = (0..100)
             .map(|i| ActorId::new("k", i.to_string()).unwrap())
             .find(|i| view.owner(i) == Some(&b))
