@@ -131,15 +131,3 @@ impl Drop for Pacer {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn offsets() {
-        assert_eq!(Pacing::Even.offset(3, 10_000), Duration::from_micros(300));
-        assert_eq!(Pacing::Burst.offset(9, 10_000), Duration::ZERO);
-        assert_eq!(Pacing::Burst.offset(10, 10_000), Duration::from_millis(1));
-    }
-}
