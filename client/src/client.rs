@@ -92,6 +92,9 @@ impl Drop for Inner {
 pub(crate) struct Route {
     pub(crate) conn: Connection,
     pub(crate) node: NodeId,
+    /// The ring digest the request is sent under (its `epoch`): the view's when `node` is
+    /// the owner the client computed on it, else 0 (a fallback route to any node: the
+    /// node routes it on its own view).
     pub(crate) digest: u64,
     guard: Option<CircuitGuard>,
 }
@@ -476,7 +479,7 @@ impl Inner {
                 return Ok(Route {
                     conn: c.clone(),
                     node,
-                    digest,
+                    digest: 0,
                     guard: Some(guard),
                 });
             }
@@ -493,7 +496,7 @@ impl Inner {
                         return Ok(Route {
                             conn,
                             node: node.clone(),
-                            digest,
+                            digest: 0,
                             guard: Some(guard),
                         });
                     }
@@ -518,7 +521,7 @@ impl Inner {
                     return Ok(Route {
                         conn,
                         node,
-                        digest,
+                        digest: 0,
                         guard: None,
                     });
                 }
