@@ -54,6 +54,55 @@ async fn close_delivers_what_was_queued() {
 
 type HeldAsk = tokio::task::JoinHandle<Result<cortex_protocol::ReplyResult, TransportError>>;
 
+/// Two endpoints whose connection's lane 0 is stalled (see [`stall_lane_0`]): `lanes` lanes
+/// each, b with one reply slot, a with a lane queue of 4 batches.
+struct Stalled {
+    _a: cortex_transport::Endpoint,
+    _b: cortex_transport::Endpoint,
+    bh: std::sync::Arc<TestHandler>,
+    conn: cortex_transport::Connection,
+    held: Vec<HeldAsk>,
+    /// Tells queued on lane 0 before `try_send` refused.
+    sent: u64,
+}
+
+async fn stalled(lanes: usize) -> Stalled {
+    let pki = Pki::new("c");
+    let mut cfg = node_cfg(&pki, "b", "c");
+    cfg.lanes = lanes;
+    cfg.batch.reply_queue = 1;
+    let (b, bh) = start(cfg);
+    let mut cfg = node_cfg(&pki, "a", "c");
+    cfg.lanes = lanes;
+    cfg.batch.queue = 4;
+    let (a, _) = start(cfg);
+    let conn = a.connect(addr(&b), "b").await.unwrap();
+    let (held, sent) = stall_lane_0(&conn, &bh).await;
+    Stalled {
+        _a: a,
+        _b: b,
+        bh,
+        conn,
+        held,
+        sent,
+    }
+}
+
+/// Releases lane 0: b then holds `tells` tells in all and the second held ask, and both held
+/// asks end answered with an error (dropped responders answer `ActorStopped`).
+async fn release_lane_0(bh: &TestHandler, held: Vec<HeldAsk>, tells: u64, what: &str) {
+    bh.held.lock().clear();
+    eventually(what, LONG, || bh.tells.lock().len() as u64 == tells).await;
+    eventually("b holds the second ask", LONG, || bh.held.lock().len() == 1).await;
+    bh.held.lock().clear();
+    for h in held {
+        assert!(matches!(
+            h.await.unwrap(),
+            Ok(cortex_protocol::ReplyResult::Err(_))
+        ));
+    }
+}
+
 /// Stalls b's reader of lane 0 (b has one reply slot: the first held ask takes it, the
 /// second blocks the reader), then fills QUIC flow control and lane 0's buffer until
 /// `try_send` refuses. Returns the held asks and how many tells were queued.
@@ -83,50 +132,25 @@ async fn stall_lane_0(
 
 #[tokio::test]
 async fn a_stalled_peer_backpressures_the_sender() {
-    let pki = Pki::new("c");
-    let mut cfg = node_cfg(&pki, "b", "c");
-    cfg.lanes = 1;
-    cfg.batch.reply_queue = 1;
-    let (b, bh) = start(cfg);
-    let mut cfg = node_cfg(&pki, "a", "c");
-    cfg.lanes = 1;
-    cfg.batch.queue = 4;
-    let (a, _) = start(cfg);
-    let conn = a.connect(addr(&b), "b").await.unwrap();
-    let (held, sent) = stall_lane_0(&conn, &bh).await;
-    assert!(bh.tells.lock().is_empty(), "b's lane is stalled");
+    let s = stalled(1).await;
+    assert!(s.bh.tells.lock().is_empty(), "b's lane is stalled");
     // Releasing the held ask lets everything through, in order.
-    bh.held.lock().clear();
-    eventually("queued tells arrive", LONG, || {
-        bh.tells.lock().len() as u64 == sent
-    })
-    .await;
-    eventually("b holds the second ask", LONG, || bh.held.lock().len() == 1).await;
-    bh.held.lock().clear();
-    for h in held {
-        // Dropped responders answer ActorStopped.
-        assert!(matches!(
-            h.await.unwrap(),
-            Ok(cortex_protocol::ReplyResult::Err(_))
-        ));
-    }
+    release_lane_0(&s.bh, s.held, s.sent, "queued tells arrive").await;
 }
 
 /// One writer task serves every lane of a connection: a lane stuck on flow control must not
 /// hold back the others.
 #[tokio::test]
 async fn a_blocked_lane_does_not_hold_the_others() {
-    let pki = Pki::new("c");
-    let mut cfg = node_cfg(&pki, "b", "c");
-    cfg.lanes = 2;
-    cfg.batch.reply_queue = 1;
-    let (b, bh) = start(cfg);
-    let mut cfg = node_cfg(&pki, "a", "c");
-    cfg.lanes = 2;
-    cfg.batch.queue = 4;
-    let (a, _) = start(cfg);
-    let conn = a.connect(addr(&b), "b").await.unwrap();
-    let (held, sent) = stall_lane_0(&conn, &bh).await;
+    // The endpoints are bound too: dropping them would close the connection.
+    let Stalled {
+        _a,
+        _b,
+        bh,
+        conn,
+        held,
+        sent,
+    } = stalled(2).await;
     // Lane 1 still carries tells and asks both ways.
     for seq in 0..100u64 {
         conn.send(tell(seq), 1).await.unwrap();
@@ -148,19 +172,7 @@ async fn a_blocked_lane_does_not_hold_the_others() {
         "only lane 1's tells, in order"
     );
     // Releasing lane 0 lets its tells through.
-    bh.held.lock().clear();
-    eventually("lane 0's tells arrive", LONG, || {
-        bh.tells.lock().len() as u64 == 100 + sent
-    })
-    .await;
-    eventually("b holds the second ask", LONG, || bh.held.lock().len() == 1).await;
-    bh.held.lock().clear();
-    for h in held {
-        assert!(matches!(
-            h.await.unwrap(),
-            Ok(cortex_protocol::ReplyResult::Err(_))
-        ));
-    }
+    release_lane_0(&bh, held, 100 + sent, "lane 0's tells arrive").await;
 }
 
 #[tokio::test]
