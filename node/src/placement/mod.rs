@@ -4,9 +4,11 @@
 //! The ring function itself lives in [`cortex_protocol::Ring`] because clients must compute
 //! exactly the same owners. This module adds what only a member needs:
 //! - the **ring epoch**, a local counter that grows with every change of the live member set;
-//! - the **view digest**, a hash of that set (name and incarnation of every live member), put
-//!   in the `epoch` field of every tell and ask this node routes, so a receiver can tell a
-//!   message routed under another view from one routed under its own and re-route it;
+//! - the **view digest** ([`Ring::digest`]: name and incarnation of every live member, and
+//!   the vnode count), put in the `epoch` field of every tell and ask this node routes: the
+//!   digest of the view the owner was chosen on. A receiver with that very digest takes the
+//!   choice (it is the owner) without looking the id up again; on any other digest it
+//!   re-routes under its own view (`routing::decide::decide_routed`);
 //! - the **settle time** (Akka's stable-after): ids this node gains are activated only once its
 //!   view has been unchanged for that long, so two nodes with briefly different views do not
 //!   both activate one id.

@@ -1,7 +1,8 @@
 //! The routing decision, IO-free: given this node's ring view, the time, and whether the
-//! id is live here, what to do with a request for an actor id. The node's async router and
-//! the deterministic routing simulation both call [`decide`], so the simulation checks the
-//! code that runs.
+//! id is live here (and, for a request another member routed, the ring digest it was routed
+//! under), what to do with a request for an actor id. The node's async router and the
+//! deterministic routing simulation both call [`decide_routed`], so the simulation checks
+//! the code that runs.
 
 use cortex_protocol::{ActorId, ErrorCode, NodeId};
 use tokio::time::Instant;

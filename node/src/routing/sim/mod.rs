@@ -5,7 +5,7 @@
 //! [`MembershipCore`](crate::membership::MembershipCore) (the same cores the membership
 //! simulation drives), a [`PlacementState`](crate::placement::PlacementState) fed with the
 //! core's live members the way the node's watch task feeds it, and
-//! [`decide`](crate::routing::decide::decide) for every request. Around them the simulation
+//! [`decide_routed`](crate::routing::decide::decide_routed) for every request. Around them the simulation
 //! models what the async node does (`node/inner.rs`, `node/watch.rs`), rule by rule:
 //! - *`apply_view`* (the watch loop, woken by a membership change, an admission verdict,
 //!   when a refused member is due, or else every 2 s): the node has *joined* once its view

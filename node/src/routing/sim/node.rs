@@ -1,5 +1,5 @@
 //! One simulated node's routing state and what the async node does with it: the watch task
-//! (membership → ring view → handover), request routing through [`decide`], the activation
+//! (membership → ring view → handover), request routing through [`decide_routed`], the activation
 //! gate, passivation, and the graceful leave. Each function names the node code it mirrors.
 
 use std::collections::{BTreeMap, VecDeque};
