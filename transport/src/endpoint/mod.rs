@@ -425,7 +425,10 @@ impl Endpoint {
                     conn: c.clone(),
                 });
             }
-            let conn = &last.as_ref()?.conn;
+            // No connection (just looked up) or a closed one: `None` without a second lookup.
+            let Some(conn) = last.as_ref().map(|l| &l.conn) else {
+                return Some(None);
+            };
             if conn.marked_closed() {
                 return Some(None);
             }
@@ -433,6 +436,7 @@ impl Endpoint {
         });
         match done {
             Ok(Some(r)) => r,
+            // This thread's cache is unavailable (a nested call, or the thread is exiting).
             _ => {
                 let c = self.cached_connection(name)?;
                 // The closure above takes `f` only to return its result, so it is here.
