@@ -490,6 +490,10 @@ impl Connection {
         let out = match tokio::time::timeout_at(deadline, rx).await {
             Err(_) => Err(timed_out()),
             Ok(Err(_)) => Err(self.lost()),
+            // tokio's timers fire on millisecond ticks, so a reply can arrive after a finer
+            // deadline and before the timer: it is late all the same, and an ask ends by its
+            // deadline whatever the tick (a 1 µs timeout is a timeout, not a race).
+            Ok(Ok(_)) if tokio::time::Instant::now() > deadline => Err(timed_out()),
             Ok(Ok(r)) => r,
         };
         drop(guard);
