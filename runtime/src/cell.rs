@@ -78,6 +78,8 @@ enum Phase {
     Running,
     /// Failed; waits for its supervisor's directive and handles no user message.
     Suspended,
+    /// Its supervisor decided on a restart, which the loop runs next.
+    Restarting,
 }
 
 enum Exit {
@@ -111,38 +113,47 @@ impl<A: Actor> Cell<A> {
                 if self.ctx.stop_requested {
                     break Exit::Stop;
                 }
+                if phase == Phase::Restarting {
+                    // Boxed: rare paths must not inflate every idle actor's task.
+                    phase = if Box::pin(self.restart()).await {
+                        Phase::Running
+                    } else {
+                        Phase::Suspended
+                    };
+                }
                 // Not a local clone of the mailbox `Arc`: 8 bytes more in every idle task.
                 let running = phase == Phase::Running;
-                match self.ctx.myself.mb.recv(&mut self.batch, running).await {
-                    Item::Msg(env) => {
-                        let (run, spare) = env.handle(&mut self.actor, &mut self.ctx);
-                        self.batch.spend(spare);
-                        if let Err(p) = run.await {
-                            self.report_failure(panic_message(&p));
-                            phase = Phase::Suspended;
-                        }
-                        budget -= 1;
-                        if budget == 0 {
-                            budget = BATCH;
-                            tokio::task::yield_now().await;
-                        }
-                    }
+                // No `.await` inside this `match`: its scrutinee would be kept in the task
+                // across that await, and every idle actor would pay for its bytes.
+                let env = match self.ctx.myself.mb.recv(&mut self.batch, running).await {
+                    Item::Msg(env) => env,
                     Item::Control(Control::Stop) => break Exit::Stop,
                     Item::Control(Control::Drain { deadline }) => break Exit::Drain(deadline),
                     Item::Control(Control::Restart) => {
-                        // Boxed: rare paths must not inflate every idle actor's task.
-                        phase = if Box::pin(self.restart()).await {
-                            Phase::Running
-                        } else {
-                            Phase::Suspended
-                        };
+                        phase = Phase::Restarting;
+                        continue;
                     }
                     Item::Control(Control::ChildFailed { id, reason }) => {
                         if self.on_child_failed(id, reason) {
                             phase = Phase::Suspended;
                         }
+                        continue;
                     }
-                    Item::Control(Control::ChildTerminated { id }) => self.forget_child(id),
+                    Item::Control(Control::ChildTerminated { id }) => {
+                        self.forget_child(id);
+                        continue;
+                    }
+                };
+                let (run, spare) = env.handle(&mut self.actor, &mut self.ctx);
+                self.batch.spend(spare);
+                if let Err(p) = run.await {
+                    self.report_failure(panic_message(&p));
+                    phase = Phase::Suspended;
+                }
+                budget -= 1;
+                if budget == 0 {
+                    budget = BATCH;
+                    tokio::task::yield_now().await;
                 }
             };
             Box::pin(self.shutdown(exit, phase)).await;

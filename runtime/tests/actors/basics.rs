@@ -192,3 +192,85 @@ fn error_codes() {
         assert!(!e.to_string().is_empty());
     }
 }
+
+/// Handler runs are held inline in the actor's task when small and boxed when not; both
+/// kinds must suspend and resume, answer asks, keep message order and catch panics.
+mod run_sizes {
+    use cortex_runtime::{Actor, Context, Handler};
+
+    /// Adds each message's value after yielding, so every run is polled more than once.
+    pub(super) struct Summer {
+        pub(super) sum: u64,
+        pub(super) order: Vec<u64>,
+    }
+    impl Actor for Summer {}
+
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    pub(super) struct Small(pub(super) u64);
+    cortex_runtime::message!(Small => u64, "test.run.Small");
+    impl Handler<Small> for Summer {
+        async fn handle(&mut self, m: Small, _: &mut Context<Self>) -> u64 {
+            tokio::task::yield_now().await;
+            self.sum += m.0;
+            self.order.push(m.0);
+            self.sum
+        }
+    }
+
+    /// Holds 512 bytes across its await: far more than a run kept inline.
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    pub(super) struct Large(pub(super) u64);
+    cortex_runtime::message!(Large => u64, "test.run.Large");
+    impl Handler<Large> for Summer {
+        async fn handle(&mut self, m: Large, _: &mut Context<Self>) -> u64 {
+            let buf = [m.0; 64];
+            tokio::task::yield_now().await;
+            assert!(buf.iter().all(|&v| v == m.0));
+            self.sum += m.0;
+            self.order.push(m.0);
+            if m.0 == 0 {
+                panic!("large boom");
+            }
+            self.sum
+        }
+    }
+
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    pub(super) struct Order;
+    cortex_runtime::message!(Order => Vec<u64>, "test.run.Order");
+    impl Handler<Order> for Summer {
+        async fn handle(&mut self, _: Order, _: &mut Context<Self>) -> Vec<u64> {
+            self.order.clone()
+        }
+    }
+}
+
+#[tokio::test]
+async fn small_and_large_handler_runs_suspend_answer_and_fail_alike() {
+    use run_sizes::*;
+    let system = System::new(Default::default());
+    let s = system.spawn(Summer {
+        sum: 0,
+        order: Vec::new(),
+    });
+    let deadline = Duration::from_secs(5);
+    for i in 1..=50 {
+        if i % 2 == 0 {
+            s.tell(Large(i)).await.unwrap();
+        } else {
+            s.tell(Small(i)).await.unwrap();
+        }
+    }
+    assert_eq!(s.ask(Small(100), deadline).await, Ok(1275 + 100));
+    assert_eq!(s.ask(Large(1000), deadline).await, Ok(2375));
+    let order = s.ask(Order, deadline).await.unwrap();
+    assert_eq!(order, (1..=50).chain([100, 1000]).collect::<Vec<_>>());
+    // A panic in a boxed run fails the ask with a typed error; the actor restarts in place.
+    let err = s.ask(Large(0), deadline).await.unwrap_err();
+    match &err {
+        ActorError::Failed { reason } => assert!(reason.contains("large boom"), "{reason}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert_eq!(s.ask(Small(5), deadline).await, Ok(2380));
+    system.shutdown(deadline).await;
+}
