@@ -166,11 +166,15 @@ impl Outbox {
         units: u32,
         reply_slot: Option<OwnedSemaphorePermit>,
     ) -> Result<(), PushError> {
-        {
+        let was_idle = {
             let mut st = self.state.lock();
             if st.closed || st.finishing {
                 return Err(PushError::Closed);
             }
+            // The writer takes everything an outbox holds at once, so only the push that
+            // finds it empty needs to wake it: a later one finds its bytes taken with the
+            // first's (two atomic operations less per envelope in a stream of tells).
+            let was_idle = st.out.is_empty() && st.batch.is_empty();
             let small = payload_len(env).is_some_and(|l| l <= SMALL);
             if self.batching && small {
                 st.batch
@@ -188,8 +192,11 @@ impl Outbox {
             }
             st.units += units;
             st.reply_slots.extend(reply_slot);
+            was_idle
+        };
+        if was_idle {
+            self.writer.wake();
         }
-        self.writer.wake();
         Ok(())
     }
 
