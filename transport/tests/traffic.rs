@@ -249,6 +249,34 @@ async fn ask_times_out_and_cleans_up() {
     echo(&conn, b"after timeout").await;
 }
 
+/// Asks whose deadline passes before their answer time out, and the answers that arrive
+/// afterwards (the peer handles every ask) are dropped by the reader without harm: no
+/// pending entry is left and the connection goes on working.
+#[tokio::test]
+async fn late_replies_to_timed_out_asks_are_dropped() {
+    let pki = Pki::new("c");
+    let (b, bh) = start(node_cfg(&pki, "b", "c"));
+    let (a, _) = start(node_cfg(&pki, "a", "c"));
+    let conn = a.connect(addr(&b), "b").await.unwrap();
+    for i in 0..20u32 {
+        let err = conn
+            .ask(ask("test.Echo", &i.to_le_bytes()), Duration::from_micros(1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, TransportError::AskTimeout { .. }),
+            "ask {i}: {err}"
+        );
+    }
+    // The asks did reach the peer, which answered every one of them, late.
+    eventually("the peer saw every ask", LONG, || {
+        bh.asks_seen.load(Ordering::SeqCst) == 20
+    })
+    .await;
+    assert_eq!(conn.stats().pending_asks, 0);
+    echo(&conn, b"after late replies").await;
+}
+
 #[tokio::test]
 async fn dropped_responder_answers_actor_stopped() {
     struct Dropper;
