@@ -14,6 +14,13 @@
 //! - [`message!`], [`MessageTable`], [`Codec`]: messages by stable name, bincode or JSON.
 //! - [`PubSub`]: local topics with bounded per-subscriber buffers.
 //!
+//! Costs: in steady state a tell allocates nothing (message boxes are recycled through the
+//! mailbox, and a handler's run is held in the actor's task when its future is small) and an
+//! ask allocates its reply channel. On a multi-thread runtime, bursts larger than the spares
+//! an idle actor keeps make senders allocate on one worker what actors free on the other:
+//! use an allocator that handles that well (the `cortex-node` binary uses mimalloc; with
+//! glibc's, the 1,000-actor work-stealing benchmark runs at about half the rate), or shards.
+//!
 //! ```
 //! use std::time::Duration;
 //! use cortex_runtime::{Actor, Context, Handler, Message, System};
