@@ -36,6 +36,8 @@ pub use kind::{Kind, KindOptions};
 pub type ActivationGate = Arc<dyn Fn(&ActorId) -> Result<(), ActorError> + Send + Sync>;
 
 const SHARDS: usize = 16;
+/// Largest payload `try_tell_erased` decodes while holding a shard's lock.
+const DECODE_UNDER_LOCK_MAX: usize = 1024;
 /// How many times a message is offered to fresh activations when the one it found was
 /// passivating; each retry waits for the old activation to end first.
 const ATTEMPTS: usize = 3;
@@ -431,9 +433,11 @@ impl VirtualRegistry {
         payload: &[u8],
         codec: Codec,
     ) -> Result<bool, ActorError> {
-        // The common case, a live activation, pushes under the shard's lock: no clone and
-        // drop of the activation (two atomic operations) per message. The push never waits.
-        {
+        // The common case, a live activation and a small message, pushes under the shard's
+        // lock: no clone and drop of the activation (two atomic operations) per message. The
+        // push never waits, but it decodes the payload: a large one is decoded outside the
+        // lock, so that it does not hold up the other ids of the shard.
+        if payload.len() <= DECODE_UNDER_LOCK_MAX {
             let shard = self.inner.shard(id).lock();
             match shard.get(id) {
                 Some(slot) if slot.stopping.is_none() => {
