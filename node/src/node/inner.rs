@@ -292,214 +292,235 @@ impl NodeInner {
 
     /// Routes an ask whose payload is already encoded. Answers with a typed error, never
     /// silence, by the deadline in `ask.meta`.
-    pub(crate) async fn route_ask(
+    // Not `async fn`: an async fn keeps a second copy of each argument (the 216-byte `Ask`)
+    // in its future, and an inbound ask's future is allocated and moved whole.
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn route_ask(
         &self,
         ask: Ask,
         hops: u8,
         origin: NodeId,
         received: bool,
-    ) -> ReplyResult {
-        // Head sampling: an unsampled request creates no span at all, so tracing at 1%
-        // costs about 1% of the span work.
-        if !crate::trace::sampled(&ask.meta.trace) {
-            return self.route_ask_in(ask, hops, origin, received).await;
+    ) -> impl Future<Output = ReplyResult> + Send {
+        async move {
+            // Head sampling: an unsampled request creates no span at all, so tracing at 1%
+            // costs about 1% of the span work.
+            if !crate::trace::sampled(&ask.meta.trace) {
+                return self.route_ask_in(ask, hops, origin, received).await;
+            }
+            let span = tracing::info_span!(
+                target: crate::trace::TARGET,
+                "cortex.route",
+                otel.kind = "server",
+                node = %self.id.name(),
+                message = %ask.message,
+                hops,
+                trace_id = tracing::field::Empty,
+            );
+            if !span.is_disabled() {
+                crate::trace::extract(&span, &ask.meta.trace);
+                span.record("trace_id", crate::trace::trace_id(&span));
+            }
+            self.route_ask_in(ask, hops, origin, received)
+                .instrument(span)
+                .await
         }
-        let span = tracing::info_span!(
-            target: crate::trace::TARGET,
-            "cortex.route",
-            otel.kind = "server",
-            node = %self.id.name(),
-            message = %ask.message,
-            hops,
-            trace_id = tracing::field::Empty,
-        );
-        if !span.is_disabled() {
-            crate::trace::extract(&span, &ask.meta.trace);
-            span.record("trace_id", crate::trace::trace_id(&span));
-        }
-        self.route_ask_in(ask, hops, origin, received)
-            .instrument(span)
-            .await
     }
 
-    async fn route_ask_in(
+    #[allow(clippy::manual_async_fn)] // see route_ask
+    fn route_ask_in(
         &self,
         ask: Ask,
         hops: u8,
         origin: NodeId,
         received: bool,
-    ) -> ReplyResult {
-        let budget = budget_of(&ask.meta);
-        let deadline = Instant::now() + budget;
-        match &ask.target {
-            Target::Virtual(id) => {
-                let id = id.clone();
-                // Only a received ask says which ring it was routed on (`deliver_ask` zeroes
-                // a client's).
-                let routed = if received { ask.epoch } else { 0 };
-                match self.resolve_at(&id, hops, routed, deadline).await {
-                    Err(e) => e,
-                    Ok(None) => self.local_ask(&id, ask, deadline).await,
-                    Ok(Some(owner)) => {
-                        if received {
-                            self.metrics.message_forwarded(id.kind(), true);
-                        } else {
-                            self.metrics.message_sent(id.kind(), true);
+    ) -> impl Future<Output = ReplyResult> + Send {
+        async move {
+            let budget = budget_of(&ask.meta);
+            let deadline = Instant::now() + budget;
+            match &ask.target {
+                Target::Virtual(id) => {
+                    let id = id.clone();
+                    // Only a received ask says which ring it was routed on (`deliver_ask` zeroes
+                    // a client's).
+                    let routed = if received { ask.epoch } else { 0 };
+                    match self.resolve_at(&id, hops, routed, deadline).await {
+                        Err(e) => e,
+                        Ok(None) => self.local_ask(&id, ask, deadline).await,
+                        Ok(Some(owner)) => {
+                            if received {
+                                self.metrics.message_forwarded(id.kind(), true);
+                            } else {
+                                self.metrics.message_sent(id.kind(), true);
+                            }
+                            // Boxed: a forward's state (2.2 KB) would otherwise size every
+                            // inbound ask's future, which the owner allocates and moves whole.
+                            Box::pin(
+                                self.forward_ask(&owner, ask, hops, origin, deadline, received),
+                            )
+                            .await
                         }
-                        // Boxed: a forward's state (2.2 KB) would otherwise size every
-                        // inbound ask's future, which the owner allocates and moves whole.
+                    }
+                }
+                Target::Spawned { node, local } => {
+                    if node == &self.id {
+                        match self.system.lookup_local(*local) {
+                            Some(r) => reply_of(
+                                r.ask(&ask.message, &ask.payload, Codec::Bincode, budget)
+                                    .await,
+                            ),
+                            None => err(
+                                ErrorCode::ActorStopped,
+                                format!("no actor {local} on {node}"),
+                            ),
+                        }
+                    } else if node.name() == self.id.name() {
+                        err(
+                            ErrorCode::StaleIncarnation,
+                            format!("{node} has restarted as {}", self.id),
+                        )
+                    } else {
+                        let owner = self.owner_of_node(node);
                         Box::pin(self.forward_ask(&owner, ask, hops, origin, deadline, received))
                             .await
                     }
                 }
-            }
-            Target::Spawned { node, local } => {
-                if node == &self.id {
-                    match self.system.lookup_local(*local) {
+                Target::System { node, name } => {
+                    if node.name() != self.id.name() {
+                        let owner = self.owner_of_node(node);
+                        return Box::pin(
+                            self.forward_ask(&owner, ask, hops, origin, deadline, received),
+                        )
+                        .await;
+                    }
+                    match self.system.lookup(name) {
                         Some(r) => reply_of(
                             r.ask(&ask.message, &ask.payload, Codec::Bincode, budget)
                                 .await,
                         ),
-                        None => err(
-                            ErrorCode::ActorStopped,
-                            format!("no actor {local} on {node}"),
-                        ),
+                        None => err(ErrorCode::UnknownKind, format!("no system actor {name}")),
                     }
-                } else if node.name() == self.id.name() {
-                    err(
-                        ErrorCode::StaleIncarnation,
-                        format!("{node} has restarted as {}", self.id),
-                    )
-                } else {
-                    let owner = self.owner_of_node(node);
-                    Box::pin(self.forward_ask(&owner, ask, hops, origin, deadline, received)).await
-                }
-            }
-            Target::System { node, name } => {
-                if node.name() != self.id.name() {
-                    let owner = self.owner_of_node(node);
-                    return Box::pin(
-                        self.forward_ask(&owner, ask, hops, origin, deadline, received),
-                    )
-                    .await;
-                }
-                match self.system.lookup(name) {
-                    Some(r) => reply_of(
-                        r.ask(&ask.message, &ask.payload, Codec::Bincode, budget)
-                            .await,
-                    ),
-                    None => err(ErrorCode::UnknownKind, format!("no system actor {name}")),
                 }
             }
         }
     }
 
-    async fn local_ask(&self, id: &ActorId, ask: Ask, deadline: Instant) -> ReplyResult {
-        let started = std::time::Instant::now();
-        self.metrics.message_received(id.kind(), true);
-        let key = ask.idempotency_key;
-        if let Some(k) = key {
-            let b = self.dedupe.begin(k, Instant::now());
-            // Enabled with `--log-level=info,cortex_node::idempotency=debug`: follows one key
-            // through retries, forwards and handovers (the chaos harness's counters).
-            tracing::debug!(target: "cortex_node::idempotency", key = %key_label(&k), actor = %id, begin = b.name(), "idempotent ask arrives");
-            match b {
-                Begin::Run => {}
-                Begin::Done(r) => return r,
-                Begin::Busy => {
-                    return err(
-                        ErrorCode::Rejected,
-                        "too many retries in flight for one idempotency key",
-                    );
-                }
-                Begin::Wait(rx) => {
-                    return match tokio::time::timeout_at(deadline, rx).await {
-                        Ok(Ok(r)) => r,
-                        Ok(Err(_)) => {
-                            err(ErrorCode::ActorStopped, "the first attempt was abandoned")
-                        }
-                        Err(_) => err(
-                            ErrorCode::Timeout,
-                            "deadline passed waiting for the first attempt",
-                        ),
-                    };
+    #[allow(clippy::manual_async_fn)] // see route_ask
+    fn local_ask(
+        &self,
+        id: &ActorId,
+        ask: Ask,
+        deadline: Instant,
+    ) -> impl Future<Output = ReplyResult> + Send {
+        async move {
+            let started = std::time::Instant::now();
+            self.metrics.message_received(id.kind(), true);
+            let key = ask.idempotency_key;
+            if let Some(k) = key {
+                let b = self.dedupe.begin(k, Instant::now());
+                // Enabled with `--log-level=info,cortex_node::idempotency=debug`: follows one key
+                // through retries, forwards and handovers (the chaos harness's counters).
+                tracing::debug!(target: "cortex_node::idempotency", key = %key_label(&k), actor = %id, begin = b.name(), "idempotent ask arrives");
+                match b {
+                    Begin::Run => {}
+                    Begin::Done(r) => return r,
+                    Begin::Busy => {
+                        return err(
+                            ErrorCode::Rejected,
+                            "too many retries in flight for one idempotency key",
+                        );
+                    }
+                    Begin::Wait(rx) => {
+                        return match tokio::time::timeout_at(deadline, rx).await {
+                            Ok(Ok(r)) => r,
+                            Ok(Err(_)) => {
+                                err(ErrorCode::ActorStopped, "the first attempt was abandoned")
+                            }
+                            Err(_) => err(
+                                ErrorCode::Timeout,
+                                "deadline passed waiting for the first attempt",
+                            ),
+                        };
+                    }
                 }
             }
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Some(k) = key else {
-            let r = reply_of(
-                self.system
-                    .virtuals()
-                    .send_erased(id, &ask.message, &ask.payload, Codec::Bincode, left)
-                    .await,
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(k) = key else {
+                let r = reply_of(
+                    self.system
+                        .virtuals()
+                        .send_erased(id, &ask.message, &ask.payload, Codec::Bincode, left)
+                        .await,
+                );
+                self.metrics.record_ask(
+                    id.kind(),
+                    matches!(r, ReplyResult::Ok { .. }),
+                    started.elapsed(),
+                );
+                return r;
+            };
+            // An idempotent ask runs to completion even if this caller gives up: a retry with
+            // the same key then joins the run or gets its answer, instead of running it again
+            // while the first attempt may still apply.
+            let reg = self.system.virtuals().clone();
+            let dedupe = self.dedupe.clone();
+            let (id2, message, payload) = (id.clone(), ask.message.clone(), ask.payload.clone());
+            let budget = left.max(IDEMPOTENT_RUN_MIN);
+            let mut run: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(
+                async move {
+                    let r = reply_of(
+                        reg.send_erased(&id2, &message, &payload, Codec::Bincode, budget)
+                            .await,
+                    );
+                    tracing::debug!(target: "cortex_node::idempotency", key = %key_label(&k), actor = %id2, replayable = is_replayable(&r), "idempotent run ends");
+                    if is_replayable(&r) {
+                        dedupe.finish(k, Some(&id2), &r, Instant::now());
+                    } else {
+                        dedupe.abandon(k, &r);
+                    }
+                },
             );
+            // Its first poll, here on the lane's reader, puts the ask in the actor's mailbox
+            // (the common case), so tells that follow it on the lane stay behind it; only the
+            // wait for the answer moves to a task.
+            if run
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+                .is_pending()
+            {
+                self.spawn(run);
+            }
+            let r = match self.dedupe.begin(k, Instant::now()) {
+                Begin::Wait(rx) => match tokio::time::timeout_at(deadline, rx).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(_)) => err(ErrorCode::ActorStopped, "the run was abandoned"),
+                    Err(_) => err(
+                        ErrorCode::Timeout,
+                        "the actor did not answer before the deadline (the request may still apply; retry with the same idempotency key)",
+                    ),
+                },
+                Begin::Done(r) => r,
+                Begin::Busy => err(
+                    ErrorCode::Rejected,
+                    "too many retries in flight for one idempotency key",
+                ),
+                // The run already ended and was abandoned (refused before the handler ran).
+                Begin::Run => {
+                    self.dedupe
+                        .abandon(k, &err(ErrorCode::Rejected, "abandoned"));
+                    err(
+                        ErrorCode::Rejected,
+                        "the request was refused before it ran; retry",
+                    )
+                }
+            };
             self.metrics.record_ask(
                 id.kind(),
                 matches!(r, ReplyResult::Ok { .. }),
                 started.elapsed(),
             );
-            return r;
-        };
-        // An idempotent ask runs to completion even if this caller gives up: a retry with
-        // the same key then joins the run or gets its answer, instead of running it again
-        // while the first attempt may still apply.
-        let reg = self.system.virtuals().clone();
-        let dedupe = self.dedupe.clone();
-        let (id2, message, payload) = (id.clone(), ask.message.clone(), ask.payload.clone());
-        let budget = left.max(IDEMPOTENT_RUN_MIN);
-        let mut run: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
-            let r = reply_of(
-                reg.send_erased(&id2, &message, &payload, Codec::Bincode, budget)
-                    .await,
-            );
-            tracing::debug!(target: "cortex_node::idempotency", key = %key_label(&k), actor = %id2, replayable = is_replayable(&r), "idempotent run ends");
-            if is_replayable(&r) {
-                dedupe.finish(k, Some(&id2), &r, Instant::now());
-            } else {
-                dedupe.abandon(k, &r);
-            }
-        });
-        // Its first poll, here on the lane's reader, puts the ask in the actor's mailbox
-        // (the common case), so tells that follow it on the lane stay behind it; only the
-        // wait for the answer moves to a task.
-        if run
-            .as_mut()
-            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
-            .is_pending()
-        {
-            self.spawn(run);
+            r
         }
-        let r = match self.dedupe.begin(k, Instant::now()) {
-            Begin::Wait(rx) => match tokio::time::timeout_at(deadline, rx).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(_)) => err(ErrorCode::ActorStopped, "the run was abandoned"),
-                Err(_) => err(
-                    ErrorCode::Timeout,
-                    "the actor did not answer before the deadline (the request may still apply; retry with the same idempotency key)",
-                ),
-            },
-            Begin::Done(r) => r,
-            Begin::Busy => err(
-                ErrorCode::Rejected,
-                "too many retries in flight for one idempotency key",
-            ),
-            // The run already ended and was abandoned (refused before the handler ran).
-            Begin::Run => {
-                self.dedupe
-                    .abandon(k, &err(ErrorCode::Rejected, "abandoned"));
-                err(
-                    ErrorCode::Rejected,
-                    "the request was refused before it ran; retry",
-                )
-            }
-        };
-        self.metrics.record_ask(
-            id.kind(),
-            matches!(r, ReplyResult::Ok { .. }),
-            started.elapsed(),
-        );
-        r
     }
 
     /// Sends `ask` to `owner`: as a plain ask when it starts here (`received` false), else
