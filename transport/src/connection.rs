@@ -401,9 +401,15 @@ impl Connection {
     ///
     /// # Cancel safety
     /// Cancel safe: the pending entry is removed; a late reply is dropped.
-    pub async fn ask(&self, ask: Ask, timeout: Duration) -> Result<ReplyResult, TransportError> {
+    pub fn ask(
+        &self,
+        ask: Ask,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<ReplyResult, TransportError>> + Send + '_ {
+        // Not an `async fn`: `ask_on`'s future is the whole of it, without a second copy of
+        // the `Ask` around it.
         let key = lane_key(&ask.target);
-        self.ask_on(ask, key, timeout).await
+        self.ask_on(ask, key, timeout)
     }
 
     /// [`Connection::ask`] on an explicit lane key.

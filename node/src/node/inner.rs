@@ -526,70 +526,74 @@ impl NodeInner {
     /// Sends `ask` to `owner`: as a plain ask when it starts here (`received` false), else
     /// as a `Forward` one hop further, so a loop between disagreeing views ends at the hop
     /// limit.
-    async fn forward_ask(
+    #[allow(clippy::manual_async_fn)] // see route_ask
+    fn forward_ask(
         &self,
         owner: &Owner,
-        mut ask: Ask,
+        ask: Ask,
         hops: u8,
         origin: NodeId,
         deadline: Instant,
         received: bool,
-    ) -> ReplyResult {
-        if received && hops >= MAX_HOPS {
-            return err(
-                ErrorCode::HopLimit,
-                format!(
-                    "forwarded {hops} times without reaching the owner: the cluster views disagree"
-                ),
-            );
-        }
-        let conn = match self.connection(&owner.node).await {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        ask.meta.budget_us = left.as_micros() as u64;
-        ask.epoch = owner.epoch;
-        // Trace the forward inside a traced request, or as the root of a new trace that
-        // starts here and is sampled.
-        let traced = if tracing::Span::current().is_disabled() {
-            !received && crate::trace::sampled(&ask.meta.trace)
-        } else {
-            true
-        };
-        if !traced {
-            let result = if received {
-                conn.forward_ask(hops + 1, origin, ask, left).await
-            } else {
-                conn.ask(ask, left).await
+    ) -> impl Future<Output = ReplyResult> + Send {
+        let mut ask = ask;
+        async move {
+            if received && hops >= MAX_HOPS {
+                return err(
+                    ErrorCode::HopLimit,
+                    format!(
+                        "forwarded {hops} times without reaching the owner: the cluster views disagree"
+                    ),
+                );
+            }
+            let conn = match self.connection(&owner.node).await {
+                Ok(c) => c,
+                Err(e) => return e,
             };
-            return match result {
+            let left = deadline.saturating_duration_since(Instant::now());
+            ask.meta.budget_us = left.as_micros() as u64;
+            ask.epoch = owner.epoch;
+            // Trace the forward inside a traced request, or as the root of a new trace that
+            // starts here and is sampled.
+            let traced = if tracing::Span::current().is_disabled() {
+                !received && crate::trace::sampled(&ask.meta.trace)
+            } else {
+                true
+            };
+            if !traced {
+                let result = if received {
+                    conn.forward_ask(hops + 1, origin, ask, left).await
+                } else {
+                    conn.ask(ask, left).await
+                };
+                return match result {
+                    Ok(r) => r,
+                    Err(e) => transport_err(&e),
+                };
+            }
+            let span = tracing::info_span!(
+                target: crate::trace::TARGET,
+                "cortex.forward",
+                otel.kind = "client",
+                node = %self.id.name(),
+                to = %owner.node.name(),
+                message = %ask.message,
+                hops,
+            );
+            if !span.is_disabled() {
+                ask.meta.trace = crate::trace::inject(&span);
+            }
+            let result = if received {
+                conn.forward_ask(hops + 1, origin, ask, left)
+                    .instrument(span)
+                    .await
+            } else {
+                conn.ask(ask, left).instrument(span).await
+            };
+            match result {
                 Ok(r) => r,
                 Err(e) => transport_err(&e),
-            };
-        }
-        let span = tracing::info_span!(
-            target: crate::trace::TARGET,
-            "cortex.forward",
-            otel.kind = "client",
-            node = %self.id.name(),
-            to = %owner.node.name(),
-            message = %ask.message,
-            hops,
-        );
-        if !span.is_disabled() {
-            ask.meta.trace = crate::trace::inject(&span);
-        }
-        let result = if received {
-            conn.forward_ask(hops + 1, origin, ask, left)
-                .instrument(span)
-                .await
-        } else {
-            conn.ask(ask, left).instrument(span).await
-        };
-        match result {
-            Ok(r) => r,
-            Err(e) => transport_err(&e),
+            }
         }
     }
 
