@@ -438,14 +438,13 @@ impl VirtualRegistry {
         // push never waits, but it decodes the payload: a large one is decoded outside the
         // lock, so that it does not hold up the other ids of the shard.
         if payload.len() <= DECODE_UNDER_LOCK_MAX {
-            let shard = self.inner.shard(id).lock();
-            match shard.get(id) {
-                Some(slot) if slot.stopping.is_none() => {
-                    self.inner.touch(&slot.act);
-                    return delivered(slot.act.erased.try_tell(name.as_str(), payload, codec));
-                }
-                Some(_) => return Ok(false),
-                None => {}
+            match self
+                .inner
+                .with_live(id, |act| act.erased.try_tell(name.as_str(), payload, codec))
+            {
+                Lookup::Live(r) => return delivered(r),
+                Lookup::Stopping => return Ok(false),
+                Lookup::Absent => {}
             }
         }
         let Some(act) = self.inner.try_resolve(id, Some(name.as_str()))? else {
@@ -605,6 +604,20 @@ impl Inner {
         slot.act.erased.drain(deadline);
     }
 
+    /// Applies `f` to the live activation of `id` (counting it as used) under its shard's
+    /// lock, without activating anything.
+    fn with_live<R>(&self, id: &ActorId, f: impl FnOnce(&Arc<Activation>) -> R) -> Lookup<R> {
+        let shard = self.shard(id).lock();
+        match shard.get(id) {
+            Some(slot) if slot.stopping.is_none() => {
+                self.touch(&slot.act);
+                Lookup::Live(f(&slot.act))
+            }
+            Some(_) => Lookup::Stopping,
+            None => Lookup::Absent,
+        }
+    }
+
     /// The live activation of `id`, activating it if needed; `None` when an earlier
     /// activation is still stopping (only [`Inner::resolve`] can wait for that).
     fn try_resolve(
@@ -613,18 +626,12 @@ impl Inner {
         message: Option<&str>,
     ) -> Result<Option<Arc<Activation>>, ActorError> {
         loop {
-            {
-                let shard = self.shard(id).lock();
-                match shard.get(id) {
-                    // No `handles` check here: the caller's send looks the name up anyway
-                    // and fails the same way.
-                    Some(slot) if slot.stopping.is_none() => {
-                        self.touch(&slot.act);
-                        return Ok(Some(Arc::clone(&slot.act)));
-                    }
-                    Some(_) => return Ok(None),
-                    None => {}
-                }
+            // No `handles` check here: the caller's send looks the name up anyway and fails
+            // the same way.
+            match self.with_live(id, Arc::clone) {
+                Lookup::Live(act) => return Ok(Some(act)),
+                Lookup::Stopping => return Ok(None),
+                Lookup::Absent => {}
             }
             if let Some(act) = self.activate(id, message)? {
                 return Ok(Some(act));
@@ -878,6 +885,16 @@ fn give_back_room(shard: &mut Table) {
     if shard.len() * 4 < shard.capacity() {
         shard.shrink_to(shard.len() * 2);
     }
+}
+
+/// What [`Inner::with_live`] found for an id.
+enum Lookup<R> {
+    /// Live: what the function returned.
+    Live(R),
+    /// An activation is still stopping.
+    Stopping,
+    /// No activation.
+    Absent,
 }
 
 /// A non-waiting push's outcome as `try_tell_erased` answers it.
