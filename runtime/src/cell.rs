@@ -110,9 +110,8 @@ impl<A: Actor> Cell<A> {
             }
             let mut budget = BATCH;
             let exit = loop {
-                if self.ctx.stop_requested {
-                    break Exit::Stop;
-                }
+                // Before the stop check, as when the restart ran where its directive was
+                // received: a restart clears a stop the failed instance had asked for.
                 if phase == Phase::Restarting {
                     // Boxed: rare paths must not inflate every idle actor's task.
                     phase = if Box::pin(self.restart()).await {
@@ -120,6 +119,9 @@ impl<A: Actor> Cell<A> {
                     } else {
                         Phase::Suspended
                     };
+                }
+                if self.ctx.stop_requested {
+                    break Exit::Stop;
                 }
                 // Not a local clone of the mailbox `Arc`: 8 bytes more in every idle task.
                 let running = phase == Phase::Running;
