@@ -42,7 +42,7 @@ fn payload(item: Option<Item<A>>) -> u32 {
 
 #[test]
 fn bounded_and_control_first() {
-    let mb = Mailbox::<A>::new(1, 2);
+    let mb = Arc::new(Mailbox::<A>::new(1, 2));
     let mut batch = Batch::default();
     assert!(mb.try_push_m(env(1)).is_ok());
     assert!(mb.try_push_m(env(2)).is_ok());
@@ -70,7 +70,7 @@ fn bounded_and_control_first() {
 
 #[test]
 fn fifo_across_batches_and_refills() {
-    let mb = Mailbox::<A>::new(1, 1000);
+    let mb = Arc::new(Mailbox::<A>::new(1, 1000));
     let mut batch = Batch::default();
     let mut next_in = 0;
     let mut next_out = 0;
@@ -99,7 +99,7 @@ fn fifo_across_batches_and_refills() {
 #[test]
 fn the_batch_counts_against_capacity_until_the_next_refill() {
     let cap = 100;
-    let mb = Mailbox::<A>::new(1, cap);
+    let mb = Arc::new(Mailbox::<A>::new(1, cap));
     let mut batch = Batch::default();
     for i in 0..cap as u32 {
         assert!(mb.try_push_m(env(i)).is_ok());
@@ -140,7 +140,7 @@ impl Handler<Other> for A {
 
 #[test]
 fn spent_envelopes_are_reused_by_senders_of_their_type() {
-    let mb = Mailbox::<A>::new(1, 16);
+    let mb = Arc::new(Mailbox::<A>::new(1, 16));
     let mut batch = Batch::default();
     let spares = |mb: &Mailbox<A>| mb.state.lock().spare.len();
     for i in 0..3 {
@@ -178,7 +178,7 @@ fn spent_envelopes_are_reused_by_senders_of_their_type() {
 
 #[test]
 fn control_overtakes_a_taken_batch() {
-    let mb = Mailbox::<A>::new(1, 64);
+    let mb = Arc::new(Mailbox::<A>::new(1, 64));
     let mut batch = Batch::default();
     for i in 0..10 {
         assert!(mb.try_push_m(env(i)).is_ok());
@@ -381,5 +381,96 @@ fn many_senders_on_threads_and_tasks_keep_the_bound() {
     });
     for t in threads {
         t.join().unwrap();
+    }
+}
+
+/// Pushes `n` messages and pops them all as the actor's task does, parking at the end;
+/// returns the take count the pause asks `trim` to check against, if it asks.
+fn burst(mb: &Arc<Mailbox<A>>, batch: &mut Batch<A>, n: u32) -> Option<u32> {
+    for i in 0..n {
+        assert!(mb.try_push_m(env(i)).is_ok());
+    }
+    loop {
+        let (item, _, trim_at) = mb.pop_locked(batch, true, Some(Waker::noop()));
+        match item {
+            Some(Item::Msg(e)) => batch.spend(e.recycle()),
+            Some(Item::Control(c)) => panic!("unexpected {c:?}"),
+            None => return trim_at,
+        }
+    }
+}
+
+#[test]
+fn a_burst_is_released_only_once_the_actor_has_stayed_idle() {
+    use super::trim::Trim;
+    let mb = Arc::new(Mailbox::<A>::new(1, 512));
+    let mut batch = Batch::default();
+    let spares = |mb: &Mailbox<A>| mb.state.lock().spare.len();
+    let queue_cap = |mb: &Mailbox<A>| mb.state.lock().queue.capacity();
+
+    // A burst leaves spares and queue room in place at the pause, for the next burst.
+    let first = burst(&mb, &mut batch, 300).expect("a burst registers for a trim");
+    assert!(spares(&mb) > SPARE_IDLE_MAX);
+    assert!(queue_cap(&mb) > IDLE_QUEUE_MAX);
+    // A second wake-up with nothing to take registers nothing more.
+    assert_eq!(mb.pop_locked(&mut batch, true, Some(Waker::noop())).2, None);
+
+    // Idle since: released to an idle actor's allowance.
+    assert_eq!(mb.trim(first), None);
+    assert!(spares(&mb) <= SPARE_IDLE);
+    assert!(queue_cap(&mb) <= IDLE_QUEUE_MAX);
+
+    // Busy again after registering: nothing is released, and the trim asks to look
+    // again from the latest pause (which found it pending and did not register).
+    let second = burst(&mb, &mut batch, 300).expect("registers again");
+    assert_eq!(burst(&mb, &mut batch, 300), None);
+    let again = mb.trim(second).expect("busy in between: check again");
+    assert!(spares(&mb) > SPARE_IDLE_MAX);
+    assert_eq!(mb.trim(again), None);
+    assert!(spares(&mb) <= SPARE_IDLE);
+
+    // Busy at the trim (a sender woke it): nothing released, nothing asked; its next
+    // pause registers it.
+    let third = burst(&mb, &mut batch, 300).expect("registers again");
+    assert!(mb.try_push_m(env(1)).is_ok());
+    assert_eq!(mb.trim(third), None);
+    assert!(spares(&mb) > SPARE_IDLE_MAX);
+    assert!(burst(&mb, &mut batch, 0).is_some());
+
+    // A stopped mailbox keeps nothing, trim pending or not.
+    mb.mark_terminated();
+    assert_eq!(spares(&mb), 0);
+}
+
+/// The trim thread releases a real actor's burst on its own once the actor stays idle
+/// (polled under a generous deadline, not timed).
+#[test]
+fn the_trim_thread_releases_an_idle_burst() {
+    let mb = Arc::new(Mailbox::<A>::new(1, 512));
+    let mut batch = Batch::default();
+    for i in 0..300 {
+        assert!(mb.try_push_m(env(i)).is_ok());
+    }
+    loop {
+        match mb.pop(&mut batch, true, Some(Waker::noop())) {
+            Some(Item::Msg(e)) => batch.spend(e.recycle()),
+            Some(Item::Control(c)) => panic!("unexpected {c:?}"),
+            None => break,
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (spare, trim_queued) = {
+            let st = mb.state.lock();
+            (st.spare.len(), st.trim_queued)
+        };
+        if spare <= SPARE_IDLE && !trim_queued {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {spare} spares after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
