@@ -16,10 +16,11 @@
 //!
 //! Costs: in steady state a tell allocates nothing (message boxes are recycled through the
 //! mailbox, and a handler's run is held in the actor's task when its future is small) and an
-//! ask allocates its reply channel. On a multi-thread runtime, bursts larger than the spares
-//! an idle actor keeps make senders allocate on one worker what actors free on the other:
-//! use an allocator that handles that well (the `cortex-node` binary uses mimalloc; with
-//! glibc's, the 1,000-actor work-stealing benchmark runs at about half the rate), or shards.
+//! ask allocates its reply channel. An actor that goes idle after a burst keeps the burst's
+//! queue room and spare message boxes for the next one, and releases them once it has
+//! stayed idle for half a second to a second (one `cortex-trim` thread, running only while
+//! such actors wait for it): releasing them at every pause made each burst regrow them,
+//! which glibc's allocator answers by consolidating every block freed since.
 //!
 //! ```
 //! use std::time::Duration;
