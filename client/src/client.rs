@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cortex_protocol::{ActorId, FEATURE_BATCH, FEATURE_TOPOLOGY, NodeId, PeerIdentity};
+use cortex_protocol::{
+    ActorId, FEATURE_BATCH, FEATURE_REPLY_LANE, FEATURE_TOPOLOGY, NodeId, PeerIdentity,
+};
 use cortex_runtime::resilience::{
     CircuitGuard, CircuitState, RetryConfig, RetryPolicy, SharedCircuitBreaker,
 };
@@ -233,7 +235,7 @@ impl Client {
             cfg.cluster.clone(),
         );
         ep.token = cfg.token.clone();
-        ep.features = FEATURE_BATCH | FEATURE_TOPOLOGY;
+        ep.features = FEATURE_BATCH | FEATURE_TOPOLOGY | FEATURE_REPLY_LANE;
         ep.connect_timeout = cfg.connect_timeout;
         ep.idle_timeout = cfg.idle_timeout;
         ep.keep_alive = cfg.keep_alive;

@@ -454,6 +454,9 @@ pub enum PeerIdentity {
 pub const FEATURE_BATCH: u64 = 1 << 0;
 /// Feature bit: the sender wants topology updates (clients).
 pub const FEATURE_TOPOLOGY: u64 = 1 << 1;
+/// Feature bit: the sender writes its replies on a stream of their own (SPEC.md section 1),
+/// when both sides announce it.
+pub const FEATURE_REPLY_LANE: u64 = 1 << 2;
 
 /// First frame on every connection, from the dialer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

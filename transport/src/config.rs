@@ -123,7 +123,7 @@ impl EndpointConfig {
             duplicate_linger: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(3),
             max_concurrent_handshakes: 256,
-            features: cortex_protocol::FEATURE_BATCH,
+            features: cortex_protocol::FEATURE_BATCH | cortex_protocol::FEATURE_REPLY_LANE,
             hello_versions: SUPPORTED_VERSIONS,
         }
     }

@@ -80,7 +80,12 @@ pub(crate) struct ConnInner {
     pub(crate) dialed_by_us: bool,
     pub(crate) version: u8,
     pub(crate) features: u64,
+    /// One per lane, then the reply lane's when there is one (`reply_lane`).
     pub(crate) outboxes: Vec<Outbox>,
+    /// Lanes per direction (the reply lane not counted).
+    pub(crate) lanes: usize,
+    /// Replies go on a stream of their own (both sides announced `FEATURE_REPLY_LANE`).
+    pub(crate) reply_lane: bool,
     /// The connection's writer task, woken by every outbox.
     pub(crate) writer: Arc<futures::task::AtomicWaker>,
     /// Per lane, slots for replies to inbound asks (bounds a peer's outstanding asks).
@@ -155,11 +160,27 @@ pub(crate) struct LaneSpec {
     pub(crate) max_frame: usize,
 }
 
+impl ConnInner {
+    /// Where the answer to an ask received on `lane` is written: the reply lane when the
+    /// connection has one, else the lane of the same number.
+    ///
+    /// The reply lane exists so that replies never wait behind requests: the peer reads it
+    /// with a reader that only completes its pending asks, so a lane of theirs held up by a
+    /// slow delivery holds up no answer. It also puts a burst's replies on one stream, which
+    /// the asker reads with one task wake instead of one per lane they came in on (measured:
+    /// CPU per ask round trip at 10k asks/s 44-47 -> 33-35 us, both processes; BENCHMARKS.md).
+    pub(crate) fn reply_outbox(&self, lane: usize) -> &Outbox {
+        let i = if self.reply_lane { self.lanes } else { lane };
+        &self.outboxes[i]
+    }
+}
+
 impl Connection {
     pub(crate) fn new(n: NewConn, spec: &LaneSpec) -> Self {
         let batching = n.features & cortex_protocol::FEATURE_BATCH != 0;
         let writer = Arc::new(futures::task::AtomicWaker::new());
-        let outboxes = (0..spec.lanes)
+        let reply_lane = n.features & cortex_protocol::FEATURE_REPLY_LANE != 0;
+        let outboxes = (0..spec.lanes + usize::from(reply_lane))
             .map(|_| {
                 Outbox::new(
                     spec.queue,
@@ -182,6 +203,8 @@ impl Connection {
             version: n.version,
             features: n.features,
             outboxes,
+            lanes: spec.lanes,
+            reply_lane,
             writer,
             reply_slots,
             pending: Mutex::new(Pending::default()),
@@ -241,7 +264,7 @@ impl Connection {
 
     /// Lanes per direction.
     pub fn lanes(&self) -> usize {
-        self.inner.outboxes.len()
+        self.inner.lanes
     }
 
     /// Smoothed round-trip time as QUIC measures it.
@@ -309,7 +332,7 @@ impl Connection {
 
     fn lane(&self, lane_key: u64) -> usize {
         // lanes >= 1 is validated at bind; the cast is lossless because lanes <= 64.
-        (lane_key % self.inner.outboxes.len() as u64) as usize
+        (lane_key % self.inner.lanes as u64) as usize
     }
 
     fn lost(&self) -> TransportError {

@@ -216,7 +216,7 @@ impl Responder {
 
     fn deliver(&mut self, result: ReplyResult) {
         let Some(slot) = self.slot.take() else { return };
-        let outbox = &self.conn.outboxes[self.lane];
+        let outbox = self.conn.reply_outbox(self.lane);
         let reply = |result| {
             Envelope::Reply(Reply {
                 request: self.request,

@@ -27,7 +27,10 @@ pub(crate) async fn accept_lanes(conn: Connection, handler: Arc<dyn Handler>, ma
             Err(_) => break,
         };
         let index = recv.id().index();
-        if index >= crate::config::MAX_LANES as u64 {
+        // With a reply lane, stream 0 is the peer's reply lane and its lanes follow.
+        let reply_lane = conn.inner.reply_lane;
+        let lanes_from = u64::from(reply_lane);
+        if index >= crate::config::MAX_LANES as u64 + lanes_from {
             violation(
                 &conn,
                 &format!(
@@ -37,9 +40,11 @@ pub(crate) async fn accept_lanes(conn: Connection, handler: Arc<dyn Handler>, ma
             );
             break;
         }
-        // Below MAX_LANES (checked above); the peer may run more lanes than we do, and
-        // replies go back on our lane of the same number.
-        let lane = index as usize % conn.lanes();
+        // Below MAX_LANES (checked above); the peer may run more lanes than we do, and the
+        // answers to a lane's asks go on our reply lane, or without one on our lane of the
+        // same number. The peer's reply lane is read like a lane 0 (it carries replies,
+        // which complete at once and never wait).
+        let lane = index.saturating_sub(lanes_from) as usize % conn.lanes();
         readers.spawn(read_lane(
             conn.clone(),
             handler.clone(),

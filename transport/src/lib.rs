@@ -10,6 +10,9 @@
 //!   `lane_key % N`, so order holds per actor while a slow actor blocks no other lane. One
 //!   writer task per connection writes every lane at the end of the scheduler's turn, so a
 //!   burst of envelopes leaves in as few datagrams as possible.
+//! - Replies go on a reply lane of their own when both sides announce
+//!   `FEATURE_REPLY_LANE` (the default): they never wait behind requests held for a slow
+//!   actor, and a burst of them reaches the asker on one stream.
 //! - Inbound traffic goes to your [`Handler`]; asks come with a [`Responder`], which can
 //!   also answer with a future the lane's reader polls ([`Responder::send_later`]). Each lane's
 //!   reader dispatches in arrival order and awaits any [`Delivery`] the handler returns

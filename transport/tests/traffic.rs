@@ -175,6 +175,63 @@ async fn a_blocked_lane_does_not_hold_the_others() {
     release_lane_0(&bh, held, 100 + sent, "lane 0's tells arrive").await;
 }
 
+/// Replies travel on a lane of their own: an asker whose lane 0 is stalled (its reader is
+/// waiting for a reply slot behind a held ask, and flow control is full) still gets the
+/// answers to the asks it sends on lane 0. Without the reply lane they would come back on
+/// the peer's lane 0, which that reader is not reading.
+#[tokio::test]
+async fn replies_pass_a_stalled_lane_on_the_reply_lane() {
+    let Stalled {
+        _a,
+        _b,
+        bh,
+        conn,
+        held,
+        sent,
+    } = stalled(1).await;
+    let back = _b.cached_connection("a").expect("b has a's connection");
+    for i in 0..20u32 {
+        let payload = i.to_le_bytes();
+        let r = back
+            .ask_on(ask("test.Echo", &payload), 0, LONG)
+            .await
+            .unwrap();
+        match r {
+            cortex_protocol::ReplyResult::Ok { payload: p, .. } => assert_eq!(&p[..], &payload),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(bh.tells.lock().is_empty(), "b's lane 0 is still stalled");
+    drop(conn);
+    release_lane_0(&bh, held, sent, "queued tells arrive").await;
+}
+
+/// A peer that does not announce the reply lane gets its replies on the lanes, as before,
+/// both ways.
+#[tokio::test]
+async fn replies_use_the_lanes_with_a_peer_without_the_reply_lane() {
+    let pki = Pki::new("c");
+    let (b, _) = start(node_cfg(&pki, "b", "c"));
+    let mut cfg = node_cfg(&pki, "a", "c");
+    cfg.features = cortex_protocol::FEATURE_BATCH;
+    let (a, _) = start(cfg);
+    let conn = a.connect(addr(&b), "b").await.unwrap();
+    let back = b.cached_connection("a").expect("b has a's connection");
+    for c in [&conn, &back] {
+        for i in 0..50u32 {
+            let payload = i.to_le_bytes();
+            let mut req = ask("test.Echo", &payload);
+            req.target = cortex_protocol::Target::Virtual(format!("test/{i}").parse().unwrap());
+            match c.ask(req, LONG).await.unwrap() {
+                cortex_protocol::ReplyResult::Ok { payload: p, .. } => {
+                    assert_eq!(&p[..], &payload);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn concurrent_asks_correlate() {
     let pki = Pki::new("c");

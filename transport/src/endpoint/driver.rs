@@ -70,13 +70,19 @@ impl EndpointInner {
                 max_frame: cfg.max_frame,
             },
         );
-        let mut streams = Vec::with_capacity(cfg.lanes);
-        for _ in 0..cfg.lanes {
+        // The reply lane, when there is one, is the first stream opened (index 0 for the
+        // peer) and the last in `streams`, matching the outboxes.
+        let reply_lane = conn.inner.reply_lane;
+        let mut streams = Vec::with_capacity(cfg.lanes + usize::from(reply_lane));
+        for _ in 0..cfg.lanes + usize::from(reply_lane) {
             streams.push(
                 qc.open_uni()
                     .await
                     .map_err(|e| from_connection_error(qc.remote_address(), &e))?,
             );
+        }
+        if reply_lane {
+            streams.rotate_left(1);
         }
         let (winner, announce) = self.register(&conn);
         self.tracker

@@ -148,7 +148,8 @@ fn transport_config(cfg: &EndpointConfig) -> Result<quinn::TransportConfig, Tran
         .map_err(|_| TransportError::Config("idle_timeout is too large".into()))?;
     t.max_idle_timeout(Some(idle));
     t.keep_alive_interval(Some(cfg.keep_alive));
-    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(MAX_LANES as u32));
+    // The lanes and the reply lane.
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(MAX_LANES as u32 + 1));
     // One bidirectional stream per connection: the handshake.
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(2));
     let mut ack = quinn::AckFrequencyConfig::default();
