@@ -187,6 +187,17 @@ impl<A> State<A> {
     }
 }
 
+/// What a receiver going idle does with what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Idle {
+    /// Releases a burst's worth now (it held no more than an idle actor keeps).
+    Release,
+    /// Keeps it and registers with [`trim`], at this take count.
+    Defer(u32),
+    /// Keeps it; a trim is already pending.
+    Keep,
+}
+
 /// Queue capacity an idle actor keeps without a trim.
 const IDLE_QUEUE_MAX: usize = 64;
 
@@ -426,14 +437,18 @@ impl<A> Mailbox<A> {
     where
         A: 'static,
     {
-        let (item, notify, trim_at) = self.pop_locked(batch, accept_user, waker);
-        if let Some(epoch) = trim_at {
-            self.defer_trim(epoch);
+        let (item, notify, mut idle) = self.pop_locked(batch, accept_user, waker);
+        if let Some(Idle::Defer(epoch)) = idle
+            && !self.defer_trim(epoch)
+        {
+            idle = Some(Idle::Release);
         }
         if let Some(b) = batch.0.as_mut() {
             // Freed after the unlock: handled envelopes the spares had no room for.
             b.spent.clear();
-            if item.is_none() && b.queue.is_empty() {
+            // Kept while a trim is pending, like the mailbox's own buffers: the trim wakes
+            // the actor, whose pause then releases them.
+            if matches!(idle, Some(Idle::Release)) && b.queue.is_empty() {
                 // Going idle: keep a little for the next message, not a burst's worth.
                 if b.queue.capacity() > 16 {
                     b.queue = VecDeque::new();
@@ -451,13 +466,13 @@ impl<A> Mailbox<A> {
     }
 
     /// The part of [`Mailbox::pop_slow`] under the lock. Returns the item, the `Notify` to
-    /// signal after the unlock, and the idle epoch to hand to [`trim`] after it.
+    /// signal after the unlock, and, when it goes idle, what to do with what it holds.
     fn pop_locked(
         &self,
         batch: &mut Batch<A>,
         accept_user: bool,
         waker: Option<&Waker>,
-    ) -> (Option<Item<A>>, Option<Arc<Notify>>, Option<u32>) {
+    ) -> (Option<Item<A>>, Option<Arc<Notify>>, Option<Idle>) {
         let mut st = self.state.lock();
         if let Some(b) = batch.0.as_mut()
             && !b.spent.is_empty()
@@ -518,31 +533,37 @@ impl<A> Mailbox<A> {
         // shrinking whenever a batch emptied the queue made a steady stream regrow it,
         // allocation by allocation.)
         let keep = (std::mem::take(&mut st.recycled) as usize).clamp(SPARE_IDLE, SPARE_IDLE_MAX);
-        let mut trim_at = None;
-        if st.holds_a_burst() {
-            if !st.trim_queued {
+        let idle = if st.holds_a_burst() {
+            if st.trim_queued {
+                Idle::Keep
+            } else {
                 st.trim_queued = true;
-                trim_at = Some(st.takes);
+                Idle::Defer(st.takes)
             }
+        } else if st.trim_queued {
+            Idle::Keep
         } else {
             // Freed under the lock, but only here, on going idle: shedding them after the
             // unlock took a `Vec` allocation (measured: allocations per ask 2.01 -> 2.02).
             st.shrink_idle(keep);
-        }
+            Idle::Release
+        };
         let room = (released && st.waiting_senders > 0).then(|| st.room.clone());
-        (None, room.flatten(), trim_at)
+        (None, room.flatten(), Some(idle))
     }
 
     /// Hands this mailbox to [`trim`] for a release if the receiver stays idle, its take
-    /// count still `epoch`; releases at once when `trim` refuses.
-    fn defer_trim(self: &Arc<Self>, epoch: u32)
+    /// count still `epoch`; releases at once, and returns false, when `trim` refuses.
+    fn defer_trim(self: &Arc<Self>, epoch: u32) -> bool
     where
         A: 'static,
     {
         let me: std::sync::Weak<dyn trim::Trim> = Arc::downgrade(self) as _;
         if trim::defer(me, epoch).is_err() {
             trim::Trim::release(&**self);
+            return false;
         }
+        true
     }
 
     pub(crate) fn mark_terminated(&self) {
@@ -603,6 +624,13 @@ impl<A: 'static> trim::Trim for Mailbox<A> {
         let idle = st.rx_waker.is_some();
         if idle && st.takes == epoch {
             st.shrink_idle(SPARE_IDLE);
+            // The receiver's batch buffers are in its task: woken, it finds no trim pending
+            // and releases them at its pause.
+            let waker = st.rx_waker.take();
+            drop(st);
+            if let Some(w) = waker {
+                w.wake();
+            }
             return None;
         }
         // Busy since, and idle again (that pause found this trim pending): counted from

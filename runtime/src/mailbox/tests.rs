@@ -384,6 +384,16 @@ fn many_senders_on_threads_and_tasks_keep_the_bound() {
     }
 }
 
+/// [`Mailbox::pop_slow`] without registering with the trim thread: the lock part, then
+/// the free of what the spares had no room for.
+fn pop_parked(mb: &Arc<Mailbox<A>>, batch: &mut Batch<A>) -> (Option<Item<A>>, Option<Idle>) {
+    let (item, _, idle) = mb.pop_locked(batch, true, Some(Waker::noop()));
+    if let Some(b) = batch.0.as_mut() {
+        b.spent.clear();
+    }
+    (item, idle)
+}
+
 /// Pushes `n` messages and pops them all as the actor's task does, parking at the end;
 /// returns the take count the pause asks `trim` to check against, if it asks.
 fn burst(mb: &Arc<Mailbox<A>>, batch: &mut Batch<A>, n: u32) -> Option<u32> {
@@ -391,11 +401,16 @@ fn burst(mb: &Arc<Mailbox<A>>, batch: &mut Batch<A>, n: u32) -> Option<u32> {
         assert!(mb.try_push_m(env(i)).is_ok());
     }
     loop {
-        let (item, _, trim_at) = mb.pop_locked(batch, true, Some(Waker::noop()));
+        let (item, idle) = pop_parked(mb, batch);
         match item {
             Some(Item::Msg(e)) => batch.spend(e.recycle()),
             Some(Item::Control(c)) => panic!("unexpected {c:?}"),
-            None => return trim_at,
+            None => {
+                return match idle {
+                    Some(Idle::Defer(epoch)) => Some(epoch),
+                    _ => None,
+                };
+            }
         }
     }
 }
@@ -412,13 +427,19 @@ fn a_burst_is_released_only_once_the_actor_has_stayed_idle() {
     let first = burst(&mb, &mut batch, 300).expect("a burst registers for a trim");
     assert!(spares(&mb) > SPARE_IDLE_MAX);
     assert!(queue_cap(&mb) > IDLE_QUEUE_MAX);
-    // A second wake-up with nothing to take registers nothing more.
-    assert_eq!(mb.pop_locked(&mut batch, true, Some(Waker::noop())).2, None);
+    // A second wake-up with nothing to take registers nothing more, and keeps it all.
+    assert_eq!(pop_parked(&mb, &mut batch).1, Some(Idle::Keep));
 
-    // Idle since: released to an idle actor's allowance.
+    // Idle since: released to an idle actor's allowance, and the actor is woken so that
+    // its pause releases the batch buffers in its task too.
     assert_eq!(mb.trim(first), None);
     assert!(spares(&mb) <= SPARE_IDLE);
     assert!(queue_cap(&mb) <= IDLE_QUEUE_MAX);
+    assert!(
+        mb.state.lock().rx_waker.is_none(),
+        "the trim woke the actor"
+    );
+    assert_eq!(pop_parked(&mb, &mut batch).1, Some(Idle::Release));
 
     // Busy again after registering: nothing is released, and the trim asks to look
     // again from the latest pause (which found it pending and did not register).
