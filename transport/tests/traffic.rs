@@ -181,15 +181,8 @@ async fn a_blocked_lane_does_not_hold_the_others() {
 /// the peer's lane 0, which that reader is not reading.
 #[tokio::test]
 async fn replies_pass_a_stalled_lane_on_the_reply_lane() {
-    let Stalled {
-        _a,
-        _b,
-        bh,
-        conn,
-        held,
-        sent,
-    } = stalled(1).await;
-    let back = _b.cached_connection("a").expect("b has a's connection");
+    let s = stalled(1).await;
+    let back = s._b.cached_connection("a").expect("b has a's connection");
     for i in 0..20u32 {
         let payload = i.to_le_bytes();
         let r = back
@@ -201,9 +194,8 @@ async fn replies_pass_a_stalled_lane_on_the_reply_lane() {
             other => panic!("{other:?}"),
         }
     }
-    assert!(bh.tells.lock().is_empty(), "b's lane 0 is still stalled");
-    drop(conn);
-    release_lane_0(&bh, held, sent, "queued tells arrive").await;
+    assert!(s.bh.tells.lock().is_empty(), "b's lane 0 is still stalled");
+    release_lane_0(&s.bh, s.held, s.sent, "queued tells arrive").await;
 }
 
 /// A peer that does not announce the reply lane gets its replies on the lanes, as before,
