@@ -619,25 +619,22 @@ impl<A: 'static> trim::Trim for Mailbox<A> {
     fn trim(&self, epoch: u32) -> Option<u32> {
         let mut st = self.state.lock();
         st.trim_queued = false;
-        // Parked (its waker stored, no sender has taken it since) and nothing taken since
-        // the pause that registered it: it stayed idle.
-        let idle = st.rx_waker.is_some();
-        if idle && st.takes == epoch {
-            st.shrink_idle(SPARE_IDLE);
-            // The receiver's batch buffers are in its task: woken, it finds no trim pending
-            // and releases them at its pause.
-            let waker = st.rx_waker.take();
-            drop(st);
-            if let Some(w) = waker {
-                w.wake();
-            }
-            return None;
-        }
-        // Busy since, and idle again (that pause found this trim pending): counted from
-        // now. Busy now: its next pause registers it.
-        if idle && st.holds_a_burst() {
+        // Parked, its waker stored and not taken by a sender since. Busy now: its next pause
+        // registers it again, or releases at once.
+        st.rx_waker.as_ref()?;
+        // Busy in between and idle again with a burst's worth: look again a round later.
+        if st.takes != epoch && st.holds_a_burst() {
             st.trim_queued = true;
             return Some(st.takes);
+        }
+        // Idle since it registered (or holding no more than an idle actor keeps): release,
+        // and wake the receiver, whose batch buffers are in its task: at the pause that
+        // follows it finds no trim pending and releases them.
+        st.shrink_idle(SPARE_IDLE);
+        let waker = st.rx_waker.take();
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
         }
         None
     }
