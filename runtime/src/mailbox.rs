@@ -56,6 +56,9 @@ const SPARE_IDLE: usize = 4;
 const SPARE_IDLE_MAX: usize = 16;
 /// Handled envelopes the receiver holds between two lock acquisitions (at most a batch).
 const SPENT_MAX: usize = TAKE + 1;
+// `pop_locked` swaps the handled envelopes in for the last spares of a full list: it needs
+// at least as many spares as one batch can hand back.
+const _: () = assert!(SPENT_MAX <= SPARE_BUSY);
 /// Spares a sender inspects for one of its type.
 const SPARE_SEARCH: usize = 4;
 
@@ -487,6 +490,7 @@ impl<A> Mailbox<A> {
                 // as many of the last spares, which stay in `spent` to be freed after the
                 // unlock. (Keeping the older spares instead made an actor that had a burst
                 // of one type allocate for every message of another until trimmed.)
+                // At most `spare.len()`: `spent` holds at most SPENT_MAX <= SPARE_BUSY.
                 let excess = excess.min(b.spent.len());
                 let at = st.spare.len() - excess;
                 st.spare[at..].swap_with_slice(&mut b.spent[..excess]);

@@ -96,9 +96,20 @@ fn run() {
             }
         }
         if !again.is_empty() {
-            // Each mailbox has one entry at most (its `trim_queued` flag), so this stays
-            // within the bound that `defer` keeps.
-            pending().entries.append(&mut again);
+            // Registrations made during this round count against the bound too: what does
+            // not fit is released now, as a refused registration is.
+            let over = {
+                let mut p = pending();
+                let room = MAX_PENDING.saturating_sub(p.entries.len());
+                let over = again.split_off(room.min(again.len()));
+                p.entries.append(&mut again);
+                over
+            };
+            for (weak, _) in over {
+                if let Some(mb) = weak.upgrade() {
+                    mb.release();
+                }
+            }
         }
     }
 }
