@@ -183,16 +183,11 @@ async fn a_blocked_lane_does_not_hold_the_others() {
 async fn replies_pass_a_stalled_lane_on_the_reply_lane() {
     let s = stalled(1).await;
     let back = s._b.cached_connection("a").expect("b has a's connection");
+    assert_ne!(back.features() & cortex_protocol::FEATURE_REPLY_LANE, 0);
     for i in 0..20u32 {
         let payload = i.to_le_bytes();
-        let r = back
-            .ask_on(ask("test.Echo", &payload), 0, LONG)
-            .await
-            .unwrap();
-        match r {
-            cortex_protocol::ReplyResult::Ok { payload: p, .. } => assert_eq!(&p[..], &payload),
-            other => panic!("{other:?}"),
-        }
+        let r = back.ask_on(ask("test.Echo", &payload), 0, LONG).await;
+        assert_echo(r.unwrap(), &payload);
     }
     assert!(s.bh.tells.lock().is_empty(), "b's lane 0 is still stalled");
     release_lane_0(&s.bh, s.held, s.sent, "queued tells arrive").await;
@@ -210,16 +205,14 @@ async fn replies_use_the_lanes_with_a_peer_without_the_reply_lane() {
     let conn = a.connect(addr(&b), "b").await.unwrap();
     let back = b.cached_connection("a").expect("b has a's connection");
     for c in [&conn, &back] {
+        // Negotiated away on both sides: neither writes a reply lane the other never reads.
+        assert_eq!(c.features() & cortex_protocol::FEATURE_REPLY_LANE, 0);
         for i in 0..50u32 {
             let payload = i.to_le_bytes();
             let mut req = ask("test.Echo", &payload);
+            // Spread over lanes, so that replies come back on several.
             req.target = cortex_protocol::Target::Virtual(format!("test/{i}").parse().unwrap());
-            match c.ask(req, LONG).await.unwrap() {
-                cortex_protocol::ReplyResult::Ok { payload: p, .. } => {
-                    assert_eq!(&p[..], &payload);
-                }
-                other => panic!("{other:?}"),
-            }
+            assert_echo(c.ask(req, LONG).await.unwrap(), &payload);
         }
     }
 }
@@ -237,10 +230,7 @@ async fn concurrent_asks_correlate() {
             let mut req = ask("test.Echo", &payload);
             // Spread over lanes so replies interleave.
             req.target = cortex_protocol::Target::Virtual(format!("test/{i}").parse().unwrap());
-            match conn.ask(req, LONG).await.unwrap() {
-                cortex_protocol::ReplyResult::Ok { payload: p, .. } => assert_eq!(&p[..], &payload),
-                other => panic!("{other:?}"),
-            }
+            assert_echo(conn.ask(req, LONG).await.unwrap(), &payload);
         }
     });
     futures::future::join_all(asks).await;

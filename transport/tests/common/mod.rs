@@ -172,6 +172,11 @@ pub async fn echo(conn: &Connection, payload: &[u8]) {
         .ask(ask("test.Echo", payload), Duration::from_secs(10))
         .await
         .unwrap();
+    assert_echo(r, payload);
+}
+
+/// `r` is the echo of `payload`.
+pub fn assert_echo(r: ReplyResult, payload: &[u8]) {
     match r {
         ReplyResult::Ok { payload: p, .. } => assert_eq!(&p[..], payload),
         other => panic!("unexpected reply {other:?}"),
