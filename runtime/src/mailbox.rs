@@ -537,15 +537,11 @@ impl<A> Mailbox<A> {
         // shrinking whenever a batch emptied the queue made a steady stream regrow it,
         // allocation by allocation.)
         let keep = (std::mem::take(&mut st.recycled) as usize).clamp(SPARE_IDLE, SPARE_IDLE_MAX);
-        let idle = if st.holds_a_burst() {
-            if st.trim_queued {
-                Idle::Keep
-            } else {
-                st.trim_queued = true;
-                Idle::Defer(st.takes)
-            }
-        } else if st.trim_queued {
+        let idle = if st.trim_queued {
             Idle::Keep
+        } else if st.holds_a_burst() {
+            st.trim_queued = true;
+            Idle::Defer(st.takes)
         } else {
             // Freed under the lock, but only here, on going idle: shedding them after the
             // unlock took a `Vec` allocation (measured: allocations per ask 2.01 -> 2.02).
