@@ -467,13 +467,22 @@ fn a_burst_is_released_only_once_the_actor_has_stayed_idle() {
 /// (polled under a generous deadline, not timed).
 #[test]
 fn the_trim_thread_releases_an_idle_burst() {
+    /// Records a wake: nothing but the trim thread wakes this receiver (no sender is left).
+    struct Woken(std::sync::atomic::AtomicBool);
+    impl std::task::Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let woken = Arc::new(Woken(std::sync::atomic::AtomicBool::new(false)));
+    let waker = Waker::from(woken.clone());
     let mb = Arc::new(Mailbox::<A>::new(1, 512));
     let mut batch = Batch::default();
     for i in 0..300 {
         assert!(mb.try_push_m(env(i)).is_ok());
     }
     loop {
-        match mb.pop(&mut batch, true, Some(Waker::noop())) {
+        match mb.pop(&mut batch, true, Some(&waker)) {
             Some(Item::Msg(e)) => batch.spend(e.recycle()),
             Some(Item::Control(c)) => panic!("unexpected {c:?}"),
             None => break,
@@ -485,7 +494,8 @@ fn the_trim_thread_releases_an_idle_burst() {
             let st = mb.state.lock();
             (st.spare.len(), st.trim_queued)
         };
-        if spare <= SPARE_IDLE && !trim_queued {
+        // Woken: released by the trim thread, not at the pause.
+        if woken.0.load(Ordering::SeqCst) && spare <= SPARE_IDLE && !trim_queued {
             break;
         }
         assert!(
