@@ -137,14 +137,25 @@ fn single_activation_checker_catches_disagreeing_placement() {
 /// Settle time zero (a deliberately broken setting): a restarted node activates ids it has
 /// just gained before the old owner has heard of it and handed them over, so an id is
 /// briefly live on two nodes during a plain graceful restart, where no fault excuses it.
+///
+/// The overlap is a race the broken setting allows, not one it forces: one suite run in
+/// many (on a loaded machine, with every other test running) saw none in a 15 s scenario.
+/// So the scenario runs up to three times, and the checker must flag one of them.
 #[test]
 fn single_activation_checker_catches_settle_time_zero() {
     let s = scenario("rolling-restart");
-    let out = run_short(&s, |o| o.settle_time = Some(std::time::Duration::ZERO));
-    let v = out.verdict("single-activation").unwrap();
-    assert!(!v.passed, "settle time 0 went unnoticed:\n{}", out.summary);
-    assert!(
-        v.counts.get("outside_faults").copied().unwrap_or(0) > 0,
-        "{v:?}"
-    );
+    let mut last = String::new();
+    for _ in 0..3 {
+        let out = run_short(&s, |o| o.settle_time = Some(std::time::Duration::ZERO));
+        let v = out.verdict("single-activation").unwrap();
+        if !v.passed {
+            assert!(
+                v.counts.get("outside_faults").copied().unwrap_or(0) > 0,
+                "{v:?}"
+            );
+            return;
+        }
+        last = out.summary;
+    }
+    panic!("settle time 0 went unnoticed in three runs; the last:\n{last}");
 }
