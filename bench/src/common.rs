@@ -142,6 +142,10 @@ pub(crate) fn on_tokio<F: Future>(flavor: Flavor, f: F) -> F::Output {
 pub(crate) struct AskStats {
     pub(crate) p50: Duration,
     pub(crate) p99: Duration,
+    /// Share of the asks that took over 5 µs, in percent: on 2 workers these are the asks
+    /// that paid for waking the idle worker, and the p99 is one of them when they are over
+    /// 1% (BENCHMARKS.md, Runtime), so the share shows how close a runtime is to that edge.
+    pub(crate) over_5us: f64,
     pub(crate) per_sec: f64,
 }
 
@@ -152,9 +156,11 @@ impl AskStats {
             let i = ((nanos.len() as f64 - 1.0) * q).round() as usize;
             Duration::from_nanos(nanos[i])
         };
+        let slow = nanos.len() - nanos.partition_point(|&n| n <= 5_000);
         Self {
             p50: at(0.50),
             p99: at(0.99),
+            over_5us: 100.0 * slow as f64 / nanos.len().max(1) as f64,
             per_sec: nanos.len() as f64 / total.as_secs_f64(),
         }
     }

@@ -342,7 +342,7 @@ fn main() {
     }
 }
 
-/// The p50, p99 and asks/s rows of one ask section.
+/// The p50, p99, slow-share and asks/s rows of one ask section.
 fn ask_rows(table: &mut Table, runs: &[[Option<AskStats>; 4]], label: &str) {
     let pick = |f: fn(&AskStats) -> f64| -> Vec<Four> {
         runs.iter().map(|r| r.map(|s| s.as_ref().map(f))).collect()
@@ -358,6 +358,12 @@ fn ask_rows(table: &mut Table, runs: &[[Option<AskStats>; 4]], label: &str) {
         Better::Lower,
         medians(&pick(|s| s.p99.as_secs_f64())),
         report::micros,
+    ));
+    table.push(Row::new(
+        format!("asks over 5 µs, {label}"),
+        Better::Lower,
+        medians(&pick(|s| s.over_5us)),
+        report::percent,
     ));
     table.push(Row::new(
         format!("asks/s, sequential, {label}"),

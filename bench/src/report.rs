@@ -110,6 +110,10 @@ pub(crate) fn micros(secs: f64) -> String {
     format!("{:.2} µs", secs * 1e6)
 }
 
+pub(crate) fn percent(v: f64) -> String {
+    format!("{v:.2}%")
+}
+
 pub(crate) fn bytes(v: f64) -> String {
     format!("{v:.0} B")
 }
