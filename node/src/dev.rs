@@ -7,6 +7,8 @@
 //! (7481 by default), so a dev node's HTTP never takes another's gRPC port.
 //! `--base-port 0` picks free ports instead.
 //! Node 0 is the seed of the others. Their output is forwarded with a `[dev-i]` prefix.
+//! The nodes share the machine's cores: each runs `cores / N` tokio workers (at least one)
+//! unless the node arguments or `CORTEX_WORKER_THREADS` say otherwise ([`worker_share`]).
 //!
 //! Children never outlive this process: on Ctrl-C or SIGTERM each gets SIGTERM and, past
 //! `--stop-timeout`, SIGKILL; every exit path drops the children with `kill_on_drop`; and
@@ -231,6 +233,25 @@ pub fn run_args(
     a
 }
 
+/// Tokio worker threads for each of `nodes` nodes sharing `cores`: the cores divided among
+/// them, at least one each. `None` when the user already chose, with `--worker-threads` or
+/// `--config` in `extra` or `CORTEX_WORKER_THREADS` set (`env_set`). Each node defaults to
+/// one worker per core, which for a local cluster means `nodes` times too many; on a VM the
+/// surplus workers of one process mostly wake each other on one vCPU (BENCHMARKS.md, "Where
+/// a burst of asks spends its time").
+pub fn worker_share(nodes: usize, cores: usize, extra: &[String], env_set: bool) -> Option<usize> {
+    let chosen = extra.iter().any(|a| {
+        a == "--worker-threads"
+            || a.starts_with("--worker-threads=")
+            || a == "--config"
+            || a.starts_with("--config=")
+    });
+    if chosen || env_set || nodes == 0 {
+        return None;
+    }
+    Some((cores / nodes).max(1))
+}
+
 /// Entry point of `cortex-node dev`.
 #[allow(clippy::print_stderr)]
 pub fn main(args: DevArgs) -> ExitCode {
@@ -274,6 +295,12 @@ async fn run(args: DevArgs) -> Result<u8, DevError> {
         source,
     })?;
     let seed = nodes.first().map(|n| n.gossip);
+    let workers = worker_share(
+        nodes.len(),
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        &args.node_args,
+        std::env::var_os("CORTEX_WORKER_THREADS").is_some(),
+    );
     let kill = CancellationToken::new();
     let mut waits: JoinSet<(usize, std::io::Result<ExitStatus>)> = JoinSet::new();
     let mut forwards = JoinSet::new();
@@ -281,8 +308,11 @@ async fn run(args: DevArgs) -> Result<u8, DevError> {
     for (i, node) in nodes.iter().enumerate() {
         let node_seed = if i == 0 { None } else { seed };
         let mut cmd = Command::new(&exe);
-        cmd.args(run_args(node, node_seed, &ca_dir, &args.node_args))
-            .stdin(Stdio::piped())
+        cmd.args(run_args(node, node_seed, &ca_dir, &args.node_args));
+        if let Some(n) = workers {
+            cmd.arg("--worker-threads").arg(n.to_string());
+        }
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -530,6 +560,23 @@ mod tests {
         ];
         assert!(ensure_certs(dir.path(), &more).unwrap());
         assert_eq!(std::fs::read(dir.path().join("dev-1.crt")).unwrap(), before);
+    }
+
+    #[test]
+    fn nodes_share_the_cores_unless_the_user_chose() {
+        assert_eq!(worker_share(3, 2, &[], false), Some(1));
+        assert_eq!(worker_share(2, 8, &[], false), Some(4));
+        assert_eq!(worker_share(3, 8, &[], false), Some(2));
+        assert_eq!(worker_share(1, 4, &[], false), Some(4));
+        let chose = |a: &str| worker_share(3, 8, &[a.to_string(), "4".into()], false);
+        assert_eq!(chose("--worker-threads"), None);
+        assert_eq!(chose("--worker-threads=4"), None);
+        assert_eq!(chose("--config"), None);
+        assert_eq!(
+            worker_share(3, 8, &["--log-level".into(), "debug".into()], false),
+            Some(2)
+        );
+        assert_eq!(worker_share(3, 8, &[], true), None);
     }
 
     #[test]
