@@ -8,7 +8,7 @@
 //! `--base-port 0` picks free ports instead.
 //! Node 0 is the seed of the others. Their output is forwarded with a `[dev-i]` prefix.
 //! The nodes share the machine's cores: each runs `cores / N` tokio workers (at least one)
-//! unless the node arguments or `CORTEX_WORKER_THREADS` say otherwise ([`worker_share`]).
+//! unless the node arguments or the environment choose ([`worker_share`]).
 //!
 //! Children never outlive this process: on Ctrl-C or SIGTERM each gets SIGTERM and, past
 //! `--stop-timeout`, SIGKILL; every exit path drops the children with `kill_on_drop`; and
@@ -234,8 +234,8 @@ pub fn run_args(
 }
 
 /// Tokio worker threads for each of `nodes` nodes sharing `cores`: the cores divided among
-/// them, at least one each. `None` when the user already chose, with `--worker-threads` or
-/// `--config` in `extra` or `CORTEX_WORKER_THREADS` set (`env_set`). Each node defaults to
+/// them, at least one each. `None` when the user may already have chosen: `--worker-threads`
+/// or `--config` in `extra`, or `CORTEX_WORKER_THREADS` or `CORTEX_CONFIG` set (`env_set`). Each node defaults to
 /// one worker per core, which for a local cluster means `nodes` times too many; on a VM the
 /// surplus workers of one process mostly wake each other on one vCPU (BENCHMARKS.md, "Where
 /// a burst of asks spends its time").
@@ -299,7 +299,9 @@ async fn run(args: DevArgs) -> Result<u8, DevError> {
         nodes.len(),
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         &args.node_args,
-        std::env::var_os("CORTEX_WORKER_THREADS").is_some(),
+        ["CORTEX_WORKER_THREADS", "CORTEX_CONFIG"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some()),
     );
     let kill = CancellationToken::new();
     let mut waits: JoinSet<(usize, std::io::Result<ExitStatus>)> = JoinSet::new();
