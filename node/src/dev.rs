@@ -348,8 +348,12 @@ async fn run(args: DevArgs) -> Result<u8, DevError> {
             (i, status)
         });
     }
+    let threads = workers.map_or_else(
+        || "worker threads as configured".to_owned(),
+        |n| format!("{n} worker thread{} each", if n == 1 { "" } else { "s" }),
+    );
     println!(
-        "cortex dev cluster: {} nodes, certificates in {}",
+        "cortex dev cluster: {} nodes ({threads}), certificates in {}",
         nodes.len(),
         ca_dir.display()
     );
