@@ -8,7 +8,7 @@
 //! `--base-port 0` picks free ports instead.
 //! Node 0 is the seed of the others. Their output is forwarded with a `[dev-i]` prefix.
 //! The nodes share the machine's cores: each runs `cores / N` tokio workers (at least one)
-//! unless the node arguments or the environment choose ([`worker_share`]).
+//! unless the node arguments or the environment choose (`worker_share`).
 //!
 //! Children never outlive this process: on Ctrl-C or SIGTERM each gets SIGTERM and, past
 //! `--stop-timeout`, SIGKILL; every exit path drops the children with `kill_on_drop`; and
@@ -239,7 +239,7 @@ pub fn run_args(
 /// one worker per core, which for a local cluster means `nodes` times too many; on a VM the
 /// surplus workers of one process mostly wake each other on one vCPU (BENCHMARKS.md, "Where
 /// a burst of asks spends its time").
-pub fn worker_share(nodes: usize, cores: usize, extra: &[String], env_set: bool) -> Option<usize> {
+fn worker_share(nodes: usize, cores: usize, extra: &[String], env_set: bool) -> Option<usize> {
     let chosen = extra.iter().any(|a| {
         a == "--worker-threads"
             || a.starts_with("--worker-threads=")

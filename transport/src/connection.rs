@@ -168,7 +168,8 @@ impl ConnInner {
     /// with a reader that only completes its pending asks, so a lane of theirs held up by a
     /// slow delivery holds up no answer. It also puts a burst's replies on one stream, which
     /// the asker reads with one task wake instead of one per lane they came in on (measured:
-    /// CPU per ask round trip at 10k asks/s 44-47 -> 33-35 us, both processes; BENCHMARKS.md).
+    /// CPU per ask round trip at 10k asks/s, both processes, median of six pairs 49 -> 37.5
+    /// us; BENCHMARKS.md, "replies on a reply lane").
     pub(crate) fn reply_outbox(&self, lane: usize) -> &Outbox {
         let i = if self.reply_lane { self.lanes } else { lane };
         &self.outboxes[i]

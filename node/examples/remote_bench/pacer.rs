@@ -64,8 +64,9 @@ impl Pacing {
 pub(crate) struct Pacer {
     /// How many requests are due so far (each message a higher count).
     rx: mpsc::Receiver<u64>,
-    /// The next request to hand out, and how many are due.
+    /// The next request to hand out.
     next: u64,
+    /// How many are due, as of the last hand-over received.
     due: u64,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
