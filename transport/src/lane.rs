@@ -167,7 +167,17 @@ impl LaneReader {
                 }
                 continue;
             }
-            if self.decode_frame()? {
+            // Nothing is held or pending here, so the frame's leading tells may be delivered
+            // as they decode.
+            let mut pending = None;
+            let decoded = self.decode_frame(Some(&mut pending))?;
+            if let Some(d) = pending {
+                // The envelopes held behind it were stamped before this wait: it is charged
+                // to their budgets.
+                self.wait(d).await?;
+                self.waits += 1;
+            }
+            if decoded {
                 continue;
             }
             if self.ended {
@@ -179,14 +189,42 @@ impl LaneReader {
 
     /// Moves one frame's envelopes from the buffer to `held`; false when no whole frame is
     /// buffered.
-    fn decode_frame(&mut self) -> Result<bool, Stop> {
+    ///
+    /// With `inline` (only when nothing is held or pending), the frame's envelopes are
+    /// dispatched as they decode instead: a 64 KiB frame of tells would otherwise pass
+    /// through ~170 KB of queue, written out of the cache and read back, two 280-byte moves
+    /// per tell. The first delivery that must wait is left in `inline`, and the envelopes
+    /// after it keep their order: the rest of the frame is held, and the caller awaits the
+    /// delivery before dispatching them. So is the rest after an ask that finds no free
+    /// reply slot (it waits for one from the queue).
+    fn decode_frame(&mut self, inline: Option<&mut Option<crate::Delivery>>) -> Result<bool, Stop> {
         let before = self.held.len();
-        let mut sink = Held {
+        let held = Held {
             q: &mut self.held,
             now: Instant::now(),
             waits: self.waits,
         };
-        match self.dec.decode_into(&self.buf, &mut sink) {
+        let mut stop = None;
+        let decoded = match inline {
+            Some(pending) => self.dec.decode_into(
+                &self.buf,
+                &mut Inline {
+                    held,
+                    conn: &self.conn,
+                    handler: self.handler.as_ref(),
+                    lane: self.lane,
+                    inbox: &self.inbox,
+                    pending,
+                    stop: &mut stop,
+                },
+            ),
+            None => self.dec.decode_into(&self.buf, &mut { held }),
+        };
+        if let Some(reason) = stop {
+            self.held.truncate(before);
+            return Err(Some(reason));
+        }
+        match decoded {
             Ok(Some((used, n))) => {
                 self.buf.advance(used);
                 let c = &self.conn.inner.counters;
@@ -197,8 +235,9 @@ impl LaneReader {
             }
             Ok(None) => Ok(false),
             Err(e) => {
-                // A bad frame is refused whole, as before its envelopes were streamed: the
-                // ones decoded ahead of its error are not delivered.
+                // A bad frame closes the connection. The envelopes decoded ahead of its error
+                // are not dispatched, except those already dispatched inline, which are then
+                // as if they had come in a frame of their own before it.
                 self.held.truncate(before);
                 Err(Some(e.to_string()))
             }
@@ -257,7 +296,7 @@ impl LaneReader {
                 self.replies.drive(d).await;
                 return Ok(());
             }
-            if self.decode_frame()? {
+            if self.decode_frame(None)? {
                 continue;
             }
             let recv = &mut self.recv;
@@ -315,24 +354,50 @@ async fn dispatch(
     lane: usize,
     inbox: &Arc<Inbox>,
 ) -> Result<Option<crate::Delivery>, Stop> {
-    let delivery = match env {
-        Envelope::Ask(ask) => {
-            let Some(slot) = reserve_reply(conn, lane).await else {
-                return Ok(None);
-            };
-            let responder =
-                Responder::new(slot, ask.request, lane, conn.inner.clone(), inbox.clone());
-            handler.deliver_ask(conn, ask, responder)
+    let slot = if is_ask(&env) {
+        match reserve_reply(conn, lane).await {
+            Some(slot) => Some(slot),
+            None => return Ok(None),
         }
+    } else {
+        None
+    };
+    dispatch_now(conn, handler, env, lane, inbox, slot)
+}
+
+/// Whether `env` takes a reply slot of the lane before it is dispatched.
+fn is_ask(env: &Envelope) -> bool {
+    match env {
+        Envelope::Ask(_) => true,
+        Envelope::Forward(f) => matches!(f.body, ForwardBody::Ask(_)),
+        _ => false,
+    }
+}
+
+/// Dispatches `env` without waiting; `slot` is the reply slot an ask holds (see [`is_ask`]).
+fn dispatch_now(
+    conn: &Connection,
+    handler: &dyn Handler,
+    env: Envelope,
+    lane: usize,
+    inbox: &Arc<Inbox>,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Result<Option<crate::Delivery>, Stop> {
+    let responder = |slot: Option<tokio::sync::OwnedSemaphorePermit>, request| {
+        // `is_ask` envelopes come with their slot; without one the ask is answered
+        // `ActorStopped` by the responder's drop, which no caller here produces.
+        slot.map(|slot| Responder::new(slot, request, lane, conn.inner.clone(), inbox.clone()))
+    };
+    let delivery = match env {
+        Envelope::Ask(ask) => match responder(slot, ask.request) {
+            Some(r) => handler.deliver_ask(conn, ask, r),
+            None => None,
+        },
         Envelope::Forward(f) => match f.body {
-            ForwardBody::Ask(ask) => {
-                let Some(slot) = reserve_reply(conn, lane).await else {
-                    return Ok(None);
-                };
-                let responder =
-                    Responder::new(slot, ask.request, lane, conn.inner.clone(), inbox.clone());
-                handler.deliver_forward_ask(conn, f.hops, f.origin, ask, responder)
-            }
+            ForwardBody::Ask(ask) => match responder(slot, ask.request) {
+                Some(r) => handler.deliver_forward_ask(conn, f.hops, f.origin, ask, r),
+                None => None,
+            },
             body => handler.deliver_envelope(
                 conn,
                 Envelope::Forward(cortex_protocol::Forward {
@@ -398,6 +463,46 @@ impl EnvelopeSink for Held<'_> {
     }
     fn push(&mut self, env: Envelope) {
         self.q.push_back((env, self.now, self.waits));
+    }
+}
+
+/// [`Held`], but the frame's leading tells go straight to the handler while nothing is held
+/// or pending (see `LaneReader::decode_frame`).
+struct Inline<'a> {
+    held: Held<'a>,
+    conn: &'a Connection,
+    handler: &'a dyn Handler,
+    lane: usize,
+    inbox: &'a Arc<Inbox>,
+    pending: &'a mut Option<crate::Delivery>,
+    /// A protocol violation met inline; the frame's decode is treated as failed.
+    stop: &'a mut Option<String>,
+}
+
+impl EnvelopeSink for Inline<'_> {
+    fn reserve(&mut self, _additional: usize) {
+        // Most frames are delivered without the queue; it grows if it is needed after all.
+    }
+    fn push(&mut self, env: Envelope) {
+        if self.pending.is_some() || !self.held.q.is_empty() || self.stop.is_some() {
+            return self.held.push(env);
+        }
+        let slot = if is_ask(&env) {
+            // No free reply slot: the ask waits for one in order, from the queue.
+            match self.conn.inner.reply_slots[self.lane]
+                .clone()
+                .try_acquire_owned()
+            {
+                Ok(slot) => Some(slot),
+                Err(_) => return self.held.push(env),
+            }
+        } else {
+            None
+        };
+        match dispatch_now(self.conn, self.handler, env, self.lane, self.inbox, slot) {
+            Ok(d) => *self.pending = d,
+            Err(reason) => *self.stop = reason.or_else(|| Some("lane closed".into())),
+        }
     }
 }
 

@@ -14,20 +14,31 @@ use tokio::sync::{Notify, Semaphore};
 
 const LONG: Duration = Duration::from_secs(20);
 
-/// Records tells in delivery order; the tell with sequence 0 waits for `gate` before it is
-/// recorded, as a tell for a full mailbox would.
+/// Records tells in delivery order (and asks, as [`ASKED`]); the tell with sequence `gated`
+/// waits for `gate` before it is recorded, as a tell for a full mailbox would.
 struct Gated {
     tells: Arc<Mutex<Vec<u64>>>,
     gate: Arc<Semaphore>,
     blocked: Arc<Notify>,
+    gated: u64,
 }
+
+/// What [`Gated`] records for an ask.
+const ASKED: u64 = u64::MAX;
 
 impl Default for Gated {
     fn default() -> Self {
+        Self::at(0)
+    }
+}
+
+impl Gated {
+    fn at(gated: u64) -> Self {
         Self {
             tells: Default::default(),
             gate: Arc::new(Semaphore::new(0)),
             blocked: Default::default(),
+            gated,
         }
     }
 }
@@ -44,6 +55,7 @@ impl Handler for Gated {
         unreachable!("the reader calls deliver_envelope")
     }
     fn on_ask(&self, _conn: &Connection, ask: Ask, reply: Responder) {
+        self.tells.lock().push(ASKED);
         reply.send(cortex_protocol::ReplyResult::Ok {
             message: ask.message,
             payload: ask.payload,
@@ -51,7 +63,7 @@ impl Handler for Gated {
     }
     fn deliver_envelope(&self, _conn: &Connection, env: Envelope) -> Option<Delivery> {
         let seq = seq_of(&env)?;
-        if seq != 0 {
+        if seq != self.gated {
             self.tells.lock().push(seq);
             return None;
         }
@@ -59,7 +71,7 @@ impl Handler for Gated {
         Some(Box::pin(async move {
             blocked.notify_one();
             let _permit = gate.acquire().await.unwrap();
-            tells.lock().push(0);
+            tells.lock().push(seq);
         }))
     }
 }
@@ -99,5 +111,49 @@ async fn a_pending_delivery_holds_its_lane_in_order_and_replies_still_arrive() {
     assert!(
         bh.tells.lock().iter().copied().eq(0..1_000u64),
         "delivered in send order"
+    );
+}
+
+/// The reader dispatches a frame's envelopes as they decode while nothing waits; a delivery
+/// that must wait in the middle of a frame holds the rest of that frame, and later frames,
+/// tells and asks alike, in order behind it.
+#[tokio::test]
+async fn a_delivery_that_waits_mid_frame_holds_the_rest_in_order() {
+    let pki = Pki::new("c");
+    let bh = Arc::new(Gated::at(500));
+    let b = cortex_transport::Endpoint::bind(node_cfg(&pki, "b", "c"), bh.clone()).unwrap();
+    let (a, _) = start(node_cfg(&pki, "a", "c"));
+    let conn = a.connect(addr(&b), "b").await.unwrap();
+    let key = lane_key(&target());
+    // Queued at once, so the lane's writer batches them into a few frames.
+    for seq in 0..1_000u64 {
+        conn.send(tell(seq), key).await.unwrap();
+    }
+    let asking = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.ask_on(ask("test.Echo", b"hi"), key, LONG).await })
+    };
+    tokio::time::timeout(LONG, bh.blocked.notified())
+        .await
+        .expect("tell 500 reaches b");
+    {
+        let seen = bh.tells.lock();
+        assert!(
+            seen.iter().copied().eq(0..500u64),
+            "exactly the tells before the waiting one are delivered: {} of them, ending {:?}",
+            seen.len(),
+            seen.last()
+        );
+    }
+    bh.gate.add_permits(1);
+    let r = asking
+        .await
+        .unwrap()
+        .expect("the ask is answered once the lane moves");
+    assert!(matches!(r, cortex_protocol::ReplyResult::Ok { .. }));
+    let seen = bh.tells.lock();
+    assert!(
+        seen.iter().copied().eq((0..1_000u64).chain([ASKED])),
+        "tells in send order, then the ask sent after them"
     );
 }
