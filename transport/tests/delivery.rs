@@ -76,10 +76,11 @@ impl Handler for Gated {
     }
 }
 
-#[tokio::test]
-async fn a_pending_delivery_holds_its_lane_in_order_and_replies_still_arrive() {
+/// Starts b with handler `h` and a, and queues tells 0 to 999 from a to b on one lane, at
+/// once, so that the lane's writer batches them into a few frames.
+async fn send_tells_to(h: Gated) -> Sent {
     let pki = Pki::new("c");
-    let bh = Arc::new(Gated::default());
+    let bh = Arc::new(h);
     let b = cortex_transport::Endpoint::bind(node_cfg(&pki, "b", "c"), bh.clone()).unwrap();
     let (a, _) = start(node_cfg(&pki, "a", "c"));
     let conn = a.connect(addr(&b), "b").await.unwrap();
@@ -87,6 +88,28 @@ async fn a_pending_delivery_holds_its_lane_in_order_and_replies_still_arrive() {
     for seq in 0..1_000u64 {
         conn.send(tell(seq), key).await.unwrap();
     }
+    Sent {
+        bh,
+        _a: a,
+        b,
+        conn,
+        key,
+    }
+}
+
+struct Sent {
+    bh: Arc<Gated>,
+    _a: cortex_transport::Endpoint,
+    b: cortex_transport::Endpoint,
+    conn: Connection,
+    key: u64,
+}
+
+#[tokio::test]
+async fn a_pending_delivery_holds_its_lane_in_order_and_replies_still_arrive() {
+    // Bound whole: an endpoint dropped here would close the connection.
+    let sent = send_tells_to(Gated::default()).await;
+    let (bh, b, key) = (&sent.bh, &sent.b, sent.key);
     tokio::time::timeout(LONG, bh.blocked.notified())
         .await
         .expect("tell 0 reaches b");
@@ -119,16 +142,8 @@ async fn a_pending_delivery_holds_its_lane_in_order_and_replies_still_arrive() {
 /// tells and asks alike, in order behind it.
 #[tokio::test]
 async fn a_delivery_that_waits_mid_frame_holds_the_rest_in_order() {
-    let pki = Pki::new("c");
-    let bh = Arc::new(Gated::at(500));
-    let b = cortex_transport::Endpoint::bind(node_cfg(&pki, "b", "c"), bh.clone()).unwrap();
-    let (a, _) = start(node_cfg(&pki, "a", "c"));
-    let conn = a.connect(addr(&b), "b").await.unwrap();
-    let key = lane_key(&target());
-    // Queued at once, so the lane's writer batches them into a few frames.
-    for seq in 0..1_000u64 {
-        conn.send(tell(seq), key).await.unwrap();
-    }
+    let sent = send_tells_to(Gated::at(500)).await;
+    let (bh, conn, key) = (&sent.bh, &sent.conn, sent.key);
     let asking = {
         let conn = conn.clone();
         tokio::spawn(async move { conn.ask_on(ask("test.Echo", b"hi"), key, LONG).await })
