@@ -136,8 +136,8 @@ pub(crate) fn decode_envelope(k: u8, b: &[u8]) -> Result<Envelope, DecodeError> 
     // The message path's envelopes first try the hand decoders, which defer every case they
     // do not cover (and every error) to the guarded serde path below.
     let fast = match k {
-        kind::TELL => fast::tell(b).map(Envelope::Tell),
-        kind::ASK => fast::ask(b).map(Envelope::Ask),
+        kind::TELL => fast::tell_envelope(b),
+        kind::ASK => fast::ask_envelope(b),
         kind::REPLY => fast::reply(b).map(Envelope::Reply),
         kind::FORWARD => fast::forward(b).map(Envelope::Forward),
         _ => None,
