@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{TransportError, TrySendError};
+use crate::error::{TransportError, TryQueueError, TrySendError};
 use crate::handshake::code;
 use crate::outbox::{Outbox, PushError};
 
@@ -394,24 +394,36 @@ impl Connection {
     /// [`TrySendError::Full`] or [`TrySendError::Closed`], giving the envelope back.
     /// Handshake envelopes are refused as `Closed`.
     pub fn try_send(&self, env: Envelope, lane_key: u64) -> Result<(), TrySendError> {
+        self.try_queue(&env, lane_key).map_err(|e| match e {
+            TryQueueError::Full => TrySendError::Full(Box::new(env)),
+            TryQueueError::Closed => TrySendError::Closed(Box::new(env)),
+        })
+    }
+
+    /// [`Connection::try_send`] of a borrowed envelope: it is encoded into the lane's queue,
+    /// so the caller keeps it (to retry with [`Connection::send`], say) and never moves it.
+    ///
+    /// # Errors
+    /// [`TryQueueError::Full`] or [`TryQueueError::Closed`]; nothing was queued.
+    pub fn try_queue(&self, env: &Envelope, lane_key: u64) -> Result<(), TryQueueError> {
         if let Some(w) = self.inner.superseded.get() {
-            return w.try_send(env, lane_key);
+            return w.try_queue(env, lane_key);
         }
-        if check_sendable(&env).is_err() {
-            return Err(TrySendError::Closed(Box::new(env)));
+        if check_sendable(env).is_err() {
+            return Err(TryQueueError::Closed);
         }
         let outbox = &self.inner.outboxes[self.lane(lane_key)];
-        let units = outbox.units(&env);
+        let units = outbox.units(env);
         match outbox.try_reserve(units) {
             Ok(true) => {}
-            Ok(false) => return Err(TrySendError::Full(Box::new(env))),
-            Err(_) => return Err(TrySendError::Closed(Box::new(env))),
+            Ok(false) => return Err(TryQueueError::Full),
+            Err(_) => return Err(TryQueueError::Closed),
         }
-        match outbox.push(&env, units, None) {
+        match outbox.push(env, units, None) {
             Ok(()) => Ok(()),
             Err(_) => {
                 outbox.unreserve(units);
-                Err(TrySendError::Closed(Box::new(env)))
+                Err(TryQueueError::Closed)
             }
         }
     }

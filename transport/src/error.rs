@@ -216,6 +216,18 @@ pub enum TrySendError {
     Closed(Box<cortex_protocol::Envelope>),
 }
 
+/// A failed [`crate::Connection::try_queue`]; the caller still holds the envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TryQueueError {
+    /// The lane's queue is full; retry later or use the async `send`.
+    #[error("the lane queue is full; wait with send() or retry later")]
+    Full,
+    /// The connection is gone.
+    #[error("the connection is closed; dial again")]
+    Closed,
+}
+
 /// TLS alert numbers that can end a QUIC handshake (RFC 8446 §6).
 fn alert_advice(alert: u8) -> String {
     match alert {

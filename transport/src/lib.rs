@@ -40,6 +40,6 @@ mod writer;
 pub use config::{BatchConfig, EndpointConfig, MAX_LANES, MIN_MAX_FRAME};
 pub use connection::{Connection, ConnectionStats, lane_key};
 pub use endpoint::Endpoint;
-pub use error::{TlsError, TransportError, TrySendError};
+pub use error::{TlsError, TransportError, TryQueueError, TrySendError};
 pub use handler::{Delivery, Handler, Responder};
 pub use tls::TlsMaterial;

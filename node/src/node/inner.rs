@@ -687,24 +687,16 @@ impl NodeInner {
             })
         };
         // The common case: the owner's connection is open and its lane has room. Queue
-        // without building `connection`'s (dialing) future or cloning the connection.
-        let mut slot = Some(env);
+        // without building `connection`'s (dialing) future or cloning the connection, and
+        // without moving the envelope: it is encoded from here.
         let fast = self.endpoint().and_then(|ep| {
-            ep.with_cached_connection(owner.node.name(), |c| {
-                slot.take().map(|env| c.try_send(env, key))
-            })
+            ep.with_cached_connection(owner.node.name(), |c| c.try_queue(&env, key))
         });
-        match fast {
-            Some(Some(Ok(()))) => return Ok(()),
-            Some(Some(Err(TrySendError::Full(env) | TrySendError::Closed(env)))) => {
-                slot = Some(*env);
-            }
-            Some(Some(Err(e))) => return Err(err(ErrorCode::Unreachable, e.to_string())),
-            _ => {}
+        if let Some(Ok(())) = fast {
+            return Ok(());
         }
-        // Invariant: `slot` was emptied only by the `try_send` above, whose every outcome
-        // either returned or put the envelope back.
-        let mut env = slot.expect("send_tell: the envelope is back unless it was sent");
+        // A full lane or a closed connection: wait for room, or dial again, below.
+        let mut env = env;
         let cached = self
             .endpoint()
             .and_then(|ep| ep.cached_connection(owner.node.name()));
