@@ -72,6 +72,11 @@ fn check(
             max,
         });
     }
+    // Every allowed set is ASCII, so a byte-wise pass decides (a non-ASCII byte always
+    // fails); only a refusal walks the characters, to name the offending one.
+    if s.bytes().all(|b| b.is_ascii() && ok(char::from(b))) {
+        return Ok(());
+    }
     if let Some((at, ch)) = s.char_indices().find(|&(_, c)| !ok(c)) {
         return Err(IdError::BadChar {
             what,
