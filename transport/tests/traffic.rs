@@ -134,6 +134,13 @@ async fn stall_lane_0(
 async fn a_stalled_peer_backpressures_the_sender() {
     let s = stalled(1).await;
     assert!(s.bh.tells.lock().is_empty(), "b's lane is stalled");
+    // A borrowed envelope is refused the same way and queues nothing: the count of tells
+    // that arrive below stays exact.
+    let extra = tell_sized(1000);
+    assert_eq!(
+        s.conn.try_queue(&extra, 0),
+        Err(cortex_transport::TryQueueError::Full)
+    );
     // Releasing the held ask lets everything through, in order.
     release_lane_0(&s.bh, s.held, s.sent, "queued tells arrive").await;
 }
