@@ -167,8 +167,8 @@ impl LaneReader {
                 }
                 continue;
             }
-            // Nothing is held or pending here, so the frame's leading tells may be delivered
-            // as they decode.
+            // Nothing is held or pending here, so the frame's envelopes may be dispatched as
+            // they decode.
             let mut pending = None;
             let decoded = self.decode_frame(Some(&mut pending))?;
             if let Some(d) = pending {
@@ -466,8 +466,8 @@ impl EnvelopeSink for Held<'_> {
     }
 }
 
-/// [`Held`], but the frame's leading tells go straight to the handler while nothing is held
-/// or pending (see `LaneReader::decode_frame`).
+/// [`Held`], but each envelope is dispatched at once while nothing is held or pending (see
+/// `LaneReader::decode_frame`).
 struct Inline<'a> {
     held: Held<'a>,
     conn: &'a Connection,
