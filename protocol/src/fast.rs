@@ -127,26 +127,36 @@ fn meta(r: &mut Reader<'_>) -> Option<RequestMeta> {
     Some(RequestMeta { budget_us, trace })
 }
 
-fn tell_fields(r: &mut Reader<'_>) -> Option<Tell> {
-    Some(Tell {
-        target: target(r)?,
-        message: message(r)?,
-        payload: payload(r)?,
-        meta: meta(r)?,
-        epoch: r.varint()?,
-    })
+/// Reads a `Tell`'s fields and wraps the value with `make` (`Envelope::Tell`, say): the wrapper
+/// is built around the fields, not moved into afterwards (a 256-byte copy a message for an
+/// `Envelope`).
+fn tell_fields<T>(r: &mut Reader<'_>, make: impl FnOnce(Tell) -> T) -> Option<T> {
+    let (target, message, payload) = (target(r)?, message(r)?, payload(r)?);
+    let (meta, epoch) = (meta(r)?, r.varint()?);
+    Some(make(Tell {
+        target,
+        message,
+        payload,
+        meta,
+        epoch,
+    }))
 }
 
-fn ask_fields(r: &mut Reader<'_>) -> Option<Ask> {
-    Some(Ask {
-        request: RequestId(r.varint()?),
-        target: target(r)?,
-        message: message(r)?,
-        payload: payload(r)?,
-        meta: meta(r)?,
-        epoch: r.varint()?,
-        idempotency_key: if r.option()? { Some(r.array()?) } else { None },
-    })
+/// [`tell_fields`] for an `Ask`.
+fn ask_fields<T>(r: &mut Reader<'_>, make: impl FnOnce(Ask) -> T) -> Option<T> {
+    let request = RequestId(r.varint()?);
+    let (target, message, payload) = (target(r)?, message(r)?, payload(r)?);
+    let (meta, epoch) = (meta(r)?, r.varint()?);
+    let idempotency_key = if r.option()? { Some(r.array()?) } else { None };
+    Some(make(Ask {
+        request,
+        target,
+        message,
+        payload,
+        meta,
+        epoch,
+        idempotency_key,
+    }))
 }
 
 /// Runs `f` over the whole body; `None` unless it consumed every byte.
@@ -156,37 +166,14 @@ fn whole<T>(body: &[u8], f: impl FnOnce(&mut Reader<'_>) -> Option<T>) -> Option
     r.done().then_some(v)
 }
 
-/// A whole `Tell` body as an [`Envelope`]: built in place from its fields once the body is
-/// read to its end, not moved from a `Tell` into an `Envelope` (a 256-byte copy a message).
+/// A whole `Tell` body as an [`Envelope`].
 pub(crate) fn tell_envelope(body: &[u8]) -> Option<Envelope> {
-    let mut r = Reader { buf: body };
-    let (target, message, payload) = (target(&mut r)?, message(&mut r)?, payload(&mut r)?);
-    let (meta, epoch) = (meta(&mut r)?, r.varint()?);
-    r.done().then_some(Envelope::Tell(Tell {
-        target,
-        message,
-        payload,
-        meta,
-        epoch,
-    }))
+    whole(body, |r| tell_fields(r, Envelope::Tell))
 }
 
-/// [`tell_envelope`] for an `Ask` body.
+/// A whole `Ask` body as an [`Envelope`].
 pub(crate) fn ask_envelope(body: &[u8]) -> Option<Envelope> {
-    let mut r = Reader { buf: body };
-    let request = RequestId(r.varint()?);
-    let (target, message, payload) = (target(&mut r)?, message(&mut r)?, payload(&mut r)?);
-    let (meta, epoch) = (meta(&mut r)?, r.varint()?);
-    let idempotency_key = if r.option()? { Some(r.array()?) } else { None };
-    r.done().then_some(Envelope::Ask(Ask {
-        request,
-        target,
-        message,
-        payload,
-        meta,
-        epoch,
-        idempotency_key,
-    }))
+    whole(body, |r| ask_fields(r, Envelope::Ask))
 }
 
 pub(crate) fn reply(body: &[u8]) -> Option<Reply> {
@@ -210,8 +197,8 @@ pub(crate) fn forward(body: &[u8]) -> Option<Forward> {
         let name = r.str()?;
         let origin = NodeId::new(name, r.varint()?).ok()?;
         let body = match r.variant()? {
-            0 => ForwardBody::Tell(tell_fields(r)?),
-            1 => ForwardBody::Ask(ask_fields(r)?),
+            0 => tell_fields(r, ForwardBody::Tell)?,
+            1 => ask_fields(r, ForwardBody::Ask)?,
             _ => return None,
         };
         Some(Forward { hops, origin, body })
