@@ -54,6 +54,10 @@ enum Cmd {
         /// Extra flag for one node: INDEX=FLAG, e.g. 1=--vnodes=40 (repeat).
         #[arg(long = "node-arg-for", value_parser = parse_node_arg, allow_hyphen_values = true)]
         node_args_for: Vec<(usize, String)>,
+        /// Slow the workload actors' stop hooks (e.g. 500ms): widens handover windows, so a
+        /// broken setting shows every time.
+        #[arg(long, value_parser = parse_duration)]
+        stop_delay: Option<Duration>,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -195,6 +199,7 @@ fn main() -> ExitCode {
             settle_time,
             node_args,
             node_args_for,
+            stop_delay,
             quiet,
         } => {
             let s = match Scenario::load(&scenario) {
@@ -218,6 +223,7 @@ fn main() -> ExitCode {
             opts.settle_time = settle_time;
             opts.node_args = node_args;
             opts.node_args_for = node_args_for;
+            opts.stop_delay = stop_delay;
             opts.progress = !quiet;
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -35,6 +35,7 @@ pub struct Node {
     pub ports: Ports,
     namespace: Option<String>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     binary: PathBuf,
     logs: PathBuf,
     runs: usize,
@@ -99,6 +100,7 @@ impl Node {
                 cmd.env_remove(k);
             }
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd.spawn().map_err(|e| ChaosError::io(&self.binary, e))?;
         self.stdin = child.stdin.take();
         self.child = Some(child);
@@ -204,6 +206,8 @@ pub struct NodesConfig {
     pub extra_args: Vec<String>,
     /// Extra `run` flags for single nodes: (node index, flag).
     pub node_args: Vec<(usize, String)>,
+    /// Environment of every node process.
+    pub env: Vec<(String, String)>,
 }
 
 /// The CA directory and client certificate paths.
@@ -308,6 +312,7 @@ pub fn build(
             ports: *p,
             namespace: topo.namespace(i),
             args,
+            env: cfg.env.clone(),
             binary: cfg.binary.clone(),
             logs: logs.clone(),
             runs: 0,

@@ -45,6 +45,10 @@ pub struct RunOptions {
     /// More flags for single nodes: (index, flag); e.g. `(1, "--vnodes=40")`, a
     /// deliberately broken setting (nodes disagree on placement).
     pub node_args_for: Vec<(usize, String)>,
+    /// Slow every workload actor's stop hook by this much (the bank host reads
+    /// `BANK_STOP_DELAY_MS`): it widens the handover window in which a broken setting lets
+    /// two nodes host one id, so that a check catches it every time.
+    pub stop_delay: Option<Duration>,
     /// Show a progress bar on stderr.
     pub progress: bool,
     /// This harness's binary (runs the NFQUEUE delay holder); default: current exe.
@@ -64,6 +68,7 @@ impl RunOptions {
             settle_time: None,
             node_args: Vec::new(),
             node_args_for: Vec::new(),
+            stop_delay: None,
             progress: false,
             holder_exe: None,
             node_binary: None,
@@ -147,6 +152,11 @@ pub async fn run(scenario: &Scenario, opts: RunOptions) -> Result<RunOutcome, Ch
         settle_time: settle,
         extra_args: extra,
         node_args: opts.node_args_for.clone(),
+        env: opts
+            .stop_delay
+            .map(|d| ("BANK_STOP_DELAY_MS".to_owned(), d.as_millis().to_string()))
+            .into_iter()
+            .collect(),
     };
     let (mut list, certs) = nodes::build(&cfg, &topo, scenario.nodes)?;
     for n in &mut list {

@@ -40,7 +40,11 @@ fn run_short(s: &Scenario, tweak: impl FnOnce(&mut RunOptions)) -> RunOutcome {
 }
 
 fn assert_passes(name: &str) {
-    let out = run_short(&scenario(name), |_| {});
+    assert_passes_with(name, |_| {});
+}
+
+fn assert_passes_with(name: &str, tweak: impl FnOnce(&mut RunOptions)) {
+    let out = run_short(&scenario(name), tweak);
     assert!(out.passed(), "{name} failed:\n{}", out.summary);
     let ops = out.verdict("deadlines").unwrap().counts["ops"];
     assert!(ops > 100, "{name}: only {ops} ops ran");
@@ -76,9 +80,13 @@ fn slow_links() {
     assert_passes("slow-links");
 }
 
+/// Graceful restarts hand over with no overlap even when the actors take 500 ms to stop:
+/// the old owner's stop hooks run before the new owner's settle time lets it activate.
 #[test]
 fn rolling_restart() {
-    assert_passes("rolling-restart");
+    assert_passes_with("rolling-restart", |o| {
+        o.stop_delay = Some(std::time::Duration::from_millis(500));
+    });
 }
 
 #[test]
@@ -135,27 +143,25 @@ fn single_activation_checker_catches_disagreeing_placement() {
 }
 
 /// Settle time zero (a deliberately broken setting): a restarted node activates ids it has
-/// just gained before the old owner has heard of it and handed them over, so an id is
-/// briefly live on two nodes during a plain graceful restart, where no fault excuses it.
+/// just gained before the old owner has handed them over, so an id is briefly live on two
+/// nodes during a plain graceful restart, where no fault excuses it.
 ///
-/// The overlap is a race the broken setting allows, not one it forces: one suite run in
-/// many (on a loaded machine, with every other test running) saw none in a 15 s scenario.
-/// So the scenario runs up to three times, and the checker must flag one of them.
+/// Left alone, the overlap is a race the broken setting allows, not one it forces: the old
+/// owner often stops within milliseconds, and one suite run in many saw none in a 15 s
+/// scenario. The workload actors' stop hooks therefore take 500 ms here (`--stop-delay`),
+/// so every id that moves to the restarted node and gets a request in that time is live on
+/// two nodes at once, and a single run must be flagged.
 #[test]
 fn single_activation_checker_catches_settle_time_zero() {
     let s = scenario("rolling-restart");
-    let mut last = String::new();
-    for _ in 0..3 {
-        let out = run_short(&s, |o| o.settle_time = Some(std::time::Duration::ZERO));
-        let v = out.verdict("single-activation").unwrap();
-        if !v.passed {
-            assert!(
-                v.counts.get("outside_faults").copied().unwrap_or(0) > 0,
-                "{v:?}"
-            );
-            return;
-        }
-        last = out.summary;
-    }
-    panic!("settle time 0 went unnoticed in three runs; the last:\n{last}");
+    let out = run_short(&s, |o| {
+        o.settle_time = Some(std::time::Duration::ZERO);
+        o.stop_delay = Some(std::time::Duration::from_millis(500));
+    });
+    let v = out.verdict("single-activation").unwrap();
+    assert!(!v.passed, "settle time 0 went unnoticed:\n{}", out.summary);
+    assert!(
+        v.counts.get("outside_faults").copied().unwrap_or(0) > 0,
+        "{v:?}"
+    );
 }

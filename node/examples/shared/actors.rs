@@ -1,6 +1,8 @@
 //! The actors of the bank example, registered by `kinds`.
 #![allow(dead_code, missing_docs, unreachable_pub)]
 
+use std::time::Duration;
+
 use cortex_node::NodeBuilder;
 use cortex_runtime::{Actor, Context, Handler, Kind};
 
@@ -36,10 +38,32 @@ impl Handler<Balance> for Account {
     }
 }
 
+/// How long the chaos workloads' actors take to stop: `BANK_STOP_DELAY_MS` (unset: no
+/// delay). The chaos harness sets it (`--stop-delay`) to widen the handover window in which a
+/// broken setting lets two nodes host one id, so that its tests catch the setting every time
+/// instead of by chance.
+fn stop_delay() -> Option<Duration> {
+    static DELAY: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        let ms = std::env::var("BANK_STOP_DELAY_MS").ok()?.parse().ok()?;
+        Some(Duration::from_millis(ms))
+    })
+}
+
+async fn slow_stop() {
+    if let Some(d) = stop_delay() {
+        tokio::time::sleep(d).await;
+    }
+}
+
 /// A counter (the chaos harness's idempotency workload).
 #[derive(Default)]
 pub struct Counter(u64);
-impl Actor for Counter {}
+impl Actor for Counter {
+    async fn stopping(&mut self, _: &mut Context<Self>) {
+        slow_stop().await;
+    }
+}
 impl Handler<Incr> for Counter {
     async fn handle(&mut self, _: Incr, _: &mut Context<Self>) -> u64 {
         self.0 += 1;
@@ -55,7 +79,11 @@ impl Handler<Get> for Counter {
 /// A read/write/compare-and-set register (the chaos harness's linearizability workload).
 #[derive(Default)]
 pub struct Register(Option<String>);
-impl Actor for Register {}
+impl Actor for Register {
+    async fn stopping(&mut self, _: &mut Context<Self>) {
+        slow_stop().await;
+    }
+}
 impl Handler<Read> for Register {
     async fn handle(&mut self, _: Read, _: &mut Context<Self>) -> Option<String> {
         self.0.clone()
