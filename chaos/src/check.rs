@@ -389,7 +389,8 @@ const FALSE_DEATH_GRACE_US: u64 = 5_000_000;
 
 /// No id live on two nodes at once while those two nodes agreed on the membership (same
 /// live set, both in it) for two polls in a row inside the overlap; and no overlap at all
-/// away from the [`FALSE_DEATH`] faults.
+/// away from faults that can make a running node look dead (pause, partition, loss, delay)
+/// and the 5 s after each heals.
 pub fn single_activation(h: &Snapshot) -> Verdict {
     let mut v = Verdict::new("single-activation");
     let rounds = rounds(h);
