@@ -222,7 +222,7 @@ impl LaneReader {
         };
         if let Some(reason) = stop {
             self.held.truncate(before);
-            return Err(Some(reason));
+            return Err(reason);
         }
         match decoded {
             Ok(Some((used, n))) => {
@@ -383,9 +383,15 @@ fn dispatch_now(
     inbox: &Arc<Inbox>,
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Option<crate::Delivery>, Stop> {
+    // Invariant: both callers pass a slot exactly for `is_ask` envelopes (`dispatch`
+    // reserves one or returns early; `Inline` takes one or holds the ask for `dispatch`), so
+    // the `None` arms below never meet an ask.
+    debug_assert_eq!(
+        is_ask(&env),
+        slot.is_some(),
+        "a reply slot goes with every ask"
+    );
     let responder = |slot: Option<tokio::sync::OwnedSemaphorePermit>, request| {
-        // `is_ask` envelopes come with their slot; without one the ask is answered
-        // `ActorStopped` by the responder's drop, which no caller here produces.
         slot.map(|slot| Responder::new(slot, request, lane, conn.inner.clone(), inbox.clone()))
     };
     let delivery = match env {
@@ -475,8 +481,9 @@ struct Inline<'a> {
     lane: usize,
     inbox: &'a Arc<Inbox>,
     pending: &'a mut Option<crate::Delivery>,
-    /// A protocol violation met inline; the frame's decode is treated as failed.
-    stop: &'a mut Option<String>,
+    /// Why dispatching inline stopped the lane (as `dispatch` reports it); the frame's
+    /// decode is then treated as failed.
+    stop: &'a mut Option<Stop>,
 }
 
 impl EnvelopeSink for Inline<'_> {
@@ -501,7 +508,7 @@ impl EnvelopeSink for Inline<'_> {
         };
         match dispatch_now(self.conn, self.handler, env, self.lane, self.inbox, slot) {
             Ok(d) => *self.pending = d,
-            Err(reason) => *self.stop = reason.or_else(|| Some("lane closed".into())),
+            Err(reason) => *self.stop = Some(reason),
         }
     }
 }

@@ -677,7 +677,7 @@ impl NodeInner {
                 tell.meta.trace = crate::trace::inject(&span);
             }
         }
-        let env = if !received {
+        let mut env = if !received {
             cortex_protocol::Envelope::Tell(tell)
         } else {
             cortex_protocol::Envelope::Forward(cortex_protocol::Forward {
@@ -696,7 +696,6 @@ impl NodeInner {
             return Ok(());
         }
         // A full lane or a closed connection: wait for room, or dial again, below.
-        let mut env = env;
         let cached = self
             .endpoint()
             .and_then(|ep| ep.cached_connection(owner.node.name()));
