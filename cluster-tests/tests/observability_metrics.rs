@@ -83,6 +83,15 @@ async fn metrics_under_load_pass_promtool_and_prometheus_scrapes_every_node() {
                     node.name()
                 );
             }
+            // Per-peer QUIC series, one per other node (the lost-packets counter is how an
+            // operator sees a UDP receive buffer that is too small).
+            for metric in [
+                "cortex_peer_sent_bytes_total{",
+                "cortex_peer_lost_packets_total{",
+            ] {
+                let peers = text.lines().filter(|l| l.starts_with(metric)).count();
+                assert_eq!(peers, 2, "{metric} series on {}:\n{text}", node.name());
+            }
         }
 
         let targets: Vec<SocketAddr> = cluster.nodes().iter().map(|n| n.http_addr()).collect();

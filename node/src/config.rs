@@ -121,6 +121,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Largest protocol frame, in bytes.
     pub max_frame_size: usize,
+    /// Kernel buffer of the QUIC UDP socket, in bytes; 0: the OS default.
+    pub udp_buffer_size: usize,
     /// How long idempotency keys are remembered.
     pub idempotency_window: Duration,
     /// Tokio worker threads of the `cortex-node` process; `None`: one per core. (Embedders
@@ -355,6 +357,18 @@ impl NodeConfig {
                 "too large for this machine",
             )
         })?;
+        let udp_buffer = s
+            .udp_buffer_size
+            .map_or(cortex_transport::DEFAULT_UDP_BUFFER as u64, |b| b.0);
+        if udp_buffer != 0 && !((64 << 10)..=(1u64 << 30)).contains(&udp_buffer) {
+            return Err(ConfigError::invalid(
+                "--udp-buffer-size",
+                udp_buffer.to_string(),
+                "use 64KiB to 1GiB, or 0 for the OS default",
+            ));
+        }
+        // In range of 1 GiB, so it fits any usize this builds for (32 bits and up).
+        let udp_buffer_size = udp_buffer as usize;
         if let Some(n) = s.worker_threads
             && !(1..=1024).contains(&n)
         {
@@ -401,6 +415,7 @@ impl NodeConfig {
             client_tokens,
             data_dir,
             max_frame_size,
+            udp_buffer_size,
             idempotency_window,
             worker_threads: s.worker_threads,
             log_format: s.log_format.unwrap_or_default(),

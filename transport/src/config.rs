@@ -10,6 +10,10 @@ use crate::tls::TlsMaterial;
 
 /// Most lanes a connection may use (and the uni-stream limit each side grants).
 pub const MAX_LANES: usize = 64;
+/// Default UDP socket buffer: 4 MiB, about 40 ms of a busy lane at 100 MB/s. Linux's
+/// default (208 KiB) overflows in ~2 ms and every dropped datagram is a QUIC loss (see
+/// BENCHMARKS.md, "UDP socket buffers").
+pub const DEFAULT_UDP_BUFFER: usize = 4 << 20;
 /// Smallest accepted `max_frame`: room for a full batch plus the largest header.
 pub const MIN_MAX_FRAME: usize = 8 * 1024;
 
@@ -48,6 +52,7 @@ impl Default for BatchConfig {
 ///     "prod",
 /// );
 /// assert_eq!(cfg.lanes, 8);
+/// assert_eq!(cfg.udp_buffer, cortex_transport::DEFAULT_UDP_BUFFER);
 /// ```
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
@@ -74,6 +79,10 @@ pub struct EndpointConfig {
     pub connect_timeout: Duration,
     /// Ordered lanes (unidirectional streams) per direction per connection, 1..=64.
     pub lanes: usize,
+    /// Kernel send and receive buffer of the UDP socket, in bytes; 0 keeps the OS default.
+    /// The default, [`DEFAULT_UDP_BUFFER`], absorbs the bursts a busy peer sends while this
+    /// side's thread decodes; Linux caps it at `net.core.rmem_max` (a warning says so).
+    pub udp_buffer: usize,
     /// Batching and queue sizes.
     pub batch: BatchConfig,
     /// Asks one connection may have waiting for replies.
@@ -116,6 +125,7 @@ impl EndpointConfig {
             keep_alive: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(5),
             lanes: 8,
+            udp_buffer: DEFAULT_UDP_BUFFER,
             batch: BatchConfig::default(),
             max_pending_asks: 65_536,
             backoff_initial: Duration::from_millis(100),

@@ -52,6 +52,8 @@ pub struct ConnectionStats {
     pub bytes_received: u64,
     /// Asks waiting for replies now.
     pub pending_asks: usize,
+    /// QUIC packets sent on this connection and declared lost (quinn's path statistics).
+    pub lost_packets: u64,
 }
 
 #[derive(Debug, Default)]
@@ -285,6 +287,7 @@ impl Connection {
             envelopes_received: r(&c.envelopes_received),
             bytes_received: r(&c.bytes_received),
             pending_asks: self.inner.pending.lock().map.len(),
+            lost_packets: self.inner.quinn.stats().path.lost_packets,
         }
     }
 

@@ -37,9 +37,9 @@ mod outbox;
 pub mod tls;
 mod writer;
 
-pub use config::{BatchConfig, EndpointConfig, MAX_LANES, MIN_MAX_FRAME};
+pub use config::{BatchConfig, DEFAULT_UDP_BUFFER, EndpointConfig, MAX_LANES, MIN_MAX_FRAME};
 pub use connection::{Connection, ConnectionStats, lane_key};
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, SocketBuffers};
 pub use error::{TlsError, TransportError, TryQueueError, TrySendError};
 pub use handler::{Delivery, Handler, Responder};
 pub use tls::TlsMaterial;

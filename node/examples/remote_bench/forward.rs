@@ -136,6 +136,7 @@ pub(crate) fn main(o: &DriverOpts) -> Result<(), String> {
     let secs: u64 = o.get("secs", 10)?;
     let pacing: Pacing = o.get("pacing", Pacing::Burst)?;
     let actors: usize = o.get("actors", 200)?;
+    let udp_buffer: usize = o.get("udp-buffer", cortex_transport::DEFAULT_UDP_BUFFER)?;
     let cluster = o.text("cluster").unwrap_or("bench").to_owned();
     let ids = Arc::new(owned_ids(&via, &owner.name, actors)?);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -144,7 +145,7 @@ pub(crate) fn main(o: &DriverOpts) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let before = forwarded_total(via.http)?;
     let (direct, forwarded) = rt.block_on(async {
-        let cfg = EndpointConfig::new(
+        let mut cfg = EndpointConfig::new(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             tls,
             PeerIdentity::Client {
@@ -152,6 +153,7 @@ pub(crate) fn main(o: &DriverOpts) -> Result<(), String> {
             },
             cluster,
         );
+        cfg.udp_buffer = udp_buffer;
         let ep = Endpoint::bind(cfg, Arc::new(Ignore)).map_err(|e| e.to_string())?;
         let to_owner = ep
             .connect(owner.quic, &owner.name)

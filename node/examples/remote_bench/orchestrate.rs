@@ -12,7 +12,9 @@
 //! `--bench-driver=single|tasks` (how the pair stage's open loop issues asks: from its own
 //! task, like the raw baseline, by default; or a spawned task per ask; see `openloop.rs`),
 //! `--bench-pacing=even|burst` (open loops: one request every `1/rate` s, by default, or
-//! `rate/1000` at the start of every millisecond; see `pacer.rs`).
+//! `rate/1000` at the start of every millisecond; see `pacer.rs`), `--bench-udp-buffer=BYTES`
+//! (the UDP socket buffers of every process, nodes and raw quinn alike; default the
+//! transport's, `cortex_transport::DEFAULT_UDP_BUFFER`; 0: the OS default).
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -208,6 +210,8 @@ fn free_ports() -> Result<NodePorts, String> {
 struct Env {
     dir: PathBuf,
     certs: PathBuf,
+    /// `--bench-udp-buffer`, given to every node as `--udp-buffer-size`.
+    udp_buffer: Option<String>,
 }
 
 impl Env {
@@ -231,6 +235,9 @@ impl Env {
         ];
         if let Some(s) = seed {
             a.push(format!("--seed={s}"));
+        }
+        if let Some(b) = &self.udp_buffer {
+            a.push(format!("--udp-buffer-size={b}"));
         }
         a
     }
@@ -272,7 +279,15 @@ fn raw(env: &Env, o: &DriverOpts, out: &mut serde_json::Map<String, Value>) -> R
     ];
     args.extend(pass_on(
         o,
-        &["msgs", "rate", "secs", "round-trips", "workers", "pacing"],
+        &[
+            "msgs",
+            "rate",
+            "secs",
+            "round-trips",
+            "workers",
+            "pacing",
+            "udp-buffer",
+        ],
     ));
     let client = Proc::spawn("raw-client", &args, &env.log("raw-client"))?;
     let long = Duration::from_secs(600);
@@ -359,7 +374,7 @@ fn forward(
         format!("--bench-via={}", peer(1)),
         format!("--bench-owner={}", peer(2)),
     ];
-    args.extend(pass_on(o, &["rate", "secs", "pacing"]));
+    args.extend(pass_on(o, &["rate", "secs", "pacing", "udp-buffer"]));
     let client = Proc::spawn("forward-client", &args, &env.log("forward-client"))?;
     out.insert(
         "forward".into(),
@@ -379,6 +394,7 @@ pub(crate) fn main(o: &DriverOpts) -> Result<(), String> {
     let env = Env {
         dir: tmp.path().to_path_buf(),
         certs: tmp.path().join("certs"),
+        udp_buffer: o.text("udp-buffer").map(str::to_owned),
     };
     cortex_node::certs_cmd::init(&env.certs, "bench", false).map_err(|e| e.to_string())?;
     for n in ["n0", "n1", "n2"] {

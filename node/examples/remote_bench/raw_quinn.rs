@@ -1,6 +1,8 @@
 //! The raw quinn baseline, two processes with the cluster's TLS (mutual TLS 1.3, ALPN
-//! `cortex/1`, the same rustls configs the transport uses) and quinn's default transport
-//! settings.
+//! `cortex/1`, the same rustls configs the transport uses), quinn's default transport
+//! settings, and UDP socket buffers as large as the transport's (`--bench-udp-buffer=BYTES`,
+//! default [`cortex_transport::DEFAULT_UDP_BUFFER`]; 0: the OS default), so that the two
+//! sides of a comparison lose datagrams alike.
 //!
 //! `raw-server --certs DIR --name NAME` listens on 127.0.0.1 and prints its address. Per
 //! connection it counts the 64-byte length-prefixed messages of every unidirectional
@@ -52,6 +54,30 @@ fn runtime(o: &DriverOpts) -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
+/// A quinn endpoint on 127.0.0.1 whose socket has the transport's buffer sizes.
+fn endpoint(
+    o: &DriverOpts,
+    server: Option<quinn::ServerConfig>,
+) -> Result<quinn::Endpoint, String> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let buffer: usize = o.get("udp-buffer", cortex_transport::DEFAULT_UDP_BUFFER)?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let err = |e: std::io::Error| format!("raw quinn socket: {e}");
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    if buffer > 0 {
+        socket.set_recv_buffer_size(buffer).map_err(err)?;
+        socket.set_send_buffer_size(buffer).map_err(err)?;
+    }
+    socket.bind(&addr.into()).map_err(err)?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server,
+        socket.into(),
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(err)
+}
+
 /// `raw-server`.
 pub(crate) fn server_main(o: &DriverOpts) -> Result<(), String> {
     let m = material(o)?;
@@ -59,11 +85,7 @@ pub(crate) fn server_main(o: &DriverOpts) -> Result<(), String> {
         let sc = tls::server_config(&m, false).map_err(|e| e.to_string())?;
         let sc =
             quinn::crypto::rustls::QuicServerConfig::try_from(sc).map_err(|e| e.to_string())?;
-        let ep = quinn::Endpoint::server(
-            quinn::ServerConfig::with_crypto(Arc::new(sc)),
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-        )
-        .map_err(|e| e.to_string())?;
+        let ep = endpoint(o, Some(quinn::ServerConfig::with_crypto(Arc::new(sc))))?;
         let addr = ep.local_addr().map_err(|e| e.to_string())?;
         emit("listening", json!({ "addr": addr.to_string() }));
         // Connections are served until the orchestrator kills this process.
@@ -165,8 +187,7 @@ pub(crate) fn client_main(o: &DriverOpts) -> Result<(), String> {
         let cc = tls::client_config(&m).map_err(|e| e.to_string())?;
         let cc =
             quinn::crypto::rustls::QuicClientConfig::try_from(cc).map_err(|e| e.to_string())?;
-        let mut ep = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .map_err(|e| e.to_string())?;
+        let mut ep = endpoint(o, None)?;
         ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(cc)));
         let conn = ep
             .connect(addr, &server_name)

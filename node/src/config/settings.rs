@@ -251,6 +251,15 @@ pub struct Settings {
         help_heading = "Limits"
     )]
     pub max_frame_size: Option<ByteSize>,
+    /// Kernel send and receive buffer of the QUIC UDP socket; 0 keeps the OS default. Linux
+    /// caps it at net.core.rmem_max / wmem_max (the node warns when it does) [default: 4MiB]
+    #[arg(
+        long,
+        env = "CORTEX_UDP_BUFFER_SIZE",
+        value_name = "SIZE",
+        help_heading = "Limits"
+    )]
+    pub udp_buffer_size: Option<ByteSize>,
     /// How long a request's idempotency key is remembered to drop retried duplicates
     /// [default: 5m]
     #[arg(
@@ -333,7 +342,7 @@ impl Settings {
             quic_bind, quic_advertise, gossip_bind, gossip_advertise, http_bind, http_advertise,
             advertise_host, seeds, seed_resolve_interval, vnodes, settle_time, leave_timeout,
             tls_dir, tls_ca, tls_cert, tls_key, cluster_secret, cluster_secret_file,
-            client_tokens, client_tokens_file, data_dir, max_frame_size, idempotency_window,
+            client_tokens, client_tokens_file, data_dir, max_frame_size, udp_buffer_size, idempotency_window,
             worker_threads, log_format, log_level, otlp_endpoint, system_actors, protocol_versions,
         )
     }

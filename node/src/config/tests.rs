@@ -50,9 +50,14 @@ seeds = ["a.example:7401", "b.example"]
     assert_eq!(cfg.tls, TlsFiles::in_dir(dir.path(), "n1"));
     assert_eq!(cfg.cluster_secret.expose(), SECRET.as_bytes());
     assert_eq!(cfg.max_frame_size, cortex_protocol::DEFAULT_MAX_FRAME);
+    assert_eq!(cfg.udp_buffer_size, cortex_transport::DEFAULT_UDP_BUFFER);
     assert_eq!(cfg.worker_threads, None, "one per core unless set");
     let cfg = load_from(["x", "--node-name", "n", "--worker-threads", "1"], &e).unwrap();
     assert_eq!(cfg.worker_threads, Some(1));
+    let cfg = load_from(["x", "--node-name", "n", "--udp-buffer-size", "0"], &e).unwrap();
+    assert_eq!(cfg.udp_buffer_size, 0, "0: the OS default");
+    let cfg = load_from(["x", "--node-name", "n", "--udp-buffer-size", "8MiB"], &e).unwrap();
+    assert_eq!(cfg.udp_buffer_size, 8 << 20);
 }
 
 #[test]
@@ -176,6 +181,8 @@ fn invalid_values_are_refused_with_the_setting_named() {
         (&["--settle-time", "2"], "--settle-time"),
         (&["--leave-timeout", "2h"], "--leave-timeout"),
         (&["--max-frame-size", "12"], "--max-frame-size"),
+        (&["--udp-buffer-size", "1KiB"], "--udp-buffer-size"),
+        (&["--udp-buffer-size", "2GiB"], "--udp-buffer-size"),
         (&["--worker-threads", "0"], "--worker-threads"),
         (&["--seed", "host:notaport"], "--seed"),
         (&["--seed", "bad host:1"], "--seed"),

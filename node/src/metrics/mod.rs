@@ -93,6 +93,7 @@ struct Inner {
     peer_rtt: Family<PeerOnly, F64Gauge>,
     peer_sent_bytes: Family<PeerOnly, Counter>,
     peer_received_bytes: Family<PeerOnly, Counter>,
+    peer_lost_packets: Family<PeerOnly, Counter>,
     gossip_accepted: Counter,
     gossip_rejected: Family<ReasonOnly, Counter>,
     pubsub_delivered: Counter,
@@ -131,6 +132,7 @@ impl NodeMetrics {
             peer_rtt: Family::default(),
             peer_sent_bytes: Family::default(),
             peer_received_bytes: Family::default(),
+            peer_lost_packets: Family::default(),
             gossip_accepted: Counter::default(),
             gossip_rejected: Family::default(),
             pubsub_delivered: Counter::default(),
@@ -252,6 +254,12 @@ impl Inner {
             "Bytes received from a peer node over QUIC, by peer node name",
             Unit::Bytes,
             self.peer_received_bytes.clone(),
+        );
+        r.register(
+            "peer_lost_packets",
+            "QUIC packets to a peer node declared lost and sent again, by peer node name \
+             (a steady rise on a quiet network: datagrams dropped by a full UDP receive buffer)",
+            self.peer_lost_packets.clone(),
         );
         r.register(
             "gossip_datagrams_accepted",

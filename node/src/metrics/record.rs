@@ -210,6 +210,14 @@ impl NodeMetrics {
             .inc_by(bytes);
     }
 
+    /// Counts `packets` QUIC packets to the peer node named `peer` declared lost.
+    pub fn peer_lost_packets(&self, peer: &str, packets: u64) {
+        self.inner
+            .peer_lost_packets
+            .get_or_create(&self.peer(peer))
+            .inc_by(packets);
+    }
+
     /// Removes every series of the peer node named `peer` (call when it leaves for good or is
     /// declared down) and frees its slot under [`super::MAX_PEER_LABELS`].
     pub fn forget_peer(&self, peer: &str) {
@@ -218,6 +226,7 @@ impl NodeMetrics {
             self.inner.peer_rtt.remove(&labels);
             self.inner.peer_sent_bytes.remove(&labels);
             self.inner.peer_received_bytes.remove(&labels);
+            self.inner.peer_lost_packets.remove(&labels);
         }
     }
 

@@ -33,6 +33,7 @@ fn busy_metrics() -> NodeMetrics {
     m.set_peer_rtt("node-b", Duration::from_micros(420));
     m.peer_bytes_sent("node-b", 1000);
     m.peer_bytes_received("node-b", 2000);
+    m.peer_lost_packets("node-b", 3);
     m.gossip_accepted();
     m.gossip_rejected("bad_tag");
     m.gossip_rejected("made-up reason");
@@ -115,6 +116,10 @@ fn encodes_every_family_with_expected_names() {
         (
             r#"cortex_peer_received_bytes_total{node="node-a",peer="node-b"}"#,
             2000.0,
+        ),
+        (
+            r#"cortex_peer_lost_packets_total{node="node-a",peer="node-b"}"#,
+            3.0,
         ),
         (
             r#"cortex_gossip_datagrams_accepted_total{node="node-a"}"#,

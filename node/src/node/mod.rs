@@ -188,6 +188,7 @@ impl NodeBuilder {
             cfg.cluster_name.clone(),
         );
         ep_cfg.max_frame = cfg.max_frame_size;
+        ep_cfg.udp_buffer = cfg.udp_buffer_size;
         ep_cfg.hello_versions = cfg.protocol_versions;
         ep_cfg.accepted_tokens = cfg
             .client_tokens

@@ -8,9 +8,16 @@ use parking_lot::Mutex;
 use super::inner::NodeInner;
 use crate::membership::RejectReason;
 
-/// Byte totals already reported per connection, so the counters grow by deltas.
+/// Totals already reported per connection, so the counters grow by deltas.
 #[derive(Default)]
-pub(crate) struct PeerTotals(Mutex<HashMap<u64, (u64, u64)>>);
+pub(crate) struct PeerTotals(Mutex<HashMap<u64, Reported>>);
+
+#[derive(Default)]
+pub(crate) struct Reported {
+    sent: u64,
+    received: u64,
+    lost: u64,
+}
 
 pub(crate) fn sync(inner: &NodeInner) {
     // Kinds with no live activation read 0, not their last value.
@@ -40,14 +47,21 @@ pub(crate) fn sync(inner: &NodeInner) {
         let name = peer.name().to_owned();
         let stats = conn.stats();
         live.push(conn.id());
-        let last = seen.entry(conn.id()).or_insert((0, 0));
+        let last = seen.entry(conn.id()).or_default();
         inner
             .metrics
-            .peer_bytes_sent(&name, stats.bytes_sent.saturating_sub(last.0));
+            .peer_bytes_sent(&name, stats.bytes_sent.saturating_sub(last.sent));
         inner
             .metrics
-            .peer_bytes_received(&name, stats.bytes_received.saturating_sub(last.1));
-        *last = (stats.bytes_sent, stats.bytes_received);
+            .peer_bytes_received(&name, stats.bytes_received.saturating_sub(last.received));
+        inner
+            .metrics
+            .peer_lost_packets(&name, stats.lost_packets.saturating_sub(last.lost));
+        *last = Reported {
+            sent: stats.bytes_sent,
+            received: stats.bytes_received,
+            lost: stats.lost_packets,
+        };
         inner.metrics.set_peer_rtt(&name, conn.rtt());
     }
     seen.retain(|id, _| live.contains(id));

@@ -22,6 +22,9 @@ use crate::handshake::code;
 use crate::tls;
 
 mod driver;
+mod socket;
+
+pub use socket::SocketBuffers;
 
 struct Backoff {
     failures: u32,
@@ -56,6 +59,8 @@ pub(crate) struct EndpointInner {
     pub(crate) peers_gen: AtomicU64,
     /// Tells this endpoint's connections from another's in a thread's cache.
     uid: u64,
+    /// What the kernel granted the UDP socket.
+    socket_buffers: SocketBuffers,
     /// Every live connection, by id.
     conns: Mutex<HashMap<u64, Connection>>,
     backoff: Mutex<HashMap<String, Backoff>>,
@@ -186,16 +191,24 @@ impl Endpoint {
             addr: cfg.bind,
             source,
         };
-        let mut quinn_ep = if me.is_some() {
+        let server = if me.is_some() {
             let server_crypto = tls::server_config(&cfg.tls, !cfg.accepted_tokens.is_empty())?;
             let server_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_crypto)
                 .map_err(|e| TransportError::Config(format!("QUIC server crypto: {e}")))?;
             let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
             server.transport_config(transport);
-            quinn::Endpoint::server(server, cfg.bind).map_err(bind_err)?
+            Some(server)
         } else {
-            quinn::Endpoint::client(cfg.bind).map_err(bind_err)?
+            None
         };
+        let (udp, socket_buffers) = socket::bind_udp(cfg.bind, cfg.udp_buffer).map_err(bind_err)?;
+        let mut quinn_ep = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            server,
+            udp,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind_err)?;
         quinn_ep.set_default_client_config(client);
         let cancel = CancellationToken::new();
         let inner = Arc::new(EndpointInner {
@@ -211,8 +224,14 @@ impl Endpoint {
             cancel: cancel.clone(),
             tracker: TaskTracker::new(),
             seq: AtomicU64::new(0),
+            socket_buffers,
             cfg,
         });
+        tracing::debug!(
+            recv = socket_buffers.recv,
+            send = socket_buffers.send,
+            "UDP socket buffers"
+        );
         if inner.me.is_some() {
             inner.tracker.spawn(driver::accept_loop(inner.clone()));
         }
@@ -228,6 +247,11 @@ impl Endpoint {
     /// The OS error if the socket is gone.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.inner.quinn.local_addr()
+    }
+
+    /// The kernel buffers the UDP socket got (see [`EndpointConfig::udp_buffer`]).
+    pub fn socket_buffers(&self) -> SocketBuffers {
+        self.inner.socket_buffers
     }
 
     /// This endpoint's configuration.
