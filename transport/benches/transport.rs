@@ -60,14 +60,25 @@ fn pki() -> Pki {
 fn raw_endpoints(p: &Pki) -> (quinn::Endpoint, quinn::Endpoint) {
     let sc = tls::server_config(&p.server, false).unwrap();
     let sc = quinn::crypto::rustls::QuicServerConfig::try_from(sc).unwrap();
-    let server = quinn::Endpoint::server(
-        quinn::ServerConfig::with_crypto(Arc::new(sc)),
-        "127.0.0.1:0".parse().unwrap(),
+    // The transport's socket buffers, so that both sides of a ratio lose datagrams alike.
+    let socket = || {
+        let addr = "127.0.0.1:0".parse().unwrap();
+        cortex_transport::bind_udp_socket(addr, cortex_transport::DEFAULT_UDP_BUFFER)
+            .unwrap()
+            .0
+    };
+    let runtime = || Arc::new(quinn::TokioRuntime);
+    let server = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(quinn::ServerConfig::with_crypto(Arc::new(sc))),
+        socket(),
+        runtime(),
     )
     .unwrap();
     let cc = tls::client_config(&p.client).unwrap();
     let cc = quinn::crypto::rustls::QuicClientConfig::try_from(cc).unwrap();
-    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut client =
+        quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket(), runtime()).unwrap();
     client.set_default_client_config(quinn::ClientConfig::new(Arc::new(cc)));
     (server, client)
 }

@@ -39,7 +39,7 @@ mod writer;
 
 pub use config::{BatchConfig, DEFAULT_UDP_BUFFER, EndpointConfig, MAX_LANES, MIN_MAX_FRAME};
 pub use connection::{Connection, ConnectionStats, lane_key};
-pub use endpoint::{Endpoint, SocketBuffers};
+pub use endpoint::{Endpoint, SocketBuffers, bind_udp_socket};
 pub use error::{TlsError, TransportError, TryQueueError, TrySendError};
 pub use handler::{Delivery, Handler, Responder};
 pub use tls::TlsMaterial;

@@ -59,20 +59,15 @@ fn endpoint(
     o: &DriverOpts,
     server: Option<quinn::ServerConfig>,
 ) -> Result<quinn::Endpoint, String> {
-    use socket2::{Domain, Protocol, Socket, Type};
     let buffer: usize = o.get("udp-buffer", cortex_transport::DEFAULT_UDP_BUFFER)?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
     let err = |e: std::io::Error| format!("raw quinn socket: {e}");
-    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
-    if buffer > 0 {
-        socket.set_recv_buffer_size(buffer).map_err(err)?;
-        socket.set_send_buffer_size(buffer).map_err(err)?;
-    }
-    socket.bind(&addr.into()).map_err(err)?;
+    let (socket, _) =
+        cortex_transport::bind_udp_socket(SocketAddr::from(([127, 0, 0, 1], 0)), buffer)
+            .map_err(err)?;
     quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         server,
-        socket.into(),
+        socket,
         Arc::new(quinn::TokioRuntime),
     )
     .map_err(err)

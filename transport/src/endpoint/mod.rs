@@ -24,7 +24,7 @@ use crate::tls;
 mod driver;
 mod socket;
 
-pub use socket::SocketBuffers;
+pub use socket::{SocketBuffers, bind_udp_socket};
 
 struct Backoff {
     failures: u32,
@@ -201,7 +201,8 @@ impl Endpoint {
         } else {
             None
         };
-        let (udp, socket_buffers) = socket::bind_udp(cfg.bind, cfg.udp_buffer).map_err(bind_err)?;
+        let (udp, socket_buffers) =
+            socket::bind_udp_socket(cfg.bind, cfg.udp_buffer).map_err(bind_err)?;
         let mut quinn_ep = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             server,

@@ -22,10 +22,25 @@ pub struct SocketBuffers {
     pub send: usize,
 }
 
-/// Binds a UDP socket for quinn. `buffer` > 0 asks the kernel for that much send and receive
-/// buffer; 0 keeps the OS defaults. An IPv6 address gets a dual-stack socket where the OS
-/// allows it, as `quinn::Endpoint::client` does.
-pub(crate) fn bind_udp(addr: SocketAddr, buffer: usize) -> io::Result<(UdpSocket, SocketBuffers)> {
+/// Binds a UDP socket for quinn, as [`crate::Endpoint::bind`] does. `buffer` > 0 asks the
+/// kernel for that much send and receive buffer (a warning is logged when the kernel grants
+/// less); 0 keeps the OS defaults. An IPv6 address gets a dual-stack socket where the OS
+/// allows it, as `quinn::Endpoint::client` does. Benchmarks use it to give a raw quinn
+/// baseline the transport's socket.
+///
+/// ```
+/// let (socket, got) = cortex_transport::bind_udp_socket(
+///     "127.0.0.1:0".parse().unwrap(),
+///     cortex_transport::DEFAULT_UDP_BUFFER,
+/// )?;
+/// assert_ne!(socket.local_addr()?.port(), 0);
+/// assert!(got.recv > 0 && got.send > 0);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+/// The OS error if the socket cannot be made, sized or bound.
+pub fn bind_udp_socket(addr: SocketAddr, buffer: usize) -> io::Result<(UdpSocket, SocketBuffers)> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6()
         && let Err(e) = socket.set_only_v6(false)
@@ -71,7 +86,7 @@ mod tests {
     #[test]
     fn asked_buffers_are_granted_up_to_the_kernel_cap() {
         let want = 1 << 20;
-        let (sock, got) = bind_udp("127.0.0.1:0".parse().unwrap(), want).unwrap();
+        let (sock, got) = bind_udp_socket("127.0.0.1:0".parse().unwrap(), want).unwrap();
         assert_ne!(sock.local_addr().unwrap().port(), 0);
         // Linux grants min(asked, cap) and reports double; other systems report what they
         // grant. Either way at least min(asked, cap).
@@ -83,7 +98,7 @@ mod tests {
 
     #[test]
     fn zero_keeps_the_os_defaults() {
-        let (_s, got) = bind_udp("127.0.0.1:0".parse().unwrap(), 0).unwrap();
+        let (_s, got) = bind_udp_socket("127.0.0.1:0".parse().unwrap(), 0).unwrap();
         let plain = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
         assert_eq!(got.recv, plain.recv_buffer_size().unwrap());
         assert_eq!(got.send, plain.send_buffer_size().unwrap());
@@ -91,7 +106,7 @@ mod tests {
 
     #[test]
     fn an_ipv6_bind_works_where_the_host_has_ipv6() {
-        match bind_udp("[::1]:0".parse().unwrap(), 1 << 16) {
+        match bind_udp_socket("[::1]:0".parse().unwrap(), 1 << 16) {
             Ok((s, _)) => assert!(s.local_addr().unwrap().is_ipv6()),
             // A host without IPv6 refuses the bind; that is the OS's answer, not ours.
             Err(e) => assert!(
