@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cortex_client::admin::AdminClient;
+use cortex_client::admin::{AdminClient, sum_metric};
 use tokio_util::sync::CancellationToken;
 
 use crate::history::{ActivationRec, History, MemberSample, now_us};
@@ -81,6 +81,27 @@ pub async fn run(
             _ = tokio::time::sleep(period) => {}
         }
     }
+}
+
+/// QUIC packets the running nodes declared lost over the run: the sum of every reachable
+/// node's `cortex_peer_lost_packets_total` (a restarted node counts from its restart).
+/// `None` if no node answered.
+pub async fn quic_lost_packets(targets: &[Target]) -> Option<u64> {
+    let mut total = None;
+    for t in targets {
+        let Ok(a) = AdminClient::new(&t.url) else {
+            continue;
+        };
+        match a.with_timeout(Duration::from_secs(2)).metrics().await {
+            Ok(text) => {
+                let lost = sum_metric(&text, "cortex_peer_lost_packets_total");
+                // Counter values are whole numbers well inside f64's exact range.
+                *total.get_or_insert(0) += lost as u64;
+            }
+            Err(e) => tracing::debug!(node = t.name, error = %e, "metrics not read"),
+        }
+    }
+    total
 }
 
 /// Fetches every activation record once more (after the load stopped).

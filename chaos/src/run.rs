@@ -89,6 +89,9 @@ pub struct RunOutcome {
     pub summary: String,
     /// Report folder.
     pub report_dir: PathBuf,
+    /// QUIC packets the running nodes declared lost (`cortex_peer_lost_packets_total`,
+    /// summed at the end); `None` if no node answered.
+    pub quic_lost_packets: Option<u64>,
 }
 
 impl RunOutcome {
@@ -283,6 +286,7 @@ pub async fn run(scenario: &Scenario, opts: RunOptions) -> Result<RunOutcome, Ch
     }
     workload::final_reads(&client, &spec, &history, &live).await;
     observe::final_activations(&targets, &history).await;
+    let quic_lost_packets = observe::quic_lost_packets(&targets).await;
     stop_obs.cancel();
     bar.finish_and_clear();
 
@@ -293,7 +297,12 @@ pub async fn run(scenario: &Scenario, opts: RunOptions) -> Result<RunOutcome, Ch
     snap.nodes = names;
     snap.expected_members = expected;
     let verdicts = check::all(&snap, scenario.converge_within.as_micros() as u64);
-    let summary = report::summary_text(scenario, &topo_name, &snap, &verdicts, opts.short);
+    let mut summary = report::summary_text(scenario, &topo_name, &snap, &verdicts, opts.short);
+    if let Some(n) = quic_lost_packets {
+        summary.push_str(&format!(
+            "QUIC packets lost and resent (running nodes): {n}\n"
+        ));
+    }
     snap.write_jsonl(&opts.out_dir.join("history.jsonl"))?;
     let outcome = RunOutcome {
         scenario: scenario.name.clone(),
@@ -301,6 +310,7 @@ pub async fn run(scenario: &Scenario, opts: RunOptions) -> Result<RunOutcome, Ch
         verdicts,
         summary,
         report_dir: opts.out_dir.clone(),
+        quic_lost_packets,
     };
     let json = serde_json::to_vec_pretty(&outcome).unwrap_or_default();
     let p = opts.out_dir.join("summary.json");
