@@ -240,6 +240,7 @@ impl Client {
         ep.idle_timeout = cfg.idle_timeout;
         ep.keep_alive = cfg.keep_alive;
         ep.lanes = cfg.lanes;
+        ep.udp_buffer = cfg.udp_buffer;
         ep.backoff_initial = Duration::from_millis(50);
         ep.backoff_max = Duration::from_secs(2);
         let shared = Arc::new(Shared::new());

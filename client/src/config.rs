@@ -80,6 +80,7 @@ pub(crate) struct ClientConfig {
     pub(crate) max_attempts: u32,
     pub(crate) subscription_buffer: usize,
     pub(crate) lanes: usize,
+    pub(crate) udp_buffer: usize,
 }
 
 /// Configures and connects a [`Client`].
@@ -134,6 +135,7 @@ impl Default for ClientBuilder {
                 max_attempts: 10_000,
                 subscription_buffer: 1024,
                 lanes: 8,
+                udp_buffer: cortex_transport::DEFAULT_UDP_BUFFER,
             },
         }
     }
@@ -240,6 +242,20 @@ impl ClientBuilder {
     /// Ordered lanes per connection (default 8, at most 64).
     pub fn lanes(mut self, lanes: usize) -> Self {
         self.cfg.lanes = lanes;
+        self
+    }
+
+    /// Kernel send and receive buffer of the client's UDP socket, in bytes (default
+    /// [`cortex_transport::DEFAULT_UDP_BUFFER`], 4 MiB; 0 keeps the OS default). A client
+    /// that receives bursts of replies or publications faster than it reads them loses
+    /// datagrams with a smaller one; Linux caps it at `net.core.rmem_max`.
+    ///
+    /// ```
+    /// let b = cortex_client::Client::builder().udp_buffer(1 << 20);
+    /// # drop(b);
+    /// ```
+    pub fn udp_buffer(mut self, bytes: usize) -> Self {
+        self.cfg.udp_buffer = bytes;
         self
     }
 
