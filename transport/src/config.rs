@@ -14,6 +14,8 @@ pub const MAX_LANES: usize = 64;
 /// default (208 KiB) overflows in ~2 ms and every dropped datagram is a QUIC loss (see
 /// BENCHMARKS.md, "UDP socket buffers").
 pub const DEFAULT_UDP_BUFFER: usize = 4 << 20;
+/// Largest accepted `udp_buffer`: 1 GiB.
+pub const MAX_UDP_BUFFER: usize = 1 << 30;
 /// Smallest accepted `max_frame`: room for a full batch plus the largest header.
 pub const MIN_MAX_FRAME: usize = 8 * 1024;
 
@@ -158,6 +160,13 @@ impl EndpointConfig {
         if self.batch.queue == 0 || self.batch.reply_queue == 0 || self.max_pending_asks == 0 {
             return bad("queue sizes and max_pending_asks must be at least 1".into());
         }
+        // The kernel takes an int and doubles it.
+        if self.udp_buffer > MAX_UDP_BUFFER {
+            return bad(format!(
+                "udp_buffer must be at most {MAX_UDP_BUFFER} bytes (1 GiB), got {}",
+                self.udp_buffer
+            ));
+        }
         if self.cluster.is_empty() {
             return bad("cluster name must not be empty".into());
         }
@@ -174,5 +183,42 @@ impl EndpointConfig {
     /// envelope could exceed `max_frame`.
     pub(crate) fn batch_limit(&self) -> usize {
         self.batch.max_bytes.min(self.max_frame / 2).max(1024)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client_cfg() -> EndpointConfig {
+        EndpointConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            TlsMaterial::ca_only(String::new()),
+            PeerIdentity::Client { name: "c".into() },
+            "test",
+        )
+    }
+
+    #[test]
+    fn udp_buffer_is_bounded_and_zero_is_allowed() {
+        let mut c = client_cfg();
+        assert!(c.validate().is_ok());
+        c.udp_buffer = 0;
+        assert!(c.validate().is_ok(), "0: the OS default");
+        c.udp_buffer = MAX_UDP_BUFFER;
+        assert!(c.validate().is_ok());
+        c.udp_buffer = MAX_UDP_BUFFER + 1;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("udp_buffer"), "{err}");
+    }
+
+    #[test]
+    fn lanes_out_of_range_are_refused() {
+        for lanes in [0, MAX_LANES + 1] {
+            let mut c = client_cfg();
+            c.lanes = lanes;
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("lanes"), "{err}");
+        }
     }
 }

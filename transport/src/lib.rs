@@ -37,7 +37,9 @@ mod outbox;
 pub mod tls;
 mod writer;
 
-pub use config::{BatchConfig, DEFAULT_UDP_BUFFER, EndpointConfig, MAX_LANES, MIN_MAX_FRAME};
+pub use config::{
+    BatchConfig, DEFAULT_UDP_BUFFER, EndpointConfig, MAX_LANES, MAX_UDP_BUFFER, MIN_MAX_FRAME,
+};
 pub use connection::{Connection, ConnectionStats, lane_key};
 pub use endpoint::{Endpoint, SocketBuffers, bind_udp_socket};
 pub use error::{TlsError, TransportError, TryQueueError, TrySendError};
