@@ -382,3 +382,68 @@ fn registered_kinds_record_into_the_same_series_as_the_labelled_path() {
         );
     }
 }
+
+/// `cortex_*` names in `text`, skipping Rust paths such as `cortex_node::metrics`.
+fn cortex_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let b = text.as_bytes();
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut i = 0;
+    while let Some(at) = text[i..].find("cortex_") {
+        let start = i + at;
+        let mut end = start + "cortex_".len();
+        while end < b.len() && word(b[end]) {
+            end += 1;
+        }
+        let standalone = start == 0 || !word(b[start - 1]);
+        if standalone && !text[end..].starts_with("::") {
+            out.insert(text[start..end].to_owned());
+        }
+        i = end;
+    }
+    out
+}
+
+/// The metrics page documents every family the node exports, and neither it nor the Grafana
+/// dashboard names a series the node does not export (a renamed metric breaks both silently).
+#[test]
+fn docs_and_grafana_dashboard_match_the_exported_metrics() {
+    let text = busy_metrics().encode();
+    let samples: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .filter(|n| n.starts_with("cortex_"))
+        .collect();
+    let exported = |name: &str| {
+        samples.contains(name)
+            || ["_bucket", "_count", "_sum"]
+                .iter()
+                .any(|s| samples.contains(format!("{name}{s}").as_str()))
+    };
+    let docs = include_str!("../../../docs/metrics.md");
+    let grafana = include_str!("../../../k8s/grafana-dashboard.json");
+    for (file, body) in [
+        ("docs/metrics.md", docs),
+        ("k8s/grafana-dashboard.json", grafana),
+    ] {
+        for name in cortex_names(body) {
+            assert!(
+                exported(&name),
+                "{file} names {name}, which the node does not export"
+            );
+        }
+    }
+    let documented = cortex_names(docs);
+    for sample in &samples {
+        let family = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|s| sample.strip_suffix(s))
+            .filter(|f| documented.contains(*f))
+            .unwrap_or(sample);
+        assert!(
+            documented.contains(family),
+            "{family} is exported but not in docs/metrics.md"
+        );
+    }
+}
