@@ -39,7 +39,7 @@ pub struct SocketBuffers {
 /// ```
 ///
 /// # Errors
-/// The OS error if the socket cannot be made, sized or bound.
+/// The OS error if the socket cannot be made or bound (a refused size only logs a warning).
 pub fn bind_udp_socket(addr: SocketAddr, buffer: usize) -> io::Result<(UdpSocket, SocketBuffers)> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6()
@@ -48,9 +48,16 @@ pub fn bind_udp_socket(addr: SocketAddr, buffer: usize) -> io::Result<(UdpSocket
         tracing::debug!(error = %e, "UDP socket: cannot make it dual-stack");
     }
     if buffer > 0 {
-        // The kernel silently caps these at net.core.{r,w}mem_max; checked below.
-        socket.set_recv_buffer_size(buffer)?;
-        socket.set_send_buffer_size(buffer)?;
+        // The kernel silently caps these at net.core.{r,w}mem_max; checked below. A system
+        // that refuses the option outright still gets a working socket with its defaults.
+        for (which, set) in [
+            ("receive", socket.set_recv_buffer_size(buffer)),
+            ("send", socket.set_send_buffer_size(buffer)),
+        ] {
+            if let Err(e) = set {
+                tracing::warn!(error = %e, requested = buffer, "UDP {which} buffer left at the OS default");
+            }
+        }
     }
     socket.bind(&addr.into())?;
     let got = SocketBuffers {
