@@ -158,8 +158,8 @@ struct State<A> {
     /// Created by the first waiter for termination: most actors never have one, and an
     /// inline `Notify` would cost every actor 32 bytes.
     term_waiters: Option<Arc<Notify>>,
-    /// Messages the receiver took from the queue (wrapping): a trim finds by it whether the
-    /// actor stayed idle, or saw only light traffic, since it registered.
+    /// Times the receiver took messages from the queue: a trim finds by it whether the
+    /// actor stayed idle.
     takes: u32,
     /// A trim of this mailbox is pending with [`trim`].
     trim_queued: bool,
@@ -203,10 +203,6 @@ enum Idle {
 
 /// Queue capacity an idle actor keeps without a trim.
 const IDLE_QUEUE_MAX: usize = 64;
-
-/// Messages taken between a registration and its trim (0.5 to 1 s) that still count as a
-/// trickle: the trim releases a burst's worth despite them.
-const TRICKLE: u32 = IDLE_QUEUE_MAX as u32;
 
 /// Why a push failed; the payload comes back.
 pub(crate) enum PushError<P> {
@@ -515,9 +511,8 @@ impl<A> Mailbox<A> {
         // still hold one: those messages keep their room.)
         let released = batch.is_empty() && std::mem::take(&mut st.taken) > 0;
         if let Some(env) = accept_user.then(|| st.queue.pop_front()).flatten() {
+            st.takes = st.takes.wrapping_add(1);
             let n = st.queue.len().min(TAKE);
-            // n <= TAKE, far below u32::MAX.
-            st.takes = st.takes.wrapping_add(1 + n as u32);
             if n > 0 {
                 let b = batch.0.get_or_insert_with(Default::default);
                 if n == st.queue.len() {
@@ -628,18 +623,11 @@ impl<A: 'static> trim::Trim for Mailbox<A> {
         // registers it again, or releases at once.
         st.rx_waker.as_ref()?;
         // Busy in between and idle again with a burst's worth: look again a round later.
-        // Unless it took only a trickle since: an actor that had a burst and then gets a
-        // message now and then never stays idle for a whole round, so it kept the burst's
-        // room and spares for good (measured after 5 M remote tells to 1,000 actors, each
-        // then asked every ~100 ms: the owner's RSS 71 MB, 58 MB with this rule;
-        // BENCHMARKS.md, Runtime). A trickle does not regrow them, so releasing costs it
-        // nothing.
-        if st.takes.wrapping_sub(epoch) > TRICKLE && st.holds_a_burst() {
+        if st.takes != epoch && st.holds_a_burst() {
             st.trim_queued = true;
             return Some(st.takes);
         }
-        // Idle since it registered, or a trickle only (or holding no more than an idle actor
-        // keeps): release,
+        // Idle since it registered (or holding no more than an idle actor keeps): release,
         // and wake the receiver, whose batch buffers are in its task: at the pause that
         // follows it finds no trim pending and releases them.
         st.shrink_idle(SPARE_IDLE);

@@ -415,19 +415,13 @@ fn burst(mb: &Arc<Mailbox<A>>, batch: &mut Batch<A>, n: u32) -> Option<u32> {
     }
 }
 
-fn spares(mb: &Mailbox<A>) -> usize {
-    mb.state.lock().spare.len()
-}
-
-fn queue_cap(mb: &Mailbox<A>) -> usize {
-    mb.state.lock().queue.capacity()
-}
-
 #[test]
 fn a_burst_is_released_only_once_the_actor_has_stayed_idle() {
     use super::trim::Trim;
     let mb = Arc::new(Mailbox::<A>::new(1, 512));
     let mut batch = Batch::default();
+    let spares = |mb: &Mailbox<A>| mb.state.lock().spare.len();
+    let queue_cap = |mb: &Mailbox<A>| mb.state.lock().queue.capacity();
 
     // A burst leaves spares and queue room in place at the pause, for the next burst.
     let first = burst(&mb, &mut batch, 300).expect("a burst registers for a trim");
@@ -467,39 +461,6 @@ fn a_burst_is_released_only_once_the_actor_has_stayed_idle() {
     // A stopped mailbox keeps nothing, trim pending or not.
     mb.mark_terminated();
     assert_eq!(spares(&mb), 0);
-}
-
-/// After a burst, a trickle of messages (fewer than `TRICKLE` between registration and trim)
-/// does not keep the burst's room and spares: the trim releases them although the actor ran.
-#[test]
-fn a_trickle_after_a_burst_does_not_keep_the_burst() {
-    use super::trim::Trim;
-    let mb = Arc::new(Mailbox::<A>::new(1, 512));
-    let mut batch = Batch::default();
-    let epoch = burst(&mb, &mut batch, 300).expect("a burst registers for a trim");
-    // One message at a time, each taken at once: as an actor asked now and then.
-    for i in 0..TRICKLE {
-        assert!(mb.try_push_m(env(i)).is_ok());
-        assert!(matches!(pop_parked(&mb, &mut batch).0, Some(Item::Msg(_))));
-        assert_eq!(pop_parked(&mb, &mut batch).1, Some(Idle::Keep));
-    }
-    assert_eq!(
-        mb.trim(epoch),
-        None,
-        "a trickle is released, not looked at again"
-    );
-    assert!(spares(&mb) <= SPARE_IDLE);
-    assert!(queue_cap(&mb) <= IDLE_QUEUE_MAX);
-
-    // One message more than a trickle since registering: busy, looked at again.
-    let epoch = burst(&mb, &mut batch, 300).expect("registers again");
-    for i in 0..=TRICKLE {
-        assert!(mb.try_push_m(env(i)).is_ok());
-        assert!(matches!(pop_parked(&mb, &mut batch).0, Some(Item::Msg(_))));
-        let _ = pop_parked(&mb, &mut batch);
-    }
-    assert!(mb.trim(epoch).is_some(), "more than a trickle: check again");
-    assert!(spares(&mb) > SPARE_IDLE_MAX);
 }
 
 /// The trim thread releases a real actor's burst on its own once the actor stays idle

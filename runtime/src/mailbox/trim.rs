@@ -5,8 +5,7 @@
 //! them, and on glibc each regrowth of a kilobyte or more consolidates every small block
 //! freed since (malloc's rule for large requests): with many such actors that was a third
 //! of the CPU. So a pause only registers the mailbox here, and one thread releases it
-//! [`TRIM_AFTER`] to twice that later if the actor has not run since, or has taken only a
-//! trickle of messages (one that does not regrow a burst's room); an actor still busy
+//! [`TRIM_AFTER`] to twice that later if the actor has not run since; an actor still busy
 //! registers again at its next pause.
 //!
 //! The thread starts with the first registration and ends once a round finds nothing
@@ -25,8 +24,7 @@ pub(crate) const MAX_PENDING: usize = 1 << 16;
 
 /// A mailbox that can release its burst's worth.
 pub(crate) trait Trim: Send + Sync {
-    /// Releases if the receiver stayed idle since it registered at take count `epoch`, or
-    /// took no more than a trickle of messages since;
+    /// Releases if the receiver stayed idle since it registered at take count `epoch`;
     /// `Some(count)` asks to be checked again a round later from that count (it was busy
     /// in between and is idle again).
     fn trim(&self, epoch: u32) -> Option<u32>;
