@@ -360,14 +360,15 @@ impl NodeConfig {
         let udp_buffer = s
             .udp_buffer_size
             .map_or(cortex_transport::DEFAULT_UDP_BUFFER as u64, |b| b.0);
-        if udp_buffer != 0 && !((64 << 10)..=(1u64 << 30)).contains(&udp_buffer) {
+        let max = cortex_transport::MAX_UDP_BUFFER as u64;
+        if udp_buffer != 0 && !((64 << 10)..=max).contains(&udp_buffer) {
             return Err(ConfigError::invalid(
                 "--udp-buffer-size",
                 udp_buffer.to_string(),
                 "use 64KiB to 1GiB, or 0 for the OS default",
             ));
         }
-        // In range of 1 GiB, so it fits any usize this builds for (32 bits and up).
+        // At most MAX_UDP_BUFFER (1 GiB), so it fits any usize this builds for (32 bits and up).
         let udp_buffer_size = udp_buffer as usize;
         if let Some(n) = s.worker_threads
             && !(1..=1024).contains(&n)

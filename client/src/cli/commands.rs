@@ -181,8 +181,9 @@ async fn quic_client(cli: &Cli) -> Result<Client, Failure> {
         .name("cortex-cli")
         .default_timeout(cli.timeout)
         .connect_timeout(cli.connect_timeout)
-        // A command sends a few messages: the OS default buffer is plenty, and asking for
-        // more would print the "capped by the kernel" warning on every run on most hosts.
+        // A command sends a few messages, or prints a subscription's deliveries one by one:
+        // the OS default buffer keeps up with that, and asking for more would print the
+        // "capped by the kernel" warning on every run on most hosts.
         .udp_buffer(0);
     if let Some(t) = &cli.token {
         b = b.token(t.clone());

@@ -59,8 +59,6 @@ pub(crate) struct EndpointInner {
     pub(crate) peers_gen: AtomicU64,
     /// Tells this endpoint's connections from another's in a thread's cache.
     uid: u64,
-    /// What the kernel granted the UDP socket.
-    socket_buffers: SocketBuffers,
     /// Every live connection, by id.
     conns: Mutex<HashMap<u64, Connection>>,
     backoff: Mutex<HashMap<String, Backoff>>,
@@ -201,8 +199,7 @@ impl Endpoint {
         } else {
             None
         };
-        let (udp, socket_buffers) =
-            socket::bind_udp_socket(cfg.bind, cfg.udp_buffer).map_err(bind_err)?;
+        let (udp, _) = socket::bind_udp_socket(cfg.bind, cfg.udp_buffer).map_err(bind_err)?;
         let mut quinn_ep = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             server,
@@ -225,14 +222,8 @@ impl Endpoint {
             cancel: cancel.clone(),
             tracker: TaskTracker::new(),
             seq: AtomicU64::new(0),
-            socket_buffers,
             cfg,
         });
-        tracing::debug!(
-            recv = socket_buffers.recv,
-            send = socket_buffers.send,
-            "UDP socket buffers"
-        );
         if inner.me.is_some() {
             inner.tracker.spawn(driver::accept_loop(inner.clone()));
         }
@@ -248,11 +239,6 @@ impl Endpoint {
     /// The OS error if the socket is gone.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.inner.quinn.local_addr()
-    }
-
-    /// The kernel buffers the UDP socket got (see [`EndpointConfig::udp_buffer`]).
-    pub fn socket_buffers(&self) -> SocketBuffers {
-        self.inner.socket_buffers
     }
 
     /// This endpoint's configuration.

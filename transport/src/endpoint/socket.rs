@@ -76,8 +76,11 @@ pub fn bind_udp_socket(addr: SocketAddr, buffer: usize) -> io::Result<(UdpSocket
             granted = usable,
             "UDP receive buffer capped by the kernel: bursts of traffic may be dropped and \
              retransmitted; raise it with `sysctl -w net.core.rmem_max={buffer}` (and \
-             net.core.wmem_max), or set udp_buffer_size to 0 to silence this"
+             net.core.wmem_max), or ask for 0 (the OS default) to silence this \
+             (a node's udp_buffer_size, a client's ClientBuilder::udp_buffer)"
         );
+    } else {
+        tracing::debug!(recv = got.recv, send = got.send, "UDP socket buffers");
     }
     Ok((socket.into(), got))
 }
