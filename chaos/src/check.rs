@@ -380,10 +380,15 @@ fn rounds(h: &Snapshot) -> Vec<(u64, Views<'_>)> {
 
 /// Faults that can make a running node look dead to the others (a false death). While one
 /// is active, and for [`FALSE_DEATH_GRACE_US`] after it heals, each side may believe the
-/// other gone and activate the same id: without a quorum rule that is the price of staying
-/// available. Outside them (joins, graceful leaves, crashes) the settle time and the
-/// handover must keep every id on one node, even while views briefly differ.
+/// other gone and activate the same id. Outside them (joins, graceful leaves, crashes) the
+/// settle time and the handover must keep every id on one node, even while views briefly
+/// differ.
 const FALSE_DEATH: &[&str] = &["pause", "partition", "one-way-partition", "loss", "delay"];
+/// Of those, the ones the quorum rule covers: both sides of a cut see the other turn
+/// suspect, and the minority passivates everything before the majority's settle time ends.
+/// A paused process cannot act until it runs again, and loss or delay may let a node keep
+/// seeing the others while they declare it down, so those stay excused with the rule on.
+const QUORUM_COVERS: &[&str] = &["partition", "one-way-partition"];
 /// After a false death heals: membership converges and the twin activations hand over.
 const FALSE_DEATH_GRACE_US: u64 = 5_000_000;
 
@@ -436,6 +441,7 @@ pub fn single_activation(h: &Snapshot) -> Verdict {
                 let excused = h.faults.iter().any(|f| {
                     f.skipped.is_none()
                         && FALSE_DEATH.contains(&f.kind.as_str())
+                        && !(h.quorum && QUORUM_COVERS.contains(&f.kind.as_str()))
                         && f.start_us <= e
                         && f.end_us + FALSE_DEATH_GRACE_US >= s
                 });

@@ -148,6 +148,23 @@ fn an_overlap_during_a_partition_or_just_after_its_heal_is_excused() {
 }
 
 #[test]
+fn with_the_quorum_rule_a_partition_excuses_nothing_but_a_pause_still_does() {
+    let mut h = snapshot(
+        Vec::new(),
+        vec![act("n0", 600, Some(800)), act("n1", 650, None)],
+    );
+    h.quorum = true;
+    h.faults.push(fault("partition", 500, 9_000));
+    let v = single_activation(&h);
+    assert!(!v.passed, "{v:?}");
+    assert_eq!(v.counts["outside_faults"], 1);
+    h.faults[0] = fault("one-way-partition", 500, 9_000);
+    assert!(!single_activation(&h).passed);
+    h.faults[0] = fault("pause", 500, 9_000);
+    assert!(single_activation(&h).passed);
+}
+
+#[test]
 fn a_skipped_partition_excuses_nothing() {
     let mut h = snapshot(
         Vec::new(),

@@ -175,6 +175,9 @@ pub struct Snapshot {
     pub nodes: Vec<String>,
     /// Nodes running at the end (membership should converge to this many).
     pub expected_members: usize,
+    /// The nodes ran with the majority quorum rule (`--quorum=majority`, the default): the
+    /// minority side of a partition serves nothing, so a partition excuses no overlap.
+    pub quorum: bool,
 }
 
 impl History {
@@ -245,7 +248,7 @@ impl Snapshot {
             "run",
             serde_json::json!({"start_us": self.start_us, "end_us": self.end_us,
                 "last_heal_us": self.last_heal_us, "nodes": self.nodes,
-                "expected_members": self.expected_members}),
+                "expected_members": self.expected_members, "quorum": self.quorum}),
         )?;
         for f in &self.faults {
             line("fault", j(f))?;
@@ -298,6 +301,9 @@ impl Snapshot {
                         last_heal_us: u64,
                         nodes: Vec<String>,
                         expected_members: Option<usize>,
+                        // Histories from before the field: nodes without the rule.
+                        #[serde(default)]
+                        quorum: bool,
                     }
                     let r: Run = serde_json::from_value(v).map_err(de)?;
                     s.start_us = r.start_us;
@@ -306,6 +312,7 @@ impl Snapshot {
                     // Histories from before the field was written: every node ran at the end.
                     s.expected_members = r.expected_members.unwrap_or(r.nodes.len());
                     s.nodes = r.nodes;
+                    s.quorum = r.quorum;
                 }
                 "fault" => s.faults.push(serde_json::from_value(v).map_err(de)?),
                 "op" => s.ops.push(serde_json::from_value(v).map_err(de)?),

@@ -149,6 +149,7 @@ pub async fn run(scenario: &Scenario, opts: RunOptions) -> Result<RunOutcome, Ch
     let settle = opts.settle_time.unwrap_or(scenario.settle_time);
     let mut extra = scenario.node_args.clone();
     extra.extend(opts.node_args.iter().cloned());
+    let quorum = !quorum_off(&extra);
     let cfg = NodesConfig {
         binary,
         dir: work.clone(),
@@ -279,6 +280,7 @@ pub async fn run(scenario: &Scenario, opts: RunOptions) -> Result<RunOutcome, Ch
         let mut snap = history.snapshot();
         snap.last_heal_us = last_heal;
         snap.expected_members = expected;
+        snap.quorum = quorum;
         if check::convergence(&snap, u64::MAX).passed || tokio::time::Instant::now() >= bound {
             break;
         }
@@ -335,6 +337,13 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// True when the node flags turn the quorum rule off (`--quorum=off` or `--quorum off`).
+fn quorum_off(args: &[String]) -> bool {
+    args.iter().enumerate().any(|(i, a)| {
+        a == "--quorum=off" || (a == "--quorum" && args.get(i + 1).is_some_and(|v| v == "off"))
+    })
 }
 
 fn progress_bar(show: bool, len: Duration, name: &str) -> ProgressBar {

@@ -109,6 +109,8 @@ pub struct NodeConfig {
     pub vnodes: u32,
     /// Membership must be unchanged this long before the node is converged and ready.
     pub settle_time: Duration,
+    /// The split-brain rule (see [`crate::placement::quorum`]).
+    pub quorum: crate::placement::quorum::QuorumPolicy,
     /// Deadline for a graceful leave on shutdown.
     pub leave_timeout: Duration,
     /// This node's TLS files.
@@ -410,6 +412,7 @@ impl NodeConfig {
             seed_resolve_interval,
             vnodes,
             settle_time,
+            quorum: s.quorum.unwrap_or_default(),
             leave_timeout,
             tls,
             cluster_secret,

@@ -150,6 +150,17 @@ pub struct Settings {
         help_heading = "Cluster"
     )]
     pub settle_time: Option<HumanDuration>,
+    /// Split-brain rule: `majority` (a node that cannot reach a majority of its last known
+    /// cluster hosts no virtual actors until it can; an exact half keeps serving only with the
+    /// lowest name) or `off` (both sides of a partition stay available and may host the same
+    /// id until the heal) [default: majority]
+    #[arg(
+        long,
+        env = "CORTEX_QUORUM",
+        value_name = "POLICY",
+        help_heading = "Cluster"
+    )]
+    pub quorum: Option<crate::placement::quorum::QuorumPolicy>,
     /// Longest a graceful leave (hand-off, announcing departure) may take on shutdown [default: 10s]
     #[arg(
         long,
@@ -340,7 +351,7 @@ impl Settings {
         merge_fields!(hi, lo;
             config, node_name, cluster_name, roles,
             quic_bind, quic_advertise, gossip_bind, gossip_advertise, http_bind, http_advertise,
-            advertise_host, seeds, seed_resolve_interval, vnodes, settle_time, leave_timeout,
+            advertise_host, seeds, seed_resolve_interval, vnodes, settle_time, quorum, leave_timeout,
             tls_dir, tls_ca, tls_cert, tls_key, cluster_secret, cluster_secret_file,
             client_tokens, client_tokens_file, data_dir, max_frame_size, udp_buffer_size, idempotency_window,
             worker_threads, log_format, log_level, otlp_endpoint, system_actors, protocol_versions,

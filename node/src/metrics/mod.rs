@@ -89,6 +89,8 @@ struct Inner {
     passivations: Family<KindOnly, Counter>,
     live_actors: Family<KindOnly, Gauge>,
     membership_size: Gauge,
+    quorum: Gauge,
+    quorum_losses: Counter,
     membership_changes: Family<EventOnly, Counter>,
     peer_rtt: Family<PeerOnly, F64Gauge>,
     peer_sent_bytes: Family<PeerOnly, Counter>,
@@ -128,6 +130,8 @@ impl NodeMetrics {
             passivations: Family::default(),
             live_actors: Family::default(),
             membership_size: Gauge::default(),
+            quorum: Gauge::default(),
+            quorum_losses: Counter::default(),
             membership_changes: Family::default(),
             peer_rtt: Family::default(),
             peer_sent_bytes: Family::default(),
@@ -231,6 +235,16 @@ impl Inner {
             "membership_size",
             "Members this node currently sees as alive or suspect, itself included",
             self.membership_size.clone(),
+        );
+        r.register(
+            "quorum",
+            "1 while this node reaches a majority of its cluster and may host virtual actors, 0 while it is fenced",
+            self.quorum.clone(),
+        );
+        r.register(
+            "quorum_losses",
+            "Times this node lost its quorum and passivated every activation",
+            self.quorum_losses.clone(),
         );
         r.register(
             "membership_changes",

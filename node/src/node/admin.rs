@@ -158,6 +158,14 @@ impl AdminSource for Admin {
             let live = m.view().live_ids().len();
             return Err(format!("not joined yet: {live} live member(s) known"));
         }
+        if !inner.has_quorum.load(std::sync::atomic::Ordering::Acquire) {
+            let st = inner.quorum.lock().status();
+            return Err(format!(
+                "no quorum: reaches {} of the {} members of its cluster",
+                st.reachable.len(),
+                st.base.len()
+            ));
+        }
         let ring = inner.placement.view();
         if !ring.is_settled(tokio::time::Instant::now()) {
             return Err(format!("ring view (epoch {}) not settled yet", ring.epoch));
@@ -219,6 +227,7 @@ impl AdminSource for Admin {
                 AdminResponse::json(200, &inner.activations.since(since))
             }
             "/cluster/events" => AdminResponse::json(200, &inner.events.recent()),
+            "/cluster/quorum" => AdminResponse::json(200, &inner.quorum.lock().status()),
             "/cluster/actors" => {
                 let local = local_actors(&inner);
                 if req.query_param("local").is_some() {

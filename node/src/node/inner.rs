@@ -57,6 +57,11 @@ pub(crate) struct NodeInner {
     /// joined activates nothing, since its view of one member is not the cluster's.
     pub(crate) joined: std::sync::atomic::AtomicBool,
     pub(crate) last_fingerprint: std::sync::atomic::AtomicU64,
+    /// The split-brain rule's state, fed by the membership task (`watch.rs`).
+    pub(crate) quorum: parking_lot::Mutex<crate::placement::quorum::QuorumState>,
+    /// Mirrors `quorum.has_quorum()` for the activation gate and readiness: cleared
+    /// before the passivations of a lost quorum start, so nothing is activated meanwhile.
+    pub(crate) has_quorum: std::sync::atomic::AtomicBool,
     endpoint: OnceLock<Endpoint>,
     membership: OnceLock<MembershipHandle>,
     next_publish: std::sync::atomic::AtomicU64,
@@ -111,7 +116,15 @@ impl NodeInner {
         metrics: NodeMetrics,
         cancel: CancellationToken,
     ) -> Self {
+        let quorum = crate::placement::quorum::QuorumState::new(
+            id.name(),
+            config.quorum,
+            crate::placement::quorum::stable_after(config.settle_time),
+            tokio::time::Instant::now(),
+        );
         Self {
+            quorum: parking_lot::Mutex::new(quorum),
+            has_quorum: std::sync::atomic::AtomicBool::new(true),
             id,
             config,
             system,

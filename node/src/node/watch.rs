@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use super::inner::NodeInner;
 use crate::membership::MembershipEvent;
+use crate::placement::quorum::{QuorumChange, Sighting};
 use crate::routing::dedupe::MovedKey;
 use crate::system::handover::{self, AdoptKeys};
 
@@ -63,7 +64,10 @@ pub(crate) fn start(inner: &Arc<NodeInner>, tasks: &TaskTracker) {
             let view = inner.placement.view();
             match view.owner(id) {
                 Some(o) if o.name() == inner.id.name() => {
-                    if let Some(other) = inner.admission.awaiting_owner(id, inner.id.name()) {
+                    if !inner.has_quorum.load(std::sync::atomic::Ordering::Acquire) {
+                        Err(cortex_runtime::ActorError::rejected(fenced_reason(&inner)))
+                    } else if let Some(other) = inner.admission.awaiting_owner(id, inner.id.name())
+                    {
                         // A live member still being admitted owns it on the full ring and
                         // may already host it (back from a partition): wait for it.
                         Err(cortex_runtime::ActorError::rejected(format!(
@@ -86,6 +90,7 @@ pub(crate) fn start(inner: &Arc<NodeInner>, tasks: &TaskTracker) {
             }
         }));
 
+    inner.metrics.set_quorum(true);
     if let Some(m) = inner.membership() {
         let mut rx = m.watch();
         let i = inner.clone();
@@ -94,9 +99,20 @@ pub(crate) fn start(inner: &Arc<NodeInner>, tasks: &TaskTracker) {
             loop {
                 let view = rx.borrow_and_update().clone();
                 i.metrics.set_membership_size(view.live_ids().len());
+                let change = {
+                    let seen = sighting(&view);
+                    i.quorum.lock().observe(&seen, tokio::time::Instant::now())
+                };
+                on_quorum_change(&i, change).await;
                 apply_view(&i, &view).await;
+                let quorum_due = i.quorum.lock().next_deadline();
                 tokio::select! {
                     _ = cancel.cancelled() => return,
+                    // The base may drop members declared down once the set was stable.
+                    _ = sleep_until_some(quorum_due) => {
+                        let change = i.quorum.lock().tick(tokio::time::Instant::now());
+                        on_quorum_change(&i, change).await;
+                    }
                     r = rx.changed() => if r.is_err() { return },
                     // A member passed (or failed) its TLS admission check.
                     _ = i.admission.changed.notified() => {}
@@ -157,6 +173,76 @@ pub(crate) fn start(inner: &Arc<NodeInner>, tasks: &TaskTracker) {
             }
         }
     });
+}
+
+/// What `view` shows the quorum rule.
+fn sighting(view: &crate::membership::MembershipView) -> Sighting {
+    use cortex_protocol::MemberState;
+    let mut seen = Sighting::default();
+    for m in &view.members {
+        let name = m.id.name().to_owned();
+        match m.state {
+            MemberState::Up => seen.up.push(name),
+            MemberState::Suspect => seen.suspect.push(name),
+            MemberState::Down | MemberState::Left => {}
+        }
+    }
+    seen.left = view
+        .removed
+        .iter()
+        .filter(|m| m.state == MemberState::Left)
+        .map(|m| m.id.name().to_owned())
+        .collect();
+    seen
+}
+
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Why the activation gate refuses while this node has no quorum.
+fn fenced_reason(inner: &NodeInner) -> String {
+    let st = inner.quorum.lock().status();
+    format!(
+        "{} reaches only {} of the {} members of its cluster (a minority partition, or most \
+         members down), so it hosts no virtual actors until a majority is back: send to a \
+         node of the majority (--quorum=off keeps both sides of a partition serving)",
+        inner.id.name(),
+        st.reachable.len(),
+        st.base.len()
+    )
+}
+
+/// Acts on a quorum change: a lost quorum passivates every activation here (the majority
+/// will activate them after its settle time); a regained one restarts the settle time, so
+/// that nothing is activated before the views have converged again.
+async fn on_quorum_change(inner: &Arc<NodeInner>, change: QuorumChange) {
+    use std::sync::atomic::Ordering;
+    match change {
+        QuorumChange::Same => {}
+        QuorumChange::Lost => {
+            // Cleared first: the gate refuses from now on, while the passivations run.
+            inner.has_quorum.store(false, Ordering::Release);
+            inner.metrics.set_quorum(false);
+            let reg = inner.system.virtuals().clone();
+            let live = reg.live_ids();
+            tracing::warn!(
+                status = ?inner.quorum.lock().status(),
+                activations = live.len(),
+                "lost quorum: passivating every activation and refusing new ones until a majority is reachable"
+            );
+            passivate_all(&reg, &live).await;
+        }
+        QuorumChange::Regained => {
+            inner.placement.unsettle();
+            inner.has_quorum.store(true, Ordering::Release);
+            inner.metrics.set_quorum(true);
+            tracing::info!(status = ?inner.quorum.lock().status(), "regained quorum");
+        }
+    }
 }
 
 fn record_activation(inner: &NodeInner, ev: &VirtualEvent) {

@@ -22,8 +22,13 @@
 //! member awaits admission (for at most 5 s) the activation gate refuses the ids it owns on
 //! the full ring, so a slow admission cannot outlast the settle time into a twin.
 //!
+//! A node also needs a quorum to host anything ([`quorum`]): the side of a partition that
+//! cannot reach a majority of its last known cluster serves no virtual actors.
+//!
 //! The core ([`PlacementState`]) takes `now` as input and does no I/O; [`Placement`] wraps it
 //! for concurrent readers and lets callers wait for the view to settle.
+
+pub mod quorum;
 
 use std::cell::RefCell;
 use std::sync::Arc;
