@@ -155,8 +155,25 @@ pub struct RingInfo {
     pub vnodes: u32,
     /// Whether the view is settled.
     pub settled: bool,
+    /// The answering node's quorum (absent from nodes that predate the quorum rule).
+    #[serde(default)]
+    pub quorum: Option<QuorumInfo>,
     /// Share of ids per node.
     pub shares: Vec<RingShare>,
+}
+
+/// `GET /cluster/quorum`: the answering node's split-brain rule state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct QuorumInfo {
+    /// `majority` or `off`.
+    pub policy: String,
+    /// True while the node may host virtual actors.
+    pub has_quorum: bool,
+    /// Members the node reaches, itself included, by name.
+    pub reachable: Vec<String>,
+    /// The members it counts as the cluster, by name.
+    pub base: Vec<String>,
 }
 
 /// One node's share of the ring.
@@ -403,6 +420,15 @@ impl AdminClient {
     /// [`AdminError`].
     pub async fn ring(&self) -> Result<RingInfo, AdminError> {
         self.get_json("/cluster/ring").await
+    }
+
+    /// `GET /cluster/quorum`: whether the node reaches a majority of its cluster, and so
+    /// hosts virtual actors.
+    ///
+    /// # Errors
+    /// [`AdminError`].
+    pub async fn quorum(&self) -> Result<QuorumInfo, AdminError> {
+        self.get_json("/cluster/quorum").await
     }
 
     /// `GET /cluster/ring?id=KIND/KEY`: the owner of `id` in the node's view.

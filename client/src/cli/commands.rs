@@ -264,6 +264,20 @@ async fn ring(cli: &Cli, id: Option<&str>) -> Result<(), Failure> {
         r.vnodes,
         if r.settled { "yes" } else { "no" }
     );
+    if let Some(q) = &r.quorum {
+        let count = format!(
+            "{} of {} members reachable",
+            q.reachable.len(),
+            q.base.len()
+        );
+        match (q.policy.as_str(), q.has_quorum) {
+            ("off", _) => println!("quorum rule off ({count})"),
+            (_, true) => println!("quorum: yes ({count})"),
+            (_, false) => println!(
+                "quorum: NO ({count}): this node serves no virtual actors until a majority is back"
+            ),
+        }
+    }
     let rows: Vec<Vec<String>> = r
         .shares
         .iter()

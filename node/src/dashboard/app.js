@@ -272,7 +272,14 @@
     if (ring.vnodes != null) parts.push(`${ring.vnodes} virtual nodes per member`);
     if (ring.digest != null) parts.push(`digest ${String(ring.digest).slice(0, 16)}`);
     if (typeof ring.settled === 'boolean') parts.push(ring.settled ? 'settled' : 'settling');
+    const q = ring.quorum;
+    if (q && Array.isArray(q.reachable) && Array.isArray(q.base)) {
+      const count = `${q.reachable.length} of ${q.base.length} members reachable`;
+      parts.push(q.policy === 'off' ? 'quorum rule off'
+        : q.has_quorum ? `quorum (${count})` : `NO QUORUM: serving nothing (${count})`);
+    }
     $('ring-meta').textContent = parts.join(' · ');
+    $('ring-meta').dataset.quorum = q ? String(q.has_quorum) : '';
     $('sum-epoch').textContent = String(ring.epoch ?? 'n/a');
   }
 

@@ -31,6 +31,8 @@ struct RingJson {
     digest: String,
     vnodes: u32,
     settled: bool,
+    /// The quorum rule's state (see `placement::quorum`).
+    quorum: crate::placement::quorum::QuorumStatus,
     shares: Vec<Share>,
 }
 
@@ -76,6 +78,7 @@ fn ring_json(inner: &NodeInner) -> RingJson {
         digest: format!("{:016x}", view.digest),
         vnodes: view.ring.vnodes(),
         settled: view.is_settled(tokio::time::Instant::now()),
+        quorum: inner.quorum.lock().status(),
         shares: counts
             .into_iter()
             .map(|(node, c)| Share {
