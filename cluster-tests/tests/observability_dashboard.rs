@@ -96,7 +96,8 @@ fn chromium() -> PathBuf {
 }
 
 /// What the page must show once its first refreshes have rendered: a row per member, each
-/// alive, `serving` marked as the local one, "N alive of N" and status "ok".
+/// alive, `serving` marked as the local one, "N alive of N", the quorum of N of N in the ring
+/// card, and status "ok".
 fn check_dom(dom: &str, serving: &str, names: &[String]) -> Result<(), String> {
     let refreshed = attr_after(dom, "<body", "data-refreshes")
         .and_then(|v| v.parse::<u64>().ok())
@@ -116,6 +117,11 @@ fn check_dom(dom: &str, serving: &str, names: &[String]) -> Result<(), String> {
     let count = format!("{n} alive of {n}", n = names.len());
     if !dom.contains(&count) {
         return Err(format!("no {count:?} in the members header"));
+    }
+    let quorum = format!("quorum ({n} of {n} members reachable)", n = names.len());
+    if !dom.contains(&quorum) || attr_after(dom, r#"id="ring-meta""#, "data-quorum") != Some("true")
+    {
+        return Err(format!("no {quorum:?} in the ring card"));
     }
     match attr_after(dom, r#"id="status""#, "data-state") {
         Some("ok") => Ok(()),
@@ -321,7 +327,7 @@ fn dom_checks_catch_a_missing_or_dead_member() {
     };
     let page = |rows: &str, alive: &str, status: &str| {
         format!(
-            r#"<html><body data-refreshes="2"><div class="status" id="status" data-state="{status}"></div><span id="members-count">{alive}</span><tbody>{rows}</tbody></body></html>"#
+            r#"<html><body data-refreshes="2"><div class="status" id="status" data-state="{status}"></div><span id="members-count">{alive}</span><tbody>{rows}</tbody><p class="meta" id="ring-meta" data-quorum="true">epoch 3 · quorum (2 of 2 members reachable)</p></body></html>"#
         )
     };
     let names: Vec<String> = ["n0", "n1"].map(String::from).to_vec();
@@ -339,4 +345,8 @@ fn dom_checks_catch_a_missing_or_dead_member() {
     assert!(check_dom(&page(&both, "2 alive of 2", "ok"), "n1", &names).is_err());
     let unrefreshed = page(&both, "2 alive of 2", "ok").replace(r#" data-refreshes="2""#, "");
     assert!(check_dom(&unrefreshed, "n0", &names).is_err());
+    let fenced = page(&both, "2 alive of 2", "ok")
+        .replace(r#"data-quorum="true""#, r#"data-quorum="false""#)
+        .replace("quorum (2 of 2", "NO QUORUM: serving nothing (1 of 2");
+    assert!(check_dom(&fenced, "n0", &names).is_err());
 }
