@@ -100,7 +100,7 @@ pub(crate) fn start(inner: &Arc<NodeInner>, tasks: &TaskTracker) {
                 let view = rx.borrow_and_update().clone();
                 i.metrics.set_membership_size(view.live_ids().len());
                 let change = {
-                    let seen = sighting(&view);
+                    let seen = Sighting::from(view.as_ref());
                     i.quorum.lock().observe(&seen, tokio::time::Instant::now())
                 };
                 on_quorum_change(&i, change).await;
@@ -175,25 +175,29 @@ pub(crate) fn start(inner: &Arc<NodeInner>, tasks: &TaskTracker) {
     });
 }
 
-/// What `view` shows the quorum rule.
-fn sighting(view: &crate::membership::MembershipView) -> Sighting {
-    use cortex_protocol::MemberState;
-    let mut seen = Sighting::default();
-    for m in &view.members {
-        let name = m.id.name().to_owned();
-        match m.state {
-            MemberState::Up => seen.up.push(name),
-            MemberState::Suspect => seen.suspect.push(name),
-            MemberState::Down | MemberState::Left => {}
+/// What `view` shows the quorum rule. A trait impl rather than a function so that the
+/// routing simulation (`routing::sim`) feeds its quorum exactly as this loop does: this
+/// module is private to `node`.
+impl From<&crate::membership::MembershipView> for Sighting {
+    fn from(view: &crate::membership::MembershipView) -> Self {
+        use cortex_protocol::MemberState;
+        let mut seen = Sighting::default();
+        for m in &view.members {
+            let name = m.id.name().to_owned();
+            match m.state {
+                MemberState::Up => seen.up.push(name),
+                MemberState::Suspect => seen.suspect.push(name),
+                MemberState::Down | MemberState::Left => {}
+            }
         }
+        seen.left = view
+            .removed
+            .iter()
+            .filter(|m| m.state == MemberState::Left)
+            .map(|m| m.id.name().to_owned())
+            .collect();
+        seen
     }
-    seen.left = view
-        .removed
-        .iter()
-        .filter(|m| m.state == MemberState::Left)
-        .map(|m| m.id.name().to_owned())
-        .collect();
-    seen
 }
 
 async fn sleep_until_some(at: Option<tokio::time::Instant>) {

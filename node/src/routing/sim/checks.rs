@@ -38,6 +38,10 @@ pub(super) struct Checks {
     pub(super) ring_changes: u64,
     pub(super) unsettles: u64,
     pub(super) awaiting_refusals: u64,
+    pub(super) quorum_losses: u64,
+    pub(super) fenced: u64,
+    pub(super) quorum_refusals: u64,
+    doubles_with_quorum: u64,
     ok: u64,
     errors: BTreeMap<String, u64>,
     quiet_asks: u64,
@@ -191,6 +195,12 @@ impl World {
                     "{line} while membership has agreed for at least {:?}",
                     self.cfg.grace
                 )));
+            }
+            let all_quorate = std::iter::once(slot)
+                .chain(holders.iter().copied())
+                .all(|h| self.node(h).is_some_and(|n| n.quorum.has_quorum()));
+            if all_quorate {
+                self.checks.doubles_with_quorum += 1;
             }
             if self.checks.agree_since.is_some() {
                 self.checks.doubles.young_agreement += 1;
@@ -357,6 +367,10 @@ impl World {
             ring_changes: c.ring_changes,
             unsettles: c.unsettles,
             awaiting_refusals: c.awaiting_refusals,
+            quorum_losses: c.quorum_losses,
+            fenced: c.fenced,
+            quorum_refusals: c.quorum_refusals,
+            doubles_with_quorum: c.doubles_with_quorum,
             doubles: c.doubles.clone(),
             overlap_in_agreement: c.overlap_in_agreement,
             checked_agreement: c.checked,

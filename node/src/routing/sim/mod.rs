@@ -7,6 +7,14 @@
 //! core's live members the way the node's watch task feeds it, and
 //! [`decide_routed`](crate::routing::decide::decide_routed) for every request. Around them the simulation
 //! models what the async node does (`node/inner.rs`, `node/watch.rs`), rule by rule:
+//! - *the quorum rule* (`placement::quorum`, keep-majority): every turn of the watch loop
+//!   first shows the membership view to the node's own
+//!   [`QuorumState`](crate::placement::quorum::QuorumState) (members `Up`, `Suspect`, and
+//!   removed as `Left`, as the node's watch loop reads them); the loop also wakes at the
+//!   state's `next_deadline` (the base may drop members declared down) and ticks it. A lost
+//!   quorum passivates every activation, in chunks like a handover, and the turn goes on to
+//!   `apply_view` only once they are done; a regained one restarts the settle time (a new
+//!   epoch over the same ring);
 //! - *`apply_view`* (the watch loop, woken by a membership change, an admission verdict,
 //!   when a refused member is due, or else every 2 s): the node has *joined* once its view
 //!   holds another live member or its seeds resolve only to itself (here: it is the only
@@ -23,8 +31,9 @@
 //! - *handover* (ahead of admission, then on the ring): passivation of ids the node does
 //!   not own, in chunks, each taking a random time during which the activation still counts
 //!   as live;
-//! - *the activation gate*: only the owner, in a settled view, once joined, and not an id
-//!   that a member awaiting admission owns on the awaiting ring (as of the last
+//! - *the activation gate*: only the owner, with quorum (asked first: from the loss on, the
+//!   gate refuses while the passivations run), in a settled view, once joined, and not an
+//!   id that a member awaiting admission owns on the awaiting ring (as of the last
 //!   `apply_view`);
 //! - *routing* (`resolve_at`, `forward_ask`): wait for the view to settle; a node that has not
 //!   joined waits for the next ring epoch instead of delivering locally; forwarding over a
@@ -54,8 +63,10 @@
 //!    not joined by the checks' own observation: no other live member ever in its view, and
 //!    never the only running node (the join gate's promise).
 //!
-//! Double activations created outside those windows are counted, not failed (an AP system
-//! cannot avoid them across a partition): see [`DoubleCounts`].
+//! Double activations created outside those windows are counted, not failed: see
+//! [`DoubleCounts`]. Without the quorum rule both sides of a partition serve (an AP
+//! system cannot avoid those doubles); with it, the minority side should serve nothing,
+//! and [`SimReport::doubles_with_quorum`] counts the doubles it let through anyway.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -67,6 +78,7 @@ use crate::membership::SwimTuning;
 /// first).
 pub use crate::membership::sim::FaultCounts;
 use crate::membership::sim::harness;
+use crate::placement::quorum::QuorumPolicy;
 
 mod checks;
 mod node;
@@ -104,12 +116,17 @@ pub struct NodeModel {
     pub awaiting_gate: bool,
     /// Range of the time one passivation takes (its stop hooks).
     pub passivation: (Duration, Duration),
+    /// The quorum rule (`--quorum`; `Majority` in the node): a node that cannot reach a
+    /// majority of the cluster it last knew passivates everything and activates nothing.
+    /// Its `stable_after` is the node's, [`stable_after`](crate::placement::quorum::stable_after) of `settle`.
+    pub quorum: QuorumPolicy,
 }
 
 impl NodeModel {
     /// The node as built: default settle time and vnodes, gate on settledness and on having
     /// joined and on owners awaiting admission, handover on, unsettle and hand over ahead of
-    /// admission on a gossip change, passivations of 0 to 50 ms.
+    /// admission on a gossip change, passivations of 0 to 50 ms, the quorum rule on
+    /// (keep-majority).
     pub fn as_built() -> Self {
         Self {
             settle: DEFAULT_SETTLE_TIME,
@@ -121,6 +138,7 @@ impl NodeModel {
             handover_ahead: true,
             awaiting_gate: true,
             passivation: (Duration::ZERO, Duration::from_millis(50)),
+            quorum: QuorumPolicy::Majority,
         }
     }
 }
@@ -255,8 +273,17 @@ pub struct SimReport {
     /// admission owns on the ring with awaiting members: refused by
     /// [`NodeModel::awaiting_gate`], let through without it.
     pub awaiting_refusals: u64,
+    /// Quorum losses over all nodes (each passivates the node's activations).
+    pub quorum_losses: u64,
+    /// Activations passivated on a lost quorum.
+    pub fenced: u64,
+    /// Activations the gate refused because the node had no quorum (it owned the id).
+    pub quorum_refusals: u64,
     /// Double activations counted outside the checked windows.
     pub doubles: DoubleCounts,
+    /// Of those, the ones where every holder had quorum: the rule let both serve (all of
+    /// them with [`QuorumPolicy::Off`]).
+    pub doubles_with_quorum: u64,
     /// How long ids were live twice while membership agreed, summed over ids (the tail of
     /// doubles from before the agreement, within the grace period).
     pub overlap_in_agreement: Duration,

@@ -14,6 +14,7 @@ use crate::MAX_HOPS;
 use crate::membership::MembershipCore;
 use crate::membership::sim::harness::HoldsCore;
 use crate::placement::PlacementState;
+use crate::placement::quorum::QuorumState;
 use crate::routing::decide::{Decision, decide_routed};
 
 /// What `transport_err` in `node/inner.rs` makes of a forwarded ask that got no reply in
@@ -83,10 +84,15 @@ impl Req {
     }
 }
 
-/// A handover in progress: `handover_ahead` then `handover` in `node/watch.rs`.
+/// A handover in progress: `handover_ahead` then `handover` in `node/watch.rs`, or the
+/// passivation of everything on a lost quorum (`on_quorum_change`) and then the rest of that
+/// watch turn.
 pub(super) struct Job {
     /// Started by the graceful leave rather than the watch task.
     pub(super) leave: bool,
+    /// `pending` holds every activation, passivated because the quorum was lost; once done,
+    /// the watch turn goes on with `apply_view` (the node awaits the passivations first).
+    pub(super) fencing: bool,
     pub(super) pending: VecDeque<ActorId>,
     /// The ring view changed: once `pending` (the ids handed over ahead of admission) is
     /// done, `handover` lists the ids this node no longer owns and passivates them.
@@ -107,6 +113,10 @@ pub(super) struct SimNode {
     /// The id the node started with (`NodeInner::id`; membership may renew its incarnation).
     pub(super) me: NodeId,
     pub(super) placement: PlacementState,
+    /// `NodeInner::quorum`, fed by the watch loop. The gate reads `has_quorum()` where the
+    /// node reads its `has_quorum` flag: the node updates that flag with no await after
+    /// each change of the state, so the two never differ at an instant the sim can see.
+    pub(super) quorum: QuorumState,
     pub(super) acts: BTreeMap<ActorId, Act>,
     pub(super) reqs: BTreeMap<u64, Req>,
     /// The membership view's live ids and fingerprint.
@@ -150,11 +160,17 @@ impl HoldsCore for SimNode {
 }
 
 impl SimNode {
-    pub(super) fn new(core: MembershipCore, me: NodeId, placement: PlacementState) -> Self {
+    pub(super) fn new(
+        core: MembershipCore,
+        me: NodeId,
+        placement: PlacementState,
+        quorum: QuorumState,
+    ) -> Self {
         Self {
             core,
             me,
             placement,
+            quorum,
             acts: BTreeMap::new(),
             reqs: BTreeMap::new(),
             live: Vec::new(),
@@ -409,6 +425,11 @@ impl World {
                 let settled = !gate_settled || view.is_settled(now);
                 let joined = !gate_joined || node.joined;
                 let unjoined = !node.observed_joined();
+                // The gate's first question once the id is ours: fenced nodes host nothing.
+                if mine && !node.quorum.has_quorum() {
+                    self.checks.quorum_refusals += 1;
+                    return self.answer(slot, req_id, Err((ErrorCode::Rejected, "no quorum")));
+                }
                 // `Admission::awaiting_owner`: a member still being admitted owns it on the
                 // ring with awaiting members and may already host it.
                 let admitting = mine

@@ -10,6 +10,7 @@ use rand::RngExt;
 use super::SimFailure;
 use super::node::{Admit, Job};
 use super::world::{Event, World, fnv};
+use crate::placement::quorum::{QuorumChange, Sighting};
 
 /// How often the watch loop wakes when no refused member is due, and the longest wait
 /// before a refused member is checked again (`ADMISSION_RETRY`).
@@ -66,14 +67,26 @@ impl World {
         self.run_watch(slot)
     }
 
-    /// One turn of the watch task's loop: `apply_view`, then the handover ahead of
-    /// admission, then (on a ring change) the handover.
+    /// One turn of the watch task's loop: the quorum observes the view (a loss passivates
+    /// everything first), then `apply_view`, the handover ahead of admission, and (on a ring
+    /// change) the handover.
     fn run_watch(&mut self, slot: usize) -> Result<(), SimFailure> {
+        let now = self.instant(self.now);
         let Some(node) = self.slots[slot].node.as_mut() else {
             return Ok(());
         };
         node.watch_dirty = false;
         node.watch_token = 0;
+        let seen = Sighting::from(&node.core.view());
+        let change = node.quorum.observe(&seen, now);
+        if self.on_quorum_change(slot, change)? {
+            return Ok(());
+        }
+        self.finish_turn(slot)
+    }
+
+    /// The rest of a watch turn after the quorum: `apply_view` and the handovers.
+    fn finish_turn(&mut self, slot: usize) -> Result<(), SimFailure> {
         let applied = self.apply_view(slot)?;
         if applied.changed || !applied.ahead.is_empty() {
             if let Some(node) = self.slots[slot].node.as_mut() {
@@ -88,8 +101,57 @@ impl World {
         }
     }
 
+    /// `on_quorum_change`: a loss passivates every activation (in a job the watch turn
+    /// waits for; true when one started), a regain restarts the settle time.
+    fn on_quorum_change(&mut self, slot: usize, change: QuorumChange) -> Result<bool, SimFailure> {
+        let now = self.instant(self.now);
+        let Some(node) = self.slots[slot].node.as_mut() else {
+            return Ok(false);
+        };
+        match change {
+            QuorumChange::Same => Ok(false),
+            QuorumChange::Lost => {
+                let st = node.quorum.status();
+                let all: VecDeque<ActorId> = node.acts.keys().cloned().collect();
+                let line = format!(
+                    "{}: lost quorum (reaches {:?} of {:?}), passivating {}",
+                    node.me,
+                    st.reachable,
+                    st.base,
+                    all.len()
+                );
+                node.watch_busy = true;
+                self.checks.quorum_losses += 1;
+                self.log(line);
+                let job_id = self.fresh_id();
+                if let Some(node) = self.node_mut(slot) {
+                    node.jobs.insert(
+                        job_id,
+                        Job {
+                            leave: false,
+                            fencing: true,
+                            pending: all,
+                            then_handover: false,
+                        },
+                    );
+                }
+                self.run_chunk(slot, job_id)?;
+                Ok(true)
+            }
+            QuorumChange::Regained => {
+                node.placement.unsettle(now);
+                let line = format!("{}: regained quorum", node.me);
+                self.log(line);
+                // The node's `unsettle` publishes a new epoch: settle waits decide again.
+                self.ring_changed(slot)?;
+                Ok(false)
+            }
+        }
+    }
+
     /// The watch loop also wakes when the earliest refused member is due for another
-    /// check, or `ADMISSION_RETRY` after its last turn if none is (`Admission::next_retry`).
+    /// check, or `ADMISSION_RETRY` after its last turn if none is (`Admission::next_retry`),
+    /// and when the quorum's base may drop members declared down (`next_deadline`).
     fn schedule_watch_tick(&mut self, slot: usize) -> Result<(), SimFailure> {
         let token = self.fresh_id();
         let generation = self.slots[slot].generation;
@@ -107,6 +169,10 @@ impl World {
             })
             .min()
             .unwrap_or(t + ADMISSION_RETRY);
+        let due = match node.quorum.next_deadline() {
+            Some(at) => due.min(at.saturating_duration_since(self.base)),
+            None => due,
+        };
         self.at(
             due.saturating_sub(t),
             Event::WatchTick {
@@ -118,10 +184,21 @@ impl World {
     }
 
     pub(super) fn on_watch_tick(&mut self, slot: usize, token: u64) -> Result<(), SimFailure> {
-        let due = self
-            .node(slot)
-            .is_some_and(|n| n.watch_token == token && !n.watch_busy);
-        if due { self.run_watch(slot) } else { Ok(()) }
+        let now = self.instant(self.now);
+        let Some(node) = self.node_mut(slot) else {
+            return Ok(());
+        };
+        if node.watch_token != token || node.watch_busy {
+            return Ok(());
+        }
+        // The node's quorum branch ticks, acts on the change, then loops.
+        if node.quorum.next_deadline().is_some_and(|at| at <= now) {
+            let change = node.quorum.tick(now);
+            if self.on_quorum_change(slot, change)? {
+                return Ok(());
+            }
+        }
+        self.run_watch(slot)
     }
 
     /// `apply_view`: joins once the view holds another member (or the seeds resolve only to
@@ -380,6 +457,7 @@ impl World {
         };
         let job = Job {
             leave,
+            fencing: false,
             pending: applied.ahead,
             then_handover: applied.changed,
         };
@@ -411,6 +489,23 @@ impl World {
         if self
             .node(slot)
             .and_then(|n| n.jobs.get(&job_id))
+            .is_some_and(|j| j.pending.is_empty() && j.fencing)
+        {
+            if let Some(job) = self.node_mut(slot).and_then(|n| n.jobs.get_mut(&job_id)) {
+                job.fencing = false;
+            }
+            let applied = self.apply_view(slot)?;
+            if applied.changed {
+                self.ring_changed(slot)?;
+            }
+            if let Some(job) = self.node_mut(slot).and_then(|n| n.jobs.get_mut(&job_id)) {
+                job.pending = applied.ahead;
+                job.then_handover = applied.changed;
+            }
+        }
+        if self
+            .node(slot)
+            .and_then(|n| n.jobs.get(&job_id))
             .is_some_and(|j| j.pending.is_empty() && j.then_handover)
         {
             let moved = self.moved_ids(slot);
@@ -427,6 +522,7 @@ impl World {
         };
         let n = job.pending.len().min(HANDOVER_CHUNK);
         let chunk: Vec<ActorId> = job.pending.drain(..n).collect();
+        let fencing = job.fencing;
         if chunk.is_empty() {
             let leave = job.leave;
             node.jobs.remove(&job_id);
@@ -443,7 +539,7 @@ impl World {
         }
         let mut end = self.now;
         for id in &chunk {
-            if let Some(done) = self.begin_passivation(slot, id)? {
+            if let Some(done) = self.begin_passivation(slot, id, fencing)? {
                 end = end.max(done);
             }
         }
@@ -459,11 +555,12 @@ impl World {
     }
 
     /// `VirtualRegistry::passivate`: begins stopping `id` (if live) and returns when it will
-    /// be done; `None` if it is not there.
+    /// be done; `None` if it is not there. `fencing`: on a lost quorum, not a handover.
     fn begin_passivation(
         &mut self,
         slot: usize,
         id: &ActorId,
+        fencing: bool,
     ) -> Result<Option<Duration>, SimFailure> {
         let (lo, hi) = self.cfg.model.passivation;
         let delay = Duration::from_micros(
@@ -484,7 +581,11 @@ impl World {
         act.stopping = Some(done);
         node.stopping += 1;
         let serial = act.serial;
-        self.checks.handovers += 1;
+        if fencing {
+            self.checks.fenced += 1;
+        } else {
+            self.checks.handovers += 1;
+        }
         self.at(
             delay,
             Event::Passivated {

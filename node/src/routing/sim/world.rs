@@ -19,6 +19,7 @@ pub(super) use crate::membership::sim::harness::fnv;
 use crate::membership::sim::harness::{self, Fault, Slot, Trace};
 use crate::membership::{CoreTimer, MembershipEvent, Now, TimerQueue};
 use crate::placement::PlacementState;
+use crate::placement::quorum::{self, QuorumState};
 
 const TRACE_LINES: usize = 300;
 
@@ -441,8 +442,10 @@ impl World {
             .map_err(|e| self.fail(e))?;
         let now = self.now_of(slot);
         let m = &self.cfg.model;
-        let placement = PlacementState::new(id.clone(), m.vnodes, m.settle, self.instant(self.now));
-        self.slots[slot].node = Some(SimNode::new(core, id.clone(), placement));
+        let at = self.instant(self.now);
+        let placement = PlacementState::new(id.clone(), m.vnodes, m.settle, at);
+        let quorum = QuorumState::new(id.name(), m.quorum, quorum::stable_after(m.settle), at);
+        self.slots[slot].node = Some(SimNode::new(core, id.clone(), placement, quorum));
         if self.now > Duration::ZERO {
             self.faults.restarts += 1;
         }
