@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use cortex_node::placement::quorum::QuorumPolicy;
 use cortex_node::routing::sim::{self, DoubleCounts, SimConfig, SimReport};
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -122,6 +123,10 @@ fn a_seed_replays_exactly() {
 /// joined) fails some seeds, and for that reason only: of seeds 1..=40, 7, 8, 16, 21, 29
 /// and 35 (without the handover ahead of admission, six too: 1, 5, 20, 28, 29, 35).
 ///
+/// The figures in this comment were measured before the quorum rule existed (its
+/// `QuorumPolicy::Off`, which this test uses): the rule changes every run's course, and
+/// fences the minority side of partitions, where most of the counted doubles came from.
+///
 /// `NodeModel::unsettle_on_gossip_change` has no such test: no seed of 200 fails without
 /// it. The rule keeps a node whose gossip set moved ahead of its ring (a member awaiting
 /// admission) from activating on the old ring; the doubles that allows last until the
@@ -171,6 +176,9 @@ fn activating_before_joining_fails_the_run() {
     for seed in 6..=10 {
         let mut c = SimConfig::new(seed);
         c.model.join_gate = false;
+        // The seeds above were found without the quorum rule, which changes every run's
+        // course (with it, seeds 35 and 38 of 1..=40 fail without the join gate).
+        c.model.quorum = QuorumPolicy::Off;
         if let Err(f) = sim::run(&c) {
             assert!(f.reason.contains("before joining"), "{f}");
             caught.push(seed);
