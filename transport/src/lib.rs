@@ -41,7 +41,7 @@ pub use config::{
     BatchConfig, DEFAULT_UDP_BUFFER, EndpointConfig, MAX_LANES, MAX_UDP_BUFFER, MIN_MAX_FRAME,
 };
 pub use connection::{Connection, ConnectionStats, lane_key};
-pub use endpoint::{Endpoint, SocketBuffers, bind_udp_socket};
+pub use endpoint::{ClosedConnection, Endpoint, MAX_CLOSED_KEPT, SocketBuffers, bind_udp_socket};
 pub use error::{TlsError, TransportError, TryQueueError, TrySendError};
 pub use handler::{Delivery, Handler, Responder};
 pub use tls::TlsMaterial;

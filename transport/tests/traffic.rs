@@ -511,3 +511,29 @@ async fn oversize_frame_closes_only_that_connection() {
     assert!(matches!(err, TransportError::Encode { .. }), "{err}");
     echo(&dc, b"connection unharmed").await;
 }
+
+#[tokio::test]
+async fn a_closed_connection_leaves_its_last_counters() {
+    let pki = Pki::new("c");
+    let (b, bh) = start(node_cfg(&pki, "b", "c"));
+    let (a, _) = start(node_cfg(&pki, "a", "c"));
+    let conn = a.connect(addr(&b), "b").await.unwrap();
+    for seq in 0..100u64 {
+        conn.send(tell(seq), 0).await.unwrap();
+    }
+    eventually("100 tells arrive", LONG, || bh.tells.lock().len() == 100).await;
+    assert!(a.take_closed().is_empty());
+    b.close().await;
+    eventually("a lists the connection as closed", LONG, || {
+        a.connections().is_empty()
+    })
+    .await;
+    let closed = a.take_closed();
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_eq!(closed[0].id, conn.id());
+    assert_eq!(closed[0].peer.as_ref().map(|p| p.name()), Some("b"));
+    assert_eq!(closed[0].stats.envelopes_sent, 100);
+    assert!(closed[0].stats.bytes_sent > 0);
+    // Taken once.
+    assert!(a.take_closed().is_empty());
+}

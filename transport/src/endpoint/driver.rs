@@ -182,6 +182,19 @@ impl EndpointInner {
         };
         tracing::debug!(peer = %conn.inner.peer_label, "connection {} closed: {reason}", conn.id());
         conn.mark_closed(reason);
+        // Listed as closed before it leaves the live table: a scrape reading both in that
+        // order cannot miss it.
+        {
+            let mut closed = self.closed.lock();
+            if closed.len() >= super::MAX_CLOSED_KEPT {
+                closed.pop_front();
+            }
+            closed.push_back(super::ClosedConnection {
+                id: conn.id(),
+                peer: conn.peer_node().cloned(),
+                stats: conn.stats(),
+            });
+        }
         self.conns.lock().remove(&conn.id());
         {
             let mut peers = self.peers.lock();

@@ -61,11 +61,29 @@ pub(crate) struct EndpointInner {
     uid: u64,
     /// Every live connection, by id.
     conns: Mutex<HashMap<u64, Connection>>,
+    /// The last counters of connections that closed since [`Endpoint::take_closed`] was
+    /// last called, oldest first, at most [`MAX_CLOSED_KEPT`].
+    pub(crate) closed: Mutex<std::collections::VecDeque<ClosedConnection>>,
     backoff: Mutex<HashMap<String, Backoff>>,
     dial_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
     seq: AtomicU64,
+}
+
+/// Closed connections whose final counters [`Endpoint::take_closed`] keeps between calls.
+pub const MAX_CLOSED_KEPT: usize = 1024;
+
+/// A connection that closed, with its last counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClosedConnection {
+    /// [`Connection::id`] of the connection.
+    pub id: u64,
+    /// The peer node, when the peer was a node (not a client).
+    pub peer: Option<cortex_protocol::NodeId>,
+    /// Its counters when it closed.
+    pub stats: crate::ConnectionStats,
 }
 
 /// Cancels every task of the endpoint when the last [`Endpoint`] handle goes away.
@@ -217,6 +235,7 @@ impl Endpoint {
             peers_gen: AtomicU64::new(0),
             uid: ENDPOINTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             conns: Mutex::new(HashMap::new()),
+            closed: Mutex::new(std::collections::VecDeque::new()),
             backoff: Mutex::new(HashMap::new()),
             dial_locks: Mutex::new(HashMap::new()),
             cancel: cancel.clone(),
@@ -460,6 +479,27 @@ impl Endpoint {
     /// Every open connection (including duplicates still draining).
     pub fn connections(&self) -> Vec<Connection> {
         self.inner.conns.lock().values().cloned().collect()
+    }
+
+    /// The final counters of the connections that closed since the last call, oldest
+    /// first (at most [`MAX_CLOSED_KEPT`]; older ones are dropped). A metrics scrape that
+    /// reports counters by the difference since its previous scrape reads these too, so
+    /// that what a connection did between its last scrape and its close is not lost.
+    ///
+    /// A connection is listed here before it leaves [`Endpoint::connections`], so a
+    /// scrape that reads `connections()` and then `take_closed()` sees every connection
+    /// in at least one of them.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn f(ep: &cortex_transport::Endpoint) {
+    /// for c in ep.take_closed() {
+    ///     println!("{:?} sent {} bytes", c.peer, c.stats.bytes_sent);
+    /// }
+    /// # }
+    /// ```
+    pub fn take_closed(&self) -> Vec<ClosedConnection> {
+        self.inner.closed.lock().drain(..).collect()
     }
 
     /// Closes gracefully: stops accepting, lets every lane write what callers queued and
