@@ -207,7 +207,11 @@ fn a_node_with_no_common_protocol_version_gets_no_share_of_the_ring() {
         .map(|s| s["node"].as_str().unwrap())
         .collect();
     assert!(!owners.contains(&"future"), "{}", ring.body);
-    assert!(owners.contains(&"n0") && owners.contains(&"n1"), "{}", ring.body);
+    assert!(
+        owners.contains(&"n0") && owners.contains(&"n1"),
+        "{}",
+        ring.body
+    );
 }
 
 #[test]
