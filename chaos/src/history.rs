@@ -175,8 +175,9 @@ pub struct Snapshot {
     pub nodes: Vec<String>,
     /// Nodes running at the end (membership should converge to this many).
     pub expected_members: usize,
-    /// The nodes ran with the majority quorum rule (`--quorum=majority`, the default): the
-    /// minority side of a partition serves nothing, so a partition excuses no overlap.
+    /// The nodes ran with the majority quorum rule (`--quorum=majority`, the default) and
+    /// the scenario relies on it (`quorum_holds`): the minority side of each partition
+    /// serves nothing, so a partition excuses no overlap.
     pub quorum: bool,
 }
 

@@ -149,7 +149,7 @@ pub async fn run(scenario: &Scenario, opts: RunOptions) -> Result<RunOutcome, Ch
     let settle = opts.settle_time.unwrap_or(scenario.settle_time);
     let mut extra = scenario.node_args.clone();
     extra.extend(opts.node_args.iter().cloned());
-    let quorum = !quorum_off(&extra);
+    let quorum = scenario.quorum_holds && !quorum_off(&extra);
     let cfg = NodesConfig {
         binary,
         dir: work.clone(),
@@ -298,6 +298,7 @@ pub async fn run(scenario: &Scenario, opts: RunOptions) -> Result<RunOutcome, Ch
     snap.last_heal_us = last_heal;
     snap.nodes = names;
     snap.expected_members = expected;
+    snap.quorum = quorum;
     let verdicts = check::all(&snap, scenario.converge_within.as_micros() as u64);
     let mut summary = report::summary_text(scenario, &topo_name, &snap, &verdicts, opts.short);
     if let Some(n) = quic_lost_packets {

@@ -31,6 +31,12 @@ pub struct Scenario {
     /// `--settle-time` of every node.
     #[serde(with = "humantime_serde_lite", default = "default_settle")]
     pub settle_time: Duration,
+    /// The nodes' quorum rule must keep every partition of this scenario free of overlaps
+    /// (the single-activation checker then excuses none). True for scenarios that cut a
+    /// cluster whose membership was stable before: the rule's guarantee. Not for compound
+    /// faults (random-mix), where members' quorum bases may differ at the cut.
+    #[serde(default)]
+    pub quorum_holds: bool,
     /// Membership must agree this soon after the last fault heals.
     #[serde(with = "humantime_serde_lite", default = "default_converge")]
     pub converge_within: Duration,

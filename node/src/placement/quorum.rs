@@ -31,8 +31,16 @@
 //! - a member joining the minority grows that side's base and its reach together, which
 //!   can make it a majority of a larger base than the other side counts.
 //!
-//! Sharing the base between members (the quorum side's base adopted by whoever reaches
-//! it) would close both; it is not built.
+//! A third, with several membership changes in a row (crashes, restarts and cuts
+//! overlapping): each node's base follows its own view of the membership, so two nodes may
+//! have dropped or kept a member differently when a cut comes, and with different bases
+//! both sides can count a majority (the chaos harness's 10-minute random mix shows such
+//! overlaps). The guarantee is for a cut of a cluster whose membership has been stable for
+//! `stable_after`.
+//!
+//! Sharing the base between members (a process asking its peers before it serves; a fenced
+//! node adopting a serving peer's base) would close the first two; equal bases in general
+//! need agreement (a consensus round, or leases). Neither is built.
 //!
 //! The cost is Akka's: when a majority of the base crashes at once, the survivors stay
 //! fenced until enough of them return (a restarted node rejoins under its name); in a
