@@ -108,7 +108,8 @@ pub(crate) fn start(inner: &Arc<NodeInner>, tasks: &TaskTracker) {
                 let quorum_due = i.quorum.lock().next_deadline();
                 tokio::select! {
                     _ = cancel.cancelled() => return,
-                    // The base may drop members declared down once the set was stable.
+                    // The fence's hold ends, or the base may drop members declared down
+                    // once the member set has been stable.
                     _ = sleep_until_some(quorum_due) => {
                         let change = i.quorum.lock().tick(tokio::time::Instant::now());
                         on_quorum_change(&i, change).await;
