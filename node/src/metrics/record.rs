@@ -172,12 +172,14 @@ impl NodeMetrics {
             .set(i64::try_from(members).unwrap_or(i64::MAX));
     }
 
-    /// Records whether this node has its quorum; a loss is counted.
+    /// Records whether this node has its quorum.
     pub fn set_quorum(&self, has: bool) {
         self.inner.quorum.set(i64::from(has));
-        if !has {
-            self.inner.quorum_losses.inc();
-        }
+    }
+
+    /// Counts one loss of quorum (every activation passivated).
+    pub fn quorum_lost(&self) {
+        self.inner.quorum_losses.inc();
     }
 
     /// Counts one membership change.

@@ -122,9 +122,10 @@ impl NodeInner {
             crate::placement::quorum::stable_after(config.settle_time),
             tokio::time::Instant::now(),
         );
+        let serving = quorum.has_quorum();
         Self {
             quorum: parking_lot::Mutex::new(quorum),
-            has_quorum: std::sync::atomic::AtomicBool::new(true),
+            has_quorum: std::sync::atomic::AtomicBool::new(serving),
             id,
             config,
             system,

@@ -90,7 +90,9 @@ pub(crate) fn start(inner: &Arc<NodeInner>, tasks: &TaskTracker) {
             }
         }));
 
-    inner.metrics.set_quorum(true);
+    inner
+        .metrics
+        .set_quorum(inner.has_quorum.load(std::sync::atomic::Ordering::Acquire));
     if let Some(m) = inner.membership() {
         let mut rx = m.watch();
         let i = inner.clone();
@@ -232,6 +234,7 @@ async fn on_quorum_change(inner: &Arc<NodeInner>, change: QuorumChange) {
             // Cleared first: the gate refuses from now on, while the passivations run.
             inner.has_quorum.store(false, Ordering::Release);
             inner.metrics.set_quorum(false);
+            inner.metrics.quorum_lost();
             let reg = inner.system.virtuals().clone();
             let live = reg.live_ids();
             tracing::warn!(

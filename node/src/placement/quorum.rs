@@ -111,6 +111,38 @@ pub struct Sighting {
 }
 
 /// The quorum of one node.
+///
+/// # Examples
+/// A node cut off with one other from the three the cluster had: fenced once the hold
+/// ends, and serving again when it reaches a majority.
+/// ```
+/// use std::time::Duration;
+/// use cortex_node::placement::quorum::{
+///     FENCE_AFTER, QuorumChange, QuorumPolicy, QuorumState, Sighting,
+/// };
+/// use tokio::time::Instant;
+///
+/// let t0 = Instant::now();
+/// let up = |names: &[&str]| Sighting {
+///     up: names.iter().map(|n| n.to_string()).collect(),
+///     ..Sighting::default()
+/// };
+/// let mut q = QuorumState::new("n3", QuorumPolicy::Majority, Duration::from_secs(6), t0);
+/// q.observe(&up(&["n0", "n1", "n2", "n4"]), t0);
+/// // n0, n1 and n2 turn suspect: n3 reaches 2 of 5.
+/// let cut = Sighting {
+///     up: vec!["n4".into()],
+///     suspect: vec!["n0".into(), "n1".into(), "n2".into()],
+///     ..Sighting::default()
+/// };
+/// assert_eq!(q.observe(&cut, t0), QuorumChange::Same);
+/// assert_eq!(q.next_deadline(), Some(t0 + FENCE_AFTER));
+/// assert_eq!(q.tick(t0 + FENCE_AFTER), QuorumChange::Lost);
+/// assert!(!q.has_quorum());
+/// // The heal.
+/// let later = t0 + Duration::from_secs(30);
+/// assert_eq!(q.observe(&up(&["n0", "n1", "n2", "n4"]), later), QuorumChange::Regained);
+/// ```
 #[derive(Debug, Clone)]
 pub struct QuorumState {
     me: String,

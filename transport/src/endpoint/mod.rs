@@ -492,11 +492,10 @@ impl Endpoint {
     ///
     /// # Examples
     /// ```
-    /// # fn f(ep: &cortex_transport::Endpoint) {
-    /// for c in ep.take_closed() {
-    ///     println!("{:?} sent {} bytes", c.peer, c.stats.bytes_sent);
+    /// // Bytes sent by the connections that closed since the last call.
+    /// fn sent_by_closed(ep: &cortex_transport::Endpoint) -> u64 {
+    ///     ep.take_closed().iter().map(|c| c.stats.bytes_sent).sum()
     /// }
-    /// # }
     /// ```
     pub fn take_closed(&self) -> Vec<ClosedConnection> {
         self.inner.closed.lock().drain(..).collect()
