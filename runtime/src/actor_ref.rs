@@ -8,8 +8,9 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::actor::{Actor, Handler, Message};
-use crate::envelope::{AskEnvelope, TellEnvelope};
+use crate::envelope::{AskEnvelope, TellEnvelope, panic_message};
 use crate::error::{ActorError, SendError};
+use crate::inline::{self, Home};
 use crate::mailbox::{Control, Mailbox, PushError};
 
 /// A handle to a running actor of type `A`: tell, ask, stop.
@@ -184,10 +185,19 @@ impl<A: Actor> ActorRef<A> {
     /// # Cancel safety
     /// Dropping the future abandons the ask; the actor skips it if it was not yet started.
     ///
-    /// # Latency
-    /// On a tokio multi-thread runtime with an idle worker, up to ~3% of sequential
-    /// asks pay for tokio waking that worker (2 to 12 µs on a virtual machine); an actor
-    /// and its asker on one shard ([`Executor::Shards`](crate::Executor::Shards)) never do.
+    /// # Inline asks
+    /// When the actor is idle (its task parked, nothing queued, no control message waiting)
+    /// and the asker runs on the same tokio runtime, the handler runs on the asking task:
+    /// no wake of the actor's task and none back, which is what a sequential ask otherwise
+    /// spends most of its time on (and, on a multi-thread runtime, now and then a wake of an
+    /// idle worker, 2 to 12 µs on a virtual machine). Nothing else changes: the actor still
+    /// handles one message at a time (its task waits while the handler runs elsewhere, and
+    /// senders queue), an ask never overtakes a queued message, a panic is supervised like
+    /// any other, and a handler that awaits something at its first poll is finished by the
+    /// actor's own task, so that the asker's deadline or cancellation never cuts it short.
+    /// Like a channel receive, an inline ask counts against the task's tokio coop budget.
+    /// [`SpawnOptions::inline_asks`](crate::SpawnOptions::inline_asks) turns this off for
+    /// an actor whose handlers must run on its own task.
     pub async fn ask<M>(&self, msg: M, timeout: Duration) -> Result<M::Reply, ActorError>
     where
         A: Handler<M>,
@@ -209,6 +219,16 @@ impl<A: Actor> ActorRef<A> {
         A: Handler<M>,
         M: Message,
     {
+        // An idle actor on this runtime: run the handler here (see `crate::inline`). The
+        // ask counts against the task's coop budget, as a channel receive would, so that a
+        // loop of inline asks still lets the task's neighbours run.
+        let rt = inline::current_rt();
+        if rt != 0 {
+            tokio::task::coop::consume_budget().await;
+            if let Some(home) = self.mb.try_borrow(rt) {
+                return self.ask_inline(home, rt, msg, deadline).await;
+            }
+        }
         let (tx, rx) = oneshot::channel();
         let env = match self.mb.try_push::<AskEnvelope<M>>((msg, tx)) {
             Ok(()) => None,
@@ -242,6 +262,42 @@ impl<A: Actor> ActorRef<A> {
         };
         match tokio::time::timeout_at(deadline, wait).await {
             Ok(r) => r,
+            Err(_) => Err(AskFail::Failed(ActorError::Timeout)),
+        }
+    }
+
+    /// The rest of an inline ask, on the borrowed state `home`.
+    async fn ask_inline<M>(
+        &self,
+        home: Box<Home<A>>,
+        rt: u32,
+        msg: M,
+        deadline: Instant,
+    ) -> Result<M::Reply, AskFail<M>>
+    where
+        A: Handler<M>,
+        M: Message,
+    {
+        let run = match inline::run(home, msg).await {
+            inline::First::Done(home, Ok(reply)) => {
+                self.mb.give_back(home, rt, None);
+                return Ok(reply);
+            }
+            inline::First::Done(home, Err(panic)) => {
+                let reason = panic_message(&panic);
+                self.mb.give_back(home, rt, Some(reason.clone()));
+                return Err(AskFail::Failed(ActorError::Failed { reason }));
+            }
+            inline::First::Pending(run) => run,
+        };
+        // The handler waits on something: the actor's task finishes it, and this ask
+        // waits for the reply like a queued one, under its deadline.
+        let (tx, rx) = oneshot::channel();
+        self.mb.resume(inline::resume(run, tx));
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(Ok(r))) => Ok(r),
+            Ok(Ok(Err(e))) => Err(AskFail::Failed(e)),
+            Ok(Err(_)) => Err(AskFail::Failed(ActorError::Stopped)),
             Err(_) => Err(AskFail::Failed(ActorError::Timeout)),
         }
     }
@@ -285,7 +341,8 @@ impl<A: Actor> ActorRef<A> {
 /// sequential ask. Measured, not avoidable here: a plain reply await (tokio's LIFO limit
 /// of 3 polls per tick reschedules and notifies about every other ask), `yield_now`, or a
 /// timer at once unpark the idle worker as often or more (BENCHMARKS.md, Runtime).
-/// Shards (`Executor::Shards`) have no idle worker to wake.
+/// Shards (`Executor::Shards`) have no idle worker to wake, and an inline ask (an idle
+/// actor) schedules nothing at all; this is the path of an ask to a busy actor.
 struct YieldOnce(bool);
 
 impl std::future::Future for YieldOnce {

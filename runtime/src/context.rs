@@ -20,15 +20,17 @@ pub struct Context<A: Actor> {
     pub(crate) myself: ActorRef<A>,
     pub(crate) sys: Weak<SystemInner>,
     pub(crate) virtual_id: Option<Arc<ActorId>>,
-    /// Children and timers, allocated on first use so an idle leaf actor stays small.
+    /// Children, timers and a requested stop, allocated on first use so an idle leaf actor
+    /// stays small.
     pub(crate) extras: Option<Box<Extras>>,
-    pub(crate) stop_requested: bool,
 }
 
 #[derive(Default)]
 pub(crate) struct Extras {
     pub(crate) children: Children,
     pub(crate) timers: Vec<JoinHandle<()>>,
+    /// The actor asked to stop ([`Context::stop`]); the loop ends after the handler.
+    pub(crate) stop_requested: bool,
 }
 
 impl Drop for Extras {
@@ -67,7 +69,12 @@ impl<A: Actor> Context<A> {
 
     /// Stops this actor after the current handler returns. Queued messages are dropped.
     pub fn stop(&mut self) {
-        self.stop_requested = true;
+        self.extras().stop_requested = true;
+    }
+
+    /// True once [`Context::stop`] was called (and no restart cleared it).
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.extras.as_ref().is_some_and(|e| e.stop_requested)
     }
 
     /// Live children.

@@ -182,7 +182,7 @@ where
 
 /// Sends an ask's reply, or `Failed` for a caught panic, which it hands back for
 /// supervision.
-fn answer<R>(tx: ReplyTx<R>, reply: Result<R, Panic>) -> Result<(), Panic> {
+pub(crate) fn answer<R>(tx: ReplyTx<R>, reply: Result<R, Panic>) -> Result<(), Panic> {
     match reply {
         Ok(reply) => {
             let _ = tx.send(Ok(reply));
@@ -199,7 +199,7 @@ fn answer<R>(tx: ReplyTx<R>, reply: Result<R, Panic>) -> Result<(), Panic> {
 
 /// Calls the handler behind the panic boundary: a `handle` that panics in its synchronous
 /// part, before returning its future, fails the actor like one that panics inside it.
-fn start<'a, A, M>(
+pub(crate) fn start<'a, A, M>(
     actor: &'a mut A,
     msg: M,
     ctx: &'a mut Context<A>,

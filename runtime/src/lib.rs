@@ -10,13 +10,16 @@
 //!   runtime, or on the system's own shard threads ([`Executor::Shards`]), where an actor
 //!   stays on the shard that spawned it.
 //! - [`ActorRef`]: `tell` (waits for room), `try_tell` (fails fast), `ask` (with deadline).
+//!   An ask to an idle actor runs its handler on the asking task (an *inline ask*: no
+//!   scheduler hand-off either way), with every guarantee of a queued one (one message at a
+//!   time, mailbox order, supervision, deadlines); see [`ActorRef::ask`].
 //! - [`Context`]: the actor's own ref, supervised children, timers, stop.
 //! - [`message!`], [`MessageTable`], [`Codec`]: messages by stable name, bincode or JSON.
 //! - [`PubSub`]: local topics with bounded per-subscriber buffers.
 //!
 //! Costs: in steady state a tell allocates nothing (message boxes are recycled through the
 //! mailbox, and a handler's run is held in the actor's task when its future is small) and an
-//! ask allocates its reply channel. An actor that goes idle after a burst keeps the burst's
+//! ask allocates once (its reply channel, or an inline ask's run). An actor that goes idle after a burst keeps the burst's
 //! queue room and spare message boxes for the next one, and releases them once it has
 //! stayed idle for half a second to a second (one `cortex-trim` thread, running only while
 //! such actors wait for it): releasing them at every pause made each burst regrow them,
@@ -51,6 +54,7 @@ mod cell;
 mod context;
 mod envelope;
 mod error;
+mod inline;
 mod mailbox;
 mod pubsub;
 mod remote;

@@ -30,7 +30,10 @@ use std::task::{Poll, Waker};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::actor::Actor;
+use crate::envelope::panic_message;
 use crate::envelope::{BoxEnvelope, Envelope, Fill, Spare};
+use crate::inline::{Home, Lent, Resume};
 
 mod lock;
 pub(crate) mod trim;
@@ -77,6 +80,29 @@ pub(crate) enum Control {
     ChildFailed { id: u64, reason: String },
     /// A child has terminated.
     ChildTerminated { id: u64 },
+    /// A handler that an asker ran inline (see [`crate::inline`]) panicked: the actor has
+    /// failed, as if its own task had run it.
+    Failed { reason: String },
+}
+
+/// The control lane's queue, allocated by its first message: most actors get one only
+/// when they stop, and an inline queue would cost every idle actor 24 bytes more.
+#[derive(Default)]
+#[allow(clippy::box_collection)] // deliberately boxed: one word in every idle actor, not four
+struct ControlLane(Option<Box<VecDeque<Control>>>);
+
+impl ControlLane {
+    fn push_back(&mut self, c: Control) {
+        self.0.get_or_insert_with(Default::default).push_back(c);
+    }
+
+    fn pop_front(&mut self) -> Option<Control> {
+        self.0.as_mut()?.pop_front()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|q| q.is_empty())
+    }
 }
 
 /// Where control messages can be pushed without knowing the actor type.
@@ -139,33 +165,33 @@ impl<A> Batch<A> {
     }
 }
 
-struct State<A> {
+struct State<A: Actor> {
     queue: VecDeque<BoxEnvelope<A>>,
-    control: VecDeque<Control>,
+    control: ControlLane,
     rx_waker: Option<Waker>,
     /// Messages moved into the receiver's batch at its last lock acquisition: they count
     /// against the capacity until it comes back.
-    taken: u32,
+    taken: u8,
     waiting_senders: u32,
     /// Envelopes recycled since the receiver last went idle.
-    recycled: u32,
+    recycled: u16,
     /// Spent envelopes for senders to refill.
     spare: Vec<Spare>,
-    /// Where senders wait for room; created by the first one (most actors never have one).
-    room: Option<Arc<Notify>>,
+    /// Where senders wait for room and callers wait for the end; created by the first
+    /// waiter (most actors never have one).
+    waits: Option<Arc<Waits>>,
     closed: bool,
     terminated: bool,
-    /// Created by the first waiter for termination: most actors never have one, and an
-    /// inline `Notify` would cost every actor 32 bytes.
-    term_waiters: Option<Arc<Notify>>,
     /// Times the receiver took messages from the queue: a trim finds by it whether the
     /// actor stayed idle.
     takes: u32,
     /// A trim of this mailbox is pending with [`trim`].
     trim_queued: bool,
+    /// Where the actor's state is (see [`crate::inline`]).
+    lent: Lent<A>,
 }
 
-impl<A> State<A> {
+impl<A: Actor> State<A> {
     fn has_room(&self, capacity: u32) -> bool {
         self.queue.len() + (self.taken as usize) < capacity as usize
     }
@@ -190,6 +216,13 @@ impl<A> State<A> {
     }
 }
 
+/// Where senders wait for room, and callers for the actor's end.
+#[derive(Default)]
+pub(crate) struct Waits {
+    room: Notify,
+    term: Notify,
+}
+
 /// What a receiver going idle does with what it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Idle {
@@ -210,7 +243,7 @@ pub(crate) enum PushError<P> {
     Closed(P),
 }
 
-pub(crate) struct Mailbox<A> {
+pub(crate) struct Mailbox<A: Actor> {
     state: Lock<State<A>>,
     capacity: u32,
     /// True while the control lane holds something; read without the lock before each pop
@@ -219,23 +252,23 @@ pub(crate) struct Mailbox<A> {
     id: u64,
 }
 
-impl<A> Mailbox<A> {
+impl<A: Actor> Mailbox<A> {
     pub(crate) fn new(id: u64, capacity: usize) -> Self {
         Self {
             state: Lock::new(State {
                 queue: VecDeque::new(),
-                control: VecDeque::new(),
+                control: ControlLane::default(),
                 rx_waker: None,
                 taken: 0,
                 waiting_senders: 0,
                 recycled: 0,
                 spare: Vec::new(),
-                room: None,
+                waits: None,
                 closed: false,
                 terminated: false,
-                term_waiters: None,
                 takes: 0,
                 trim_queued: false,
+                lent: Lent::Task,
             }),
             capacity: capacity.clamp(1, u32::MAX as usize) as u32,
             control_pending: AtomicBool::new(false),
@@ -317,9 +350,9 @@ impl<A> Mailbox<A> {
             if st.closed || st.has_room(self.capacity) {
                 return;
             }
-            Arc::clone(st.room.get_or_insert_with(Default::default))
+            Arc::clone(st.waits.get_or_insert_with(Default::default))
         };
-        let mut notified = pin!(room.notified());
+        let mut notified = pin!(room.room.notified());
         {
             let mut st = self.state.lock();
             if st.closed || st.has_room(self.capacity) {
@@ -343,11 +376,11 @@ impl<A> Mailbox<A> {
             st.control.push_back(c);
             self.control_pending.store(true, Ordering::Release);
             st.closed |= closing;
-            let room = if closing { st.room.clone() } else { None };
+            let room = if closing { st.waits.clone() } else { None };
             (st.rx_waker.take(), room)
         };
         if let Some(room) = room {
-            room.notify_waiters();
+            room.room.notify_waiters();
         }
         if let Some(w) = waker {
             w.wake();
@@ -359,10 +392,10 @@ impl<A> Mailbox<A> {
         let room = {
             let mut st = self.state.lock();
             st.closed = true;
-            st.room.clone()
+            st.waits.clone()
         };
         if let Some(room) = room {
-            room.notify_waiters();
+            room.room.notify_waiters();
         }
     }
 
@@ -386,11 +419,12 @@ impl<A> Mailbox<A> {
     where
         A: 'static,
     {
-        self.pop(batch, accept_user, None)
+        self.pop(batch, accept_user, None, None)
     }
 
     /// Waits for the next item. Only the actor's own task calls this, always with the same
-    /// batch.
+    /// batch. (The actor's task uses [`Mailbox::recv_lending`].)
+    #[cfg(test)]
     pub(crate) fn recv<'a>(
         self: &'a Arc<Self>,
         batch: &'a mut Batch<A>,
@@ -409,12 +443,16 @@ impl<A> Mailbox<A> {
     /// The receiver's pop: from its batch while no control message waits, else under the
     /// lock (control first, then the queue, taking a new batch). With `waker`, parks it when
     /// there is nothing to return.
+    ///
+    /// With `lend` (the state the task holds, and its runtime tag), a receiver that parks
+    /// while accepting user messages lends the state to the mailbox for inline asks.
     #[inline]
     fn pop(
         self: &Arc<Self>,
         batch: &mut Batch<A>,
         accept_user: bool,
         waker: Option<&Waker>,
+        lend: Option<Lend<'_, A>>,
     ) -> Option<Item<A>>
     where
         A: 'static,
@@ -425,7 +463,7 @@ impl<A> Mailbox<A> {
         {
             return Some(Item::Msg(env));
         }
-        self.pop_slow(batch, accept_user, waker)
+        self.pop_slow(batch, accept_user, waker, lend)
     }
 
     /// [`Mailbox::pop`] past its batch: once per batch, so kept out of line, leaving the
@@ -436,11 +474,12 @@ impl<A> Mailbox<A> {
         batch: &mut Batch<A>,
         accept_user: bool,
         waker: Option<&Waker>,
+        lend: Option<Lend<'_, A>>,
     ) -> Option<Item<A>>
     where
         A: 'static,
     {
-        let (item, notify, mut idle) = self.pop_locked(batch, accept_user, waker);
+        let (item, notify, mut idle) = self.pop_locked(batch, accept_user, waker, lend);
         if let Some(Idle::Defer(epoch)) = idle
             && !self.defer_trim(epoch)
         {
@@ -463,7 +502,7 @@ impl<A> Mailbox<A> {
         }
         if let Some(room) = notify {
             // Once per batch, not per message: every waiting sender re-checks for room.
-            room.notify_waiters();
+            room.room.notify_waiters();
         }
         item
     }
@@ -475,12 +514,15 @@ impl<A> Mailbox<A> {
         batch: &mut Batch<A>,
         accept_user: bool,
         waker: Option<&Waker>,
-    ) -> (Option<Item<A>>, Option<Arc<Notify>>, Option<Idle>) {
+        lend: Option<Lend<'_, A>>,
+    ) -> (Option<Item<A>>, Option<Arc<Waits>>, Option<Idle>) {
         let mut st = self.state.lock();
         if let Some(b) = batch.0.as_mut()
             && !b.spent.is_empty()
         {
-            st.recycled = st.recycled.saturating_add(b.spent.len() as u32);
+            st.recycled = st
+                .recycled
+                .saturating_add(u16::try_from(b.spent.len()).unwrap_or(u16::MAX));
             let excess = (st.spare.len() + b.spent.len()).saturating_sub(SPARE_BUSY);
             if excess == 0 {
                 // The usual case; a block copy, where `extend` moves one at a time.
@@ -521,15 +563,26 @@ impl<A> Mailbox<A> {
                 } else {
                     b.queue.extend(st.queue.drain(..n));
                 }
-                st.taken = n as u32;
+                // At most TAKE, which fits.
+                st.taken = n as u8;
             }
-            let room = (st.waiting_senders > 0).then(|| st.room.clone());
+            let room = (st.waiting_senders > 0).then(|| st.waits.clone());
             return (Some(Item::Msg(env)), room.flatten(), None);
         }
         if let Some(waker) = waker {
             match &mut st.rx_waker {
                 Some(w) if w.will_wake(waker) => {}
                 slot => *slot = Some(waker.clone()),
+            }
+            // Parked with nothing queued: an asker may run a handler on the state until
+            // the task wants it back. Under the lock that saw the queue empty, so a push
+            // after it finds the state lent and wakes the task to reclaim it.
+            if accept_user
+                && let Some((home, rt)) = lend
+                && matches!(st.lent, Lent::Task)
+                && let Some(h) = home.take()
+            {
+                st.lent = Lent::Idle(h, rt);
             }
         }
         // Going idle: keep a little for the next message, not a burst's worth; a burst's
@@ -548,7 +601,7 @@ impl<A> Mailbox<A> {
             st.shrink_idle(keep);
             Idle::Release
         };
-        let room = (released && st.waiting_senders > 0).then(|| st.room.clone());
+        let room = (released && st.waiting_senders > 0).then(|| st.waits.clone());
         (None, room.flatten(), Some(idle))
     }
 
@@ -574,10 +627,10 @@ impl<A> Mailbox<A> {
             st.terminated = true;
             st.taken = 0;
             st.spare = Vec::new();
-            st.term_waiters.take()
+            st.waits.clone()
         };
-        if let Some(n) = waiters {
-            n.notify_waiters();
+        if let Some(w) = waiters {
+            w.term.notify_waiters();
         }
     }
 
@@ -592,9 +645,9 @@ impl<A> Mailbox<A> {
             if st.terminated {
                 return true;
             }
-            Arc::clone(st.term_waiters.get_or_insert_with(Default::default))
+            Arc::clone(st.waits.get_or_insert_with(Default::default))
         };
-        let mut n = pin!(notify.notified());
+        let mut n = pin!(notify.term.notified());
         n.as_mut().enable();
         // Checked again after registering: the end may have come in between.
         if self.is_terminated() {
@@ -607,15 +660,15 @@ impl<A> Mailbox<A> {
     }
 }
 
-struct WaitGuard<'a, A>(&'a Mailbox<A>);
-impl<A> Drop for WaitGuard<'_, A> {
+struct WaitGuard<'a, A: Actor>(&'a Mailbox<A>);
+impl<A: Actor> Drop for WaitGuard<'_, A> {
     fn drop(&mut self) {
         let mut st = self.0.state.lock();
         st.waiting_senders = st.waiting_senders.saturating_sub(1);
     }
 }
 
-impl<A: 'static> trim::Trim for Mailbox<A> {
+impl<A: Actor> trim::Trim for Mailbox<A> {
     fn trim(&self, epoch: u32) -> Option<u32> {
         let mut st = self.state.lock();
         st.trim_queued = false;
@@ -647,25 +700,237 @@ impl<A: 'static> trim::Trim for Mailbox<A> {
 }
 
 /// Future of [`Mailbox::recv`].
-pub(crate) struct Recv<'a, A> {
+#[cfg(test)]
+pub(crate) struct Recv<'a, A: Actor> {
     mb: &'a Arc<Mailbox<A>>,
     batch: &'a mut Batch<A>,
     accept_user: bool,
 }
 
-impl<A: 'static> Future for Recv<'_, A> {
+#[cfg(test)]
+impl<A: Actor> Future for Recv<'_, A> {
     type Output = Item<A>;
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Item<A>> {
         let this = self.get_mut();
-        match this.mb.pop(this.batch, this.accept_user, Some(cx.waker())) {
+        match this
+            .mb
+            .pop(this.batch, this.accept_user, Some(cx.waker()), None)
+        {
             Some(item) => Poll::Ready(item),
             None => Poll::Pending,
         }
     }
 }
 
-impl<A: Send + 'static> ControlSink for Mailbox<A> {
+/// The state a receiver may lend while parked, and its runtime tag.
+type Lend<'a, A> = (&'a mut Option<Box<Home<A>>>, u32);
+
+impl<A: Actor> Mailbox<A> {
+    /// The next message of the receiver's batch, if no control message waits.
+    #[inline]
+    pub(crate) fn pop_batch(&self, batch: &mut Batch<A>) -> Option<BoxEnvelope<A>> {
+        if self.control_pending.load(Ordering::Acquire) {
+            return None;
+        }
+        batch.pop()
+    }
+
+    /// Waits for the next item like [`Mailbox::recv`], lending the actor's state `home` to
+    /// inline asks while parked (see [`crate::inline`]); the state comes back with the
+    /// item. A run that an asker started inline and left waiting is finished here first;
+    /// if it panicked, the item is the `Failed` control message it makes.
+    pub(crate) fn recv_lending<'a>(
+        self: &'a Arc<Self>,
+        batch: &'a mut Batch<A>,
+        accept_user: bool,
+        rt: u32,
+        home: Box<Home<A>>,
+    ) -> RecvLending<'a, A> {
+        RecvLending {
+            mb: self,
+            batch,
+            accept_user,
+            rt,
+            home: Some(home),
+            lent: false,
+            resume: None,
+        }
+    }
+
+    /// Borrows the state of an idle actor for an inline ask from runtime `rt`: only when
+    /// its task lent it from that runtime and nothing waits (no user message, no control
+    /// message, not closing), so that the ask overtakes nothing.
+    pub(crate) fn try_borrow(&self, rt: u32) -> Option<Box<Home<A>>> {
+        let mut st = self.state.lock();
+        if !matches!(st.lent, Lent::Idle(_, lent_rt) if lent_rt == rt)
+            || st.closed
+            || !st.queue.is_empty()
+            || !st.control.is_empty()
+        {
+            return None;
+        }
+        match std::mem::replace(&mut st.lent, Lent::Away) {
+            Lent::Idle(h, _) => Some(h),
+            // Checked above.
+            other => {
+                st.lent = other;
+                None
+            }
+        }
+    }
+
+    /// Gives back a state borrowed from runtime `rt`; `failure` when its handler panicked. Wakes the task
+    /// when something waits for it (messages that came meanwhile, the failure, a stop the
+    /// handler asked for).
+    pub(crate) fn give_back(&self, home: Box<Home<A>>, rt: u32, failure: Option<String>) {
+        let stop = home.ctx.stop_requested();
+        let mut st = self.state.lock();
+        if matches!(st.lent, Lent::Abandoned) {
+            drop(st);
+            // The task is gone: nobody will run this actor again.
+            drop(home);
+            return;
+        }
+        st.lent = Lent::Idle(home, rt);
+        if let Some(reason) = failure {
+            st.control.push_back(Control::Failed { reason });
+            self.control_pending.store(true, Ordering::Release);
+        }
+        let waker = if stop || !st.queue.is_empty() || !st.control.is_empty() {
+            st.rx_waker.take()
+        } else {
+            None
+        };
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Hands the task a run that an inline ask started and could not finish at once.
+    pub(crate) fn resume(&self, run: Resume<A>) {
+        let mut st = self.state.lock();
+        if matches!(st.lent, Lent::Abandoned) {
+            drop(st);
+            // Dropping it answers the ask `Stopped`.
+            drop(run);
+            return;
+        }
+        st.lent = Lent::Resume(run);
+        let waker = st.rx_waker.take();
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// Future of [`Mailbox::recv_lending`].
+pub(crate) struct RecvLending<'a, A: Actor> {
+    mb: &'a Arc<Mailbox<A>>,
+    batch: &'a mut Batch<A>,
+    accept_user: bool,
+    rt: u32,
+    /// `None` while lent, and once returned.
+    home: Option<Box<Home<A>>>,
+    /// The state is lent to the mailbox.
+    lent: bool,
+    /// A run an asker left for the task (it holds the state).
+    resume: Option<Resume<A>>,
+}
+
+impl<A: Actor> Future for RecvLending<'_, A> {
+    type Output = (Item<A>, Box<Home<A>>);
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            if let Some(run) = this.resume.as_mut() {
+                let Poll::Ready((h, outcome)) = (**run).as_mut().poll(cx) else {
+                    return Poll::Pending;
+                };
+                this.resume = None;
+                if let Err(p) = outcome {
+                    let reason = panic_message(&p);
+                    return Poll::Ready((Item::Control(Control::Failed { reason }), h));
+                }
+                if h.ctx.stop_requested() {
+                    // The handler called `Context::stop`: what the loop does after its own.
+                    return Poll::Ready((Item::Control(Control::Stop), h));
+                }
+                this.home = Some(h);
+            }
+            if !this.lent {
+                break;
+            }
+            // Lent at the last park: take it back, or wait while an asker runs a handler.
+            let mut st = this.mb.state.lock();
+            match std::mem::replace(&mut st.lent, Lent::Task) {
+                Lent::Idle(h, _) => {
+                    this.lent = false;
+                    if h.ctx.stop_requested() {
+                        // An inline handler called `Context::stop`: what the loop does after
+                        // a handler of its own that did.
+                        return Poll::Ready((Item::Control(Control::Stop), h));
+                    }
+                    this.home = Some(h);
+                }
+                Lent::Resume(run) => {
+                    this.resume = Some(run);
+                    this.lent = false;
+                }
+                other => {
+                    // Away (an asker gives it back and wakes us when something waits),
+                    // or a state that only this future's drop sets.
+                    st.lent = other;
+                    match &mut st.rx_waker {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        slot => *slot = Some(cx.waker().clone()),
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+        // Runtime tag 0: inline asks are off for this actor (or no runtime was found).
+        let lend = if this.rt != 0 {
+            Some((&mut this.home, this.rt))
+        } else {
+            None
+        };
+        let item = this
+            .mb
+            .pop_slow(this.batch, this.accept_user, Some(cx.waker()), lend);
+        match (item, this.home.take()) {
+            (Some(item), Some(h)) => Poll::Ready((item, h)),
+            (None, h) => {
+                this.lent = h.is_none();
+                this.home = h;
+                Poll::Pending
+            }
+            // Invariant: `pop` lends the state only when it returns nothing.
+            (Some(_), None) => unreachable!("the mailbox lent the state and returned an item"),
+        }
+    }
+}
+
+impl<A: Actor> Drop for RecvLending<'_, A> {
+    fn drop(&mut self) {
+        if !self.lent {
+            return;
+        }
+        // The task ends while the state is lent (it was aborted): take the state back to
+        // drop it here, or leave word for the asker that has it.
+        let mut st = self.mb.state.lock();
+        let lent = std::mem::replace(&mut st.lent, Lent::Task);
+        if matches!(lent, Lent::Away) {
+            st.lent = Lent::Abandoned;
+        }
+        drop(st);
+        drop(lent);
+    }
+}
+
+impl<A: Actor> ControlSink for Mailbox<A> {
     fn push_control(&self, c: Control) {
         Mailbox::push_control(self, c);
     }

@@ -39,9 +39,11 @@ pub enum Executor {
     /// tokio `current_thread` runtime, and keeps every actor on one of them (see the
     /// placement rules below).
     ///
-    /// Also the mode for ask latency: a sequential ask on a work-stealing runtime makes
-    /// tokio unpark its idle worker every few dozen round trips, which on a virtual machine
-    /// costs the asker 2 to 12 µs (the p99); on a shard there is no idle worker to wake.
+    /// Also a mode for ask latency: a sequential ask that finds its actor busy (an idle
+    /// one is answered inline, on the asking task) goes through the scheduler, and on a
+    /// work-stealing runtime tokio then unparks its idle worker every few dozen round
+    /// trips, which on a virtual machine costs the asker 2 to 12 µs; on a shard there is no
+    /// idle worker to wake.
     ///
     /// An actor spawned from a shard thread (a child, a virtual activation, anything
     /// spawned by a task running there) stays on that shard, so a sender and the actors it

@@ -38,6 +38,10 @@ pub struct SpawnOptions {
     /// count). `None`: the spawning thread's shard when it is one, else round-robin.
     /// Ignored by an [`Executor::Ambient`] system.
     pub shard: Option<usize>,
+    /// Whether an ask to this actor while it is idle may run the handler on the asking
+    /// task (default `true`; see [`ActorRef::ask`](crate::ActorRef::ask)). `false` keeps
+    /// every handler on the actor's own task.
+    pub inline_asks: bool,
 }
 
 impl Default for SpawnOptions {
@@ -45,6 +49,7 @@ impl Default for SpawnOptions {
         Self {
             mailbox: DEFAULT_MAILBOX,
             shard: None,
+            inline_asks: true,
         }
     }
 }
@@ -59,6 +64,12 @@ impl SpawnOptions {
     /// Places the actor on shard `k` of a sharded system (see [`SpawnOptions::shard`]).
     pub fn shard(mut self, k: usize) -> Self {
         self.shard = Some(k);
+        self
+    }
+
+    /// Allows or forbids inline asks (see [`SpawnOptions::inline_asks`]).
+    pub fn inline_asks(mut self, allow: bool) -> Self {
+        self.inline_asks = allow;
         self
     }
 }

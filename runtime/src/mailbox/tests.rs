@@ -387,7 +387,7 @@ fn many_senders_on_threads_and_tasks_keep_the_bound() {
 /// [`Mailbox::pop_slow`] without registering with the trim thread: the lock part, then
 /// the free of what the spares had no room for.
 fn pop_parked(mb: &Arc<Mailbox<A>>, batch: &mut Batch<A>) -> (Option<Item<A>>, Option<Idle>) {
-    let (item, _, idle) = mb.pop_locked(batch, true, Some(Waker::noop()));
+    let (item, _, idle) = mb.pop_locked(batch, true, Some(Waker::noop()), None);
     if let Some(b) = batch.0.as_mut() {
         b.spent.clear();
     }
@@ -482,7 +482,7 @@ fn the_trim_thread_releases_an_idle_burst() {
         assert!(mb.try_push_m(env(i)).is_ok());
     }
     loop {
-        match mb.pop(&mut batch, true, Some(&waker)) {
+        match mb.pop(&mut batch, true, Some(&waker), None) {
             Some(Item::Msg(e)) => batch.spend(e.recycle()),
             Some(Item::Control(c)) => panic!("unexpected {c:?}"),
             None => break,
