@@ -150,11 +150,15 @@ pub(crate) fn tell_many_sharded(actors: usize, per_actor: u64) -> Duration {
     })
 }
 
-/// Sequential asks from one task.
-pub(crate) fn ask(flavor: Flavor, warm: usize, n: usize) -> AskStats {
+/// Sequential asks from one task. With `inline` false the actor is spawned with inline asks
+/// off, so every ask goes through its mailbox and task (the path of an ask to a busy actor).
+pub(crate) fn ask(flavor: Flavor, warm: usize, n: usize, inline: bool) -> AskStats {
     on_tokio(flavor, async move {
         let system = System::new(SystemConfig::default());
-        let r = counter(&system, u64::MAX, &Group::new(1));
+        let r = system.spawn_with(
+            Counter(Count::new(u64::MAX, Group::new(1))),
+            SpawnOptions::default().mailbox(MAILBOX).inline_asks(inline),
+        );
         let timeout = Duration::from_secs(5);
         tokio::spawn(async move {
             time_asks!(warm, n, async {

@@ -210,21 +210,27 @@ fn main() {
         let mut runs: Vec<[Option<AskStats>; 4]> = Vec::new();
         // One thread: Cortex also on a one-shard system (its own runtime), beside actix.
         let mut sharded: Vec<[Option<AskStats>; 4]> = Vec::new();
+        // Cortex with inline asks off (every ask through the mailbox: an ask to a busy
+        // actor), beside the same peers' runs.
+        let mut queued: Vec<[Option<AskStats>; 4]> = Vec::new();
         for rep in 0..REPS {
             eprintln!("ask, {} (rep {})", flavor.label(), rep + 1);
             let mut cortex_sharded = None;
+            let mut cortex_queued = None;
             let run = args.each([
                 &mut || {
                     if flavor == Flavor::One {
                         cortex_sharded = Some(cortex::ask_sharded(warm, n));
                     }
-                    Some(cortex::ask(flavor, warm, n))
+                    cortex_queued = Some(cortex::ask(flavor, warm, n, false));
+                    Some(cortex::ask(flavor, warm, n, true))
                 },
                 &mut || Some(kameo_rt::ask(flavor, warm, n)),
                 &mut || Some(ractor_rt::ask(flavor, warm, n)),
                 &mut || (flavor == Flavor::One).then(|| actix_rt::ask(warm, n)),
             ]);
             sharded.push([cortex_sharded, None, None, run[3]]);
+            queued.push([cortex_queued, run[1], run[2], run[3]]);
             runs.push(run);
         }
         if flavor == Flavor::Two {
@@ -235,6 +241,7 @@ fn main() {
         if flavor == Flavor::One {
             ask_rows(&mut table, &sharded, "1 shard (actix: 1 arbiter)");
         }
+        ask_rows(&mut table, &queued, &format!("{label}, Cortex inline asks off"));
     }
 
     // 4. Spawn rate.

@@ -85,23 +85,41 @@ pub(crate) enum Control {
     Failed { reason: String },
 }
 
-/// The control lane's queue, allocated by its first message: most actors get one only
-/// when they stop, and an inline queue would cost every idle actor 24 bytes more.
+/// What most actors never use, or only when they stop: the control lane's queue and the
+/// places to wait for room or for the end. Allocated by the first use; inline, they would
+/// cost every idle actor 40 bytes more.
 #[derive(Default)]
-#[allow(clippy::box_collection)] // deliberately boxed: one word in every idle actor, not four
-struct ControlLane(Option<Box<VecDeque<Control>>>);
+struct Rare(Option<Box<RareInner>>);
 
-impl ControlLane {
-    fn push_back(&mut self, c: Control) {
-        self.0.get_or_insert_with(Default::default).push_back(c);
+#[derive(Default)]
+struct RareInner {
+    control: VecDeque<Control>,
+    waits: Option<Arc<Waits>>,
+}
+
+impl Rare {
+    fn push_control(&mut self, c: Control) {
+        self.0
+            .get_or_insert_with(Default::default)
+            .control
+            .push_back(c);
     }
 
-    fn pop_front(&mut self) -> Option<Control> {
-        self.0.as_mut()?.pop_front()
+    fn pop_control(&mut self) -> Option<Control> {
+        self.0.as_mut()?.control.pop_front()
     }
 
-    fn is_empty(&self) -> bool {
-        self.0.as_ref().is_none_or(|q| q.is_empty())
+    fn control_is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|r| r.control.is_empty())
+    }
+
+    fn waits(&self) -> Option<Arc<Waits>> {
+        self.0.as_ref()?.waits.clone()
+    }
+
+    fn waits_or_new(&mut self) -> Arc<Waits> {
+        let r = self.0.get_or_insert_with(Default::default);
+        Arc::clone(r.waits.get_or_insert_with(Default::default))
     }
 }
 
@@ -167,7 +185,8 @@ impl<A> Batch<A> {
 
 struct State<A: Actor> {
     queue: VecDeque<BoxEnvelope<A>>,
-    control: ControlLane,
+    /// The control lane and the waiters.
+    rare: Rare,
     rx_waker: Option<Waker>,
     /// Messages moved into the receiver's batch at its last lock acquisition: they count
     /// against the capacity until it comes back.
@@ -177,9 +196,6 @@ struct State<A: Actor> {
     recycled: u16,
     /// Spent envelopes for senders to refill.
     spare: Vec<Spare>,
-    /// Where senders wait for room and callers wait for the end; created by the first
-    /// waiter (most actors never have one).
-    waits: Option<Arc<Waits>>,
     closed: bool,
     terminated: bool,
     /// Times the receiver took messages from the queue: a trim finds by it whether the
@@ -257,13 +273,12 @@ impl<A: Actor> Mailbox<A> {
         Self {
             state: Lock::new(State {
                 queue: VecDeque::new(),
-                control: ControlLane::default(),
+                rare: Rare::default(),
                 rx_waker: None,
                 taken: 0,
                 waiting_senders: 0,
                 recycled: 0,
                 spare: Vec::new(),
-                waits: None,
                 closed: false,
                 terminated: false,
                 takes: 0,
@@ -350,7 +365,7 @@ impl<A: Actor> Mailbox<A> {
             if st.closed || st.has_room(self.capacity) {
                 return;
             }
-            Arc::clone(st.waits.get_or_insert_with(Default::default))
+            st.rare.waits_or_new()
         };
         let mut notified = pin!(room.room.notified());
         {
@@ -373,10 +388,10 @@ impl<A: Actor> Mailbox<A> {
         let closing = matches!(c, Control::Stop | Control::Drain { .. });
         let (waker, room) = {
             let mut st = self.state.lock();
-            st.control.push_back(c);
+            st.rare.push_control(c);
             self.control_pending.store(true, Ordering::Release);
             st.closed |= closing;
-            let room = if closing { st.waits.clone() } else { None };
+            let room = if closing { st.rare.waits() } else { None };
             (st.rx_waker.take(), room)
         };
         if let Some(room) = room {
@@ -392,7 +407,7 @@ impl<A: Actor> Mailbox<A> {
         let room = {
             let mut st = self.state.lock();
             st.closed = true;
-            st.waits.clone()
+            st.rare.waits()
         };
         if let Some(room) = room {
             room.room.notify_waiters();
@@ -539,8 +554,8 @@ impl<A: Actor> Mailbox<A> {
                 st.spare.extend(b.spent.drain(excess..));
             }
         }
-        if let Some(c) = st.control.pop_front() {
-            if st.control.is_empty() {
+        if let Some(c) = st.rare.pop_control() {
+            if st.rare.control_is_empty() {
                 self.control_pending.store(false, Ordering::Relaxed);
             }
             return (Some(Item::Control(c)), None, None);
@@ -566,7 +581,7 @@ impl<A: Actor> Mailbox<A> {
                 // At most TAKE, which fits.
                 st.taken = n as u8;
             }
-            let room = (st.waiting_senders > 0).then(|| st.waits.clone());
+            let room = (st.waiting_senders > 0).then(|| st.rare.waits());
             return (Some(Item::Msg(env)), room.flatten(), None);
         }
         if let Some(waker) = waker {
@@ -601,7 +616,7 @@ impl<A: Actor> Mailbox<A> {
             st.shrink_idle(keep);
             Idle::Release
         };
-        let room = (released && st.waiting_senders > 0).then(|| st.waits.clone());
+        let room = (released && st.waiting_senders > 0).then(|| st.rare.waits());
         (None, room.flatten(), Some(idle))
     }
 
@@ -627,7 +642,7 @@ impl<A: Actor> Mailbox<A> {
             st.terminated = true;
             st.taken = 0;
             st.spare = Vec::new();
-            st.waits.clone()
+            st.rare.waits()
         };
         if let Some(w) = waiters {
             w.term.notify_waiters();
@@ -645,7 +660,7 @@ impl<A: Actor> Mailbox<A> {
             if st.terminated {
                 return true;
             }
-            Arc::clone(st.waits.get_or_insert_with(Default::default))
+            st.rare.waits_or_new()
         };
         let mut n = pin!(notify.term.notified());
         n.as_mut().enable();
@@ -766,7 +781,7 @@ impl<A: Actor> Mailbox<A> {
         if !matches!(st.lent, Lent::Idle(_, lent_rt) if lent_rt == rt)
             || st.closed
             || !st.queue.is_empty()
-            || !st.control.is_empty()
+            || !st.rare.control_is_empty()
         {
             return None;
         }
@@ -794,10 +809,10 @@ impl<A: Actor> Mailbox<A> {
         }
         st.lent = Lent::Idle(home, rt);
         if let Some(reason) = failure {
-            st.control.push_back(Control::Failed { reason });
+            st.rare.push_control(Control::Failed { reason });
             self.control_pending.store(true, Ordering::Release);
         }
-        let waker = if stop || !st.queue.is_empty() || !st.control.is_empty() {
+        let waker = if stop || !st.queue.is_empty() || !st.rare.control_is_empty() {
             st.rx_waker.take()
         } else {
             None
