@@ -61,6 +61,38 @@ pub(crate) enum Lent<A: Actor> {
     Abandoned,
 }
 
+/// How many inline handlers may run inside one another on a thread. A handler that asks
+/// another idle actor runs that one's handler inside its own poll, so a chain of asks
+/// nests polls on the thread's stack; past this depth an ask goes through the mailbox,
+/// whose task starts from an empty stack.
+pub(crate) const MAX_DEPTH: u32 = 32;
+
+thread_local! {
+    /// Inline handlers being polled on this thread, one inside the other.
+    static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// True when one more inline handler may run on this thread.
+pub(crate) fn may_nest() -> bool {
+    DEPTH.with(|d| d.get() < MAX_DEPTH)
+}
+
+/// Counts one inline poll for as long as it lives (a panic included).
+struct Nested;
+
+impl Nested {
+    fn enter() -> Self {
+        DEPTH.with(|d| d.set(d.get() + 1));
+        Nested
+    }
+}
+
+impl Drop for Nested {
+    fn drop(&mut self) {
+        DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
 /// A small tag for the tokio runtime the caller runs on (0: none). An inline handler must
 /// run on the actor's own runtime: whatever it spawns (timers, children, tasks) lands on
 /// the runtime it runs on. Runtime ids come from a counter, so their low 32 bits differ
@@ -120,7 +152,12 @@ where
         };
         (home, reply)
     });
-    match std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await {
+    let first = std::future::poll_fn(|cx| {
+        let _nested = Nested::enter();
+        Poll::Ready(run.as_mut().poll(cx))
+    })
+    .await;
+    match first {
         Poll::Ready((home, reply)) => First::Done(home, reply),
         Poll::Pending => First::Pending(run),
     }

@@ -324,3 +324,46 @@ fn an_ask_from_another_runtime_is_queued() {
     );
     home.block_on(system.shutdown(T));
 }
+
+/// One actor of a chain: asks the next one and counts the links after it.
+struct Link {
+    next: Option<cortex_runtime::ActorRef<Link>>,
+}
+impl cortex_runtime::Actor for Link {}
+struct Relay;
+impl Message for Relay {
+    type Reply = u32;
+}
+impl Handler<Relay> for Link {
+    async fn handle(&mut self, _: Relay, _ctx: &mut Context<Self>) -> u32 {
+        match &self.next {
+            Some(next) => next.ask(Relay, T).await.map_or(0, |n| n + 1),
+            None => 0,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_long_chain_of_asks_does_not_nest_without_bound() {
+    // Each idle link would run the next one's handler inside its own poll: 3,000 deep
+    // overflows a test thread's 2 MiB stack. Past a bounded depth an ask is queued instead.
+    // (Unconstrained by tokio's coop budget, which would otherwise end the nesting after
+    // 128 asks in one poll.)
+    const LINKS: u32 = 3_000;
+    let system = System::new(SystemConfig::default());
+    let mut head = system.spawn(Link { next: None });
+    for _ in 1..LINKS {
+        head = system.spawn(Link { next: Some(head) });
+    }
+    for _ in 0..2 {
+        // The second pass finds every link parked and lent.
+        let h = head.clone();
+        let n = tokio::spawn(tokio::task::unconstrained(
+            async move { h.ask(Relay, T).await },
+        ))
+        .await
+        .unwrap();
+        assert_eq!(n, Ok(LINKS - 1));
+    }
+    system.shutdown(T).await;
+}
