@@ -195,7 +195,9 @@ impl<A: Actor> ActorRef<A> {
     /// senders queue), an ask never overtakes a queued message, a panic is supervised like
     /// any other, and a handler that awaits something at its first poll is finished by the
     /// actor's own task, so that the asker's deadline or cancellation never cuts it short.
-    /// Like a channel receive, an inline ask counts against the task's tokio coop budget.
+    /// Like a channel receive, an inline ask counts against the task's tokio coop budget,
+    /// and a handler that asks another idle actor nests that handler in its own poll, at
+    /// most 32 deep on a thread (deeper asks are queued).
     /// [`SpawnOptions::inline_asks`](crate::SpawnOptions::inline_asks) turns this off for
     /// an actor whose handlers must run on its own task.
     pub async fn ask<M>(&self, msg: M, timeout: Duration) -> Result<M::Reply, ActorError>
