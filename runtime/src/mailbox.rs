@@ -795,9 +795,9 @@ impl<A: Actor> Mailbox<A> {
         }
     }
 
-    /// Gives back a state borrowed from runtime `rt`; `failure` when its handler panicked. Wakes the task
-    /// when something waits for it (messages that came meanwhile, the failure, a stop the
-    /// handler asked for).
+    /// Gives back a state borrowed from runtime `rt`; `failure` when its handler panicked.
+    /// Wakes the task when something waits for it (messages that came meanwhile, the
+    /// failure, a stop the handler asked for).
     pub(crate) fn give_back(&self, home: Box<Home<A>>, rt: u32, failure: Option<String>) {
         let stop = home.ctx.stop_requested();
         let mut st = self.state.lock();
@@ -883,9 +883,10 @@ impl<A: Actor> Future for RecvLending<'_, A> {
             match std::mem::replace(&mut st.lent, Lent::Task) {
                 Lent::Idle(h, _) => {
                     this.lent = false;
-                    if h.ctx.stop_requested() {
+                    if h.ctx.stop_requested() && st.rare.control_is_empty() {
                         // An inline handler called `Context::stop`: what the loop does after
-                        // a handler of its own that did.
+                        // a handler of its own that did. (With a control message waiting,
+                        // such as its failure, that goes first, and the loop stops after.)
                         return Poll::Ready((Item::Control(Control::Stop), h));
                     }
                     this.home = Some(h);
