@@ -4,6 +4,7 @@ mod actors {
     pub(crate) mod basics;
     pub(crate) mod common;
     pub(crate) mod inline;
+    pub(crate) mod inline_stress;
     pub(crate) mod pubsub;
     pub(crate) mod remote;
     pub(crate) mod sharded;
