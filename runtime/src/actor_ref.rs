@@ -222,14 +222,17 @@ impl<A: Actor> ActorRef<A> {
         M: Message,
     {
         // An idle actor on this runtime: run the handler here (see `crate::inline`), unless
-        // this is already deep inside other inline handlers on this thread. The ask counts
+        // this is already deep inside other inline handlers on this thread. A busy actor
+        // costs this path one load. The ask counts
         // against the task's coop budget, as a channel receive would, so that a loop of
         // inline asks still lets the task's neighbours run.
-        let rt = inline::current_rt();
-        if rt != 0 && inline::may_nest() {
-            tokio::task::coop::consume_budget().await;
-            if let Some(home) = self.mb.try_borrow(rt) {
-                return self.ask_inline(home, rt, msg, deadline).await;
+        if self.mb.may_lend() && inline::may_nest() {
+            let rt = inline::current_rt();
+            if rt != 0 {
+                tokio::task::coop::consume_budget().await;
+                if let Some(home) = self.mb.try_borrow(rt) {
+                    return self.ask_inline(home, rt, msg, deadline).await;
+                }
             }
         }
         let (tx, rx) = oneshot::channel();

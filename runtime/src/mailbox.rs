@@ -265,6 +265,10 @@ pub(crate) struct Mailbox<A: Actor> {
     /// True while the control lane holds something; read without the lock before each pop
     /// from the receiver's batch.
     control_pending: AtomicBool,
+    /// True while the parked task's state is lent and idle: read without the lock by askers,
+    /// so that an ask to a busy actor pays one load for the inline path it cannot take. Set
+    /// and cleared under the lock; a stale read costs one lock, or one queued ask.
+    idle_lent: AtomicBool,
     id: u64,
 }
 
@@ -287,6 +291,7 @@ impl<A: Actor> Mailbox<A> {
             }),
             capacity: capacity.clamp(1, u32::MAX as usize) as u32,
             control_pending: AtomicBool::new(false),
+            idle_lent: AtomicBool::new(false),
             id,
         }
     }
@@ -598,6 +603,7 @@ impl<A: Actor> Mailbox<A> {
                 && let Some(h) = home.take()
             {
                 st.lent = Lent::Idle(h, rt);
+                self.idle_lent.store(true, Ordering::Relaxed);
             }
         }
         // Going idle: keep a little for the next message, not a burst's worth; a burst's
@@ -773,6 +779,12 @@ impl<A: Actor> Mailbox<A> {
         }
     }
 
+    /// True when the actor's state may be lent and idle (a hint: see [`Mailbox::try_borrow`]).
+    #[inline]
+    pub(crate) fn may_lend(&self) -> bool {
+        self.idle_lent.load(Ordering::Relaxed)
+    }
+
     /// Borrows the state of an idle actor for an inline ask from runtime `rt`: only when
     /// its task lent it from that runtime and nothing waits (no user message, no control
     /// message, not closing), so that the ask overtakes nothing.
@@ -785,6 +797,7 @@ impl<A: Actor> Mailbox<A> {
         {
             return None;
         }
+        self.idle_lent.store(false, Ordering::Relaxed);
         match std::mem::replace(&mut st.lent, Lent::Away) {
             Lent::Idle(h, _) => Some(h),
             // Checked above.
@@ -808,6 +821,7 @@ impl<A: Actor> Mailbox<A> {
             return;
         }
         st.lent = Lent::Idle(home, rt);
+        self.idle_lent.store(true, Ordering::Relaxed);
         if let Some(reason) = failure {
             st.rare.push_control(Control::Failed { reason });
             self.control_pending.store(true, Ordering::Release);
@@ -880,6 +894,7 @@ impl<A: Actor> Future for RecvLending<'_, A> {
             }
             // Lent at the last park: take it back, or wait while an asker runs a handler.
             let mut st = this.mb.state.lock();
+            this.mb.idle_lent.store(false, Ordering::Relaxed);
             match std::mem::replace(&mut st.lent, Lent::Task) {
                 Lent::Idle(h, _) => {
                     this.lent = false;
@@ -937,6 +952,7 @@ impl<A: Actor> Drop for RecvLending<'_, A> {
         // The task ends while the state is lent (it was aborted): take the state back to
         // drop it here, or leave word for the asker that has it.
         let mut st = self.mb.state.lock();
+        self.mb.idle_lent.store(false, Ordering::Relaxed);
         let lent = std::mem::replace(&mut st.lent, Lent::Task);
         if matches!(lent, Lent::Away) {
             st.lent = Lent::Abandoned;
