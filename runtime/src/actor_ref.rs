@@ -223,9 +223,9 @@ impl<A: Actor> ActorRef<A> {
     {
         // An idle actor on this runtime: run the handler here (see `crate::inline`), unless
         // this is already deep inside other inline handlers on this thread. A busy actor
-        // costs this path one load. The ask counts
-        // against the task's coop budget, as a channel receive would, so that a loop of
-        // inline asks still lets the task's neighbours run.
+        // costs this path one load. The ask counts against the task's coop budget, as a
+        // channel receive would, so that a loop of inline asks still lets the task's
+        // neighbours run.
         if self.mb.may_lend() && inline::may_nest() {
             let rt = inline::current_rt();
             if rt != 0 {
@@ -260,11 +260,7 @@ impl<A: Actor> ActorRef<A> {
             {
                 return Err(AskFail::NotDelivered(msg));
             }
-            match rx.await {
-                Ok(Ok(r)) => Ok(r),
-                Ok(Err(e)) => Err(AskFail::Failed(e)),
-                Err(_) => Err(AskFail::Failed(ActorError::Stopped)),
-            }
+            replied(rx.await)
         };
         match tokio::time::timeout_at(deadline, wait).await {
             Ok(r) => r,
@@ -301,9 +297,7 @@ impl<A: Actor> ActorRef<A> {
         let (tx, rx) = oneshot::channel();
         self.mb.resume(inline::resume(run, tx));
         match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(Ok(r))) => Ok(r),
-            Ok(Ok(Err(e))) => Err(AskFail::Failed(e)),
-            Ok(Err(_)) => Err(AskFail::Failed(ActorError::Stopped)),
+            Ok(r) => replied(r),
             Err(_) => Err(AskFail::Failed(ActorError::Timeout)),
         }
     }
@@ -334,6 +328,18 @@ impl<A: Actor> ActorRef<A> {
         } else {
             Err(ActorError::Timeout)
         }
+    }
+}
+
+/// What an ask's reply channel gave: the reply, the handler's failure, or `Stopped` when the
+/// actor dropped the ask unanswered.
+fn replied<R, M>(
+    r: Result<Result<R, ActorError>, oneshot::error::RecvError>,
+) -> Result<R, AskFail<M>> {
+    match r {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(AskFail::Failed(e)),
+        Err(_) => Err(AskFail::Failed(ActorError::Stopped)),
     }
 }
 

@@ -44,7 +44,7 @@ pub(crate) struct Home<A: Actor> {
 pub(crate) type Resume<A> = Box<Pin<Box<dyn Future<Output = Taken<A>> + Send>>>;
 
 /// The state and the outcome of a handler run.
-pub(crate) type Taken<A> = (Box<Home<A>>, Result<(), Panic>);
+type Taken<A> = (Box<Home<A>>, Result<(), Panic>);
 
 /// Where the actor's state is, as the mailbox sees it.
 pub(crate) enum Lent<A: Actor> {
