@@ -188,19 +188,32 @@ fn single_activation_checker_catches_disagreeing_placement() {
 /// Left alone, the overlap is a race the broken setting allows, not one it forces: the old
 /// owner often stops within milliseconds, and one suite run in many saw none in a 15 s
 /// scenario. The workload actors' stop hooks therefore take 500 ms here (`--stop-delay`),
-/// so every id that moves to the restarted node and gets a request in that time is live on
-/// two nodes at once, and a single run must be flagged.
+/// so that an id that moves to the restarted node and gets a request in that time is live
+/// on two nodes at once. That still depends on requests landing in those windows: runs
+/// flag 2 to 15 overlaps, and now and then none (1 of 14 runs on 2026-11-28, a fresh-clone
+/// CI run among them), so the broken setting must be caught in one of up to three runs.
 #[test]
 fn single_activation_checker_catches_settle_time_zero() {
     let s = scenario("rolling-restart");
-    let out = run_short(&s, |o| {
-        o.settle_time = Some(std::time::Duration::ZERO);
-        o.stop_delay = Some(std::time::Duration::from_millis(500));
-    });
-    let v = out.verdict("single-activation").unwrap();
-    assert!(!v.passed, "settle time 0 went unnoticed:\n{}", out.summary);
-    assert!(
-        v.counts.get("outside_faults").copied().unwrap_or(0) > 0,
-        "{v:?}"
+    let mut missed = Vec::new();
+    for _ in 0..3 {
+        let out = run_short(&s, |o| {
+            o.settle_time = Some(std::time::Duration::ZERO);
+            o.stop_delay = Some(std::time::Duration::from_millis(500));
+        });
+        let v = out.verdict("single-activation").unwrap();
+        if !v.passed {
+            assert!(
+                v.counts.get("outside_faults").copied().unwrap_or(0) > 0,
+                "{v:?}"
+            );
+            return;
+        }
+        missed.push(out.summary);
+    }
+    panic!(
+        "settle time 0 went unnoticed in {} runs:\n{}",
+        missed.len(),
+        missed.join("\n")
     );
 }
