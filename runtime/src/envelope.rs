@@ -17,10 +17,11 @@ pub(crate) type Panic = Box<dyn Any + Send>;
 /// Bytes of a handler run held inline, in the actor's own task, instead of in a box of its
 /// own. A handler that finishes without waiting on anything large (a counter's `add`, a
 /// getter, an ask's reply) fits; a larger run is boxed. Every idle actor carries this space
-/// in its task, so it is the largest that keeps a stateless actor's tokio task in its
-/// 256-byte size class (`-Zprint-type-sizes`: the handler-run state of `Cell::run` is then
-/// its largest, at 151 of 152 bytes). Measured: 1.01 → 0.01 allocations per tell, +12% on
-/// the one-actor tell row (BENCHMARKS.md, Runtime).
+/// in its task, so it was sized as the largest that kept a stateless actor's tokio task in
+/// its 256-byte size class (`-Zprint-type-sizes`: the loop's future was then 151 of 152
+/// bytes). Since the actor's state moved to its own box (inline asks), the loop's future is
+/// 144 bytes (the size test in `cell.rs`); the slack was not spent. Measured: 1.01 → 0.01
+/// allocations per tell, +12% on the one-actor tell row (BENCHMARKS.md, Runtime).
 pub(crate) const RUN_INLINE: usize = 40;
 
 /// A handler run: the handler's future behind the panic boundary, `Err` carrying a caught

@@ -18,6 +18,11 @@
 //!
 //! The state is boxed so that it lives in one place whoever runs it: the task holds the
 //! box while it works, the mailbox while the task is parked.
+//!
+//! An inline ask consumes the asking task's tokio coop budget, as a channel receive does
+//! (a spent budget makes the asker yield first). A handler that asks another idle actor
+//! nests that handler in its own poll, so the nesting is bounded per thread
+//! ([`MAX_DEPTH`]); past it, the ask is queued.
 
 use std::future::Future;
 use std::hash::{Hash, Hasher};

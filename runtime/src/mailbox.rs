@@ -757,7 +757,7 @@ impl<A: Actor> Mailbox<A> {
         batch.pop()
     }
 
-    /// Waits for the next item like [`Mailbox::recv`], lending the actor's state `home` to
+    /// Waits for the next item like `Mailbox::recv` (tests only), lending the actor's state `home` to
     /// inline asks while parked (see [`crate::inline`]); the state comes back with the
     /// item. A run that an asker started inline and left waiting is finished here first;
     /// if it panicked, the item is the `Failed` control message it makes.
