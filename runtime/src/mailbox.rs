@@ -439,7 +439,7 @@ impl<A: Actor> Mailbox<A> {
     where
         A: 'static,
     {
-        self.pop(batch, accept_user, None, None)
+        self.pop(batch, accept_user, None)
     }
 
     /// Waits for the next item. Only the actor's own task calls this, always with the same
@@ -462,32 +462,26 @@ impl<A: Actor> Mailbox<A> {
 
     /// The receiver's pop: from its batch while no control message waits, else under the
     /// lock (control first, then the queue, taking a new batch). With `waker`, parks it when
-    /// there is nothing to return.
-    ///
-    /// With `lend` (the state the task holds, and its runtime tag), a receiver that parks
-    /// while accepting user messages lends the state to the mailbox for inline asks.
-    #[inline]
+    /// there is nothing to return. (Draining and tests; the actor's loop calls
+    /// [`Mailbox::pop_batch`] and [`Mailbox::recv_lending`].)
     fn pop(
         self: &Arc<Self>,
         batch: &mut Batch<A>,
         accept_user: bool,
         waker: Option<&Waker>,
-        lend: Option<Lend<'_, A>>,
     ) -> Option<Item<A>>
     where
         A: 'static,
     {
-        if accept_user
-            && !self.control_pending.load(Ordering::Acquire)
-            && let Some(env) = batch.pop()
-        {
+        if accept_user && let Some(env) = self.pop_batch(batch) {
             return Some(Item::Msg(env));
         }
-        self.pop_slow(batch, accept_user, waker, lend)
+        self.pop_slow(batch, accept_user, waker, None)
     }
 
-    /// [`Mailbox::pop`] past its batch: once per batch, so kept out of line, leaving the
-    /// per-message path small enough to inline into the actor's loop.
+    /// [`Mailbox::pop`] past its batch, once per batch. With `lend` (the state the task
+    /// holds, and its runtime tag), a receiver that parks while accepting user messages
+    /// lends the state to the mailbox for inline asks.
     #[inline(never)]
     fn pop_slow(
         self: &Arc<Self>,
@@ -734,10 +728,7 @@ impl<A: Actor> Future for Recv<'_, A> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Item<A>> {
         let this = self.get_mut();
-        match this
-            .mb
-            .pop(this.batch, this.accept_user, Some(cx.waker()), None)
-        {
+        match this.mb.pop(this.batch, this.accept_user, Some(cx.waker())) {
             Some(item) => Poll::Ready(item),
             None => Poll::Pending,
         }

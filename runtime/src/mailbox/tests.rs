@@ -482,7 +482,7 @@ fn the_trim_thread_releases_an_idle_burst() {
         assert!(mb.try_push_m(env(i)).is_ok());
     }
     loop {
-        match mb.pop(&mut batch, true, Some(&waker), None) {
+        match mb.pop(&mut batch, true, Some(&waker)) {
             Some(Item::Msg(e)) => batch.spend(e.recycle()),
             Some(Item::Control(c)) => panic!("unexpected {c:?}"),
             None => break,
